@@ -65,7 +65,41 @@ def check_expiry(expires_in_days: int | None, at: datetime) -> datetime | None:
 class ApiKey(Aggregate):
     """A key: who owns it, what it may do, and whether it still may."""
 
-    @event("Minted")
+    class Minted(Aggregate.Created):
+        """A key was minted; its token's sha256 is all of the token the ledger keeps."""
+
+        owner_id: str
+        name: str
+        token_sha256: str
+        prefix: str
+        scopes: list[str]
+        expires_at: datetime | None
+        actor: str
+        at: datetime
+
+    class ScopesSet(Aggregate.Event):
+        """The key's scopes were replaced; the previous ones are kept for diffs."""
+
+        scopes: list[str]
+        previous_scopes: list[str]
+        actor: str
+        at: datetime
+
+    class Revoked(Aggregate.Event):
+        """The key was revoked: terminal."""
+
+        actor: str
+        reason: str
+        at: datetime
+
+    class Expired(Aggregate.Event):
+        """The key's expiry instant passed: terminal."""
+
+        expires_at: datetime
+        actor: str
+        at: datetime
+
+    @event(Minted)
     def __init__(
         self,
         id: UUID,  # noqa: A002 - the library takes the aggregate id under this name
@@ -138,7 +172,7 @@ class ApiKey(Aggregate):
         self._scopes_set(scopes=new, previous_scopes=list(self.scopes), actor=actor, at=at)
         return True
 
-    @event("ScopesSet")
+    @event(ScopesSet)
     def _scopes_set(
         self, scopes: list[str], previous_scopes: list[str], actor: str, at: datetime
     ) -> None:
@@ -151,7 +185,7 @@ class ApiKey(Aggregate):
         self._revoked(actor=actor, reason=reason, at=at)
         return True
 
-    @event("Revoked")
+    @event(Revoked)
     def _revoked(self, actor: str, reason: str, at: datetime) -> None:
         self.revoked_at = at
 
@@ -164,6 +198,6 @@ class ApiKey(Aggregate):
         self._expired(expires_at=self.expires_at, actor=SYSTEM, at=at)
         return True
 
-    @event("Expired")
+    @event(Expired)
     def _expired(self, expires_at: datetime, actor: str, at: datetime) -> None:
         self.expired_at = expires_at

@@ -1,0 +1,264 @@
+"""The event-sourced key ledger: commands on ApiKey aggregates, saved to the event store."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import IntegrityError, Notification, Tracking
+
+from domain import token as token_format
+from domain.api_key import ApiKey
+from domain.errors import KeyNotFound
+from projections.key_projection import KeyProjection
+from projections.verification_index import KeyRecord, Verification, VerificationIndex
+
+log = logging.getLogger("anthra.ledger")
+
+Clock = Callable[[], float]
+_CONFLICT_RETRIES = 3
+_PAGE = 500
+
+
+class LedgerStore(Application[UUID]):
+    """The eventsourcing application: where key events are appended and read back."""
+
+    name = "ledger"
+    is_snapshotting_enabled = False
+
+
+class MintedKey:
+    """A freshly minted key: the record, and the token, which exists only in this object."""
+
+    __slots__ = ("record", "token")
+
+    def __init__(self, token: str, record: KeyRecord) -> None:
+        self.token = token
+        self.record = record
+
+    def __repr__(self) -> str:
+        # The token must never reach a log or a traceback through a repr.
+        return f"MintedKey(prefix={self.record.prefix!r}, key_id={self.record.key_id})"
+
+
+def parse_key_id(key_id: str | UUID) -> UUID:
+    """A key id from a URL or a command line; anything else is a key that does not exist."""
+    if isinstance(key_id, UUID):
+        return key_id
+    try:
+        return UUID(key_id)
+    except (ValueError, TypeError, AttributeError):
+        raise KeyNotFound(str(key_id)[:64]) from None
+
+
+class KeyLedger:
+    """Commands and queries over keys; a command's own events are in the index before it returns."""
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        index: VerificationIndex | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.store = store
+        self.index = index if index is not None else VerificationIndex()
+        self.projection = KeyProjection(view=self.index)
+        self.clock = clock
+        self._catch_up_lock = threading.Lock()
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    # Commands
+
+    def mint(
+        self,
+        *,
+        owner_id: str,
+        name: str,
+        scopes: Sequence[str],
+        expires_in_days: int | None,
+        actor: str,
+    ) -> MintedKey:
+        """Mint a key; the token is returned once and only its sha256 is stored."""
+        token = token_format.generate()
+        key = ApiKey.mint(
+            key_id=uuid4(),
+            owner_id=owner_id,
+            name=name,
+            token_sha256=token_format.digest(token).hex(),
+            prefix=token_format.display_prefix(token),
+            scopes=list(scopes),
+            expires_in_days=expires_in_days,
+            actor=actor,
+            at=self.now(),
+        )
+        self._record(key.id, key.collect_events())
+        record = self.index.key(key.id)
+        assert record is not None
+        return MintedKey(token, record)
+
+    def set_scopes(
+        self, key_id: str | UUID, scopes: Sequence[str], actor: str, owner_id: str | None = None
+    ) -> KeyRecord:
+        """Replace an active key's scopes."""
+        return self._change(
+            key_id, owner_id, lambda key: key.set_scopes(list(scopes), actor, self.now())
+        )
+
+    def revoke(
+        self, key_id: str | UUID, actor: str, reason: str = "", owner_id: str | None = None
+    ) -> KeyRecord:
+        """Revoke a key; revoking it again changes nothing and still succeeds."""
+        return self._change(key_id, owner_id, lambda key: key.revoke(actor, reason, self.now()))
+
+    def expire(self, key_id: str | UUID) -> bool:
+        """Record Expired for a key whose expiry has passed; false if there was nothing to record."""
+        changed: list[bool] = []
+
+        def expire(key: ApiKey) -> bool:
+            changed.append(key.expire(self.now()))
+            return changed[-1]
+
+        self._change(key_id, None, expire)
+        return bool(changed and changed[-1])
+
+    # Queries
+
+    def key(self, key_id: str | UUID, owner_id: str | None = None) -> KeyRecord:
+        """One key as the index holds it; another owner's key does not exist."""
+        uuid = parse_key_id(key_id)
+        record = self.index.key(uuid)
+        if record is None:
+            # Another process may have minted it a moment ago: read the store before saying no.
+            self.catch_up()
+            record = self.index.key(uuid)
+        if record is None or (owner_id is not None and record.owner_id != owner_id):
+            raise KeyNotFound(str(uuid))
+        return record
+
+    def keys_of(self, owner_id: str) -> list[KeyRecord]:
+        return self.index.keys_of(owner_id)
+
+    def history(
+        self, key_id: str | UUID, owner_id: str | None = None
+    ) -> list[DomainEventProtocol[UUID]]:
+        """Every event of one key, oldest first, read from the store."""
+        uuid = parse_key_id(key_id)
+        events = list(self.store.events.get(uuid))
+        if not events:
+            raise KeyNotFound(str(uuid))
+        minted: Any = events[0]
+        if owner_id is not None and minted.owner_id != owner_id:
+            raise KeyNotFound(str(uuid))
+        return events
+
+    def verify(self, token: str, scopes: Sequence[str] = ()) -> Verification:
+        return self.index.verify(token, scopes, self.clock())
+
+    def status(self, record: KeyRecord) -> str:
+        return record.status(self.clock())
+
+    def due_for_expiry(self) -> list[UUID]:
+        """Keys whose expiry has passed but which have no Expired event yet."""
+        now = self.clock()
+        return [
+            r.key_id
+            for r in self.index.records()
+            if r.expires_ts is not None
+            and r.expires_ts <= now
+            and r.revoked_at is None
+            and r.expired_at is None
+        ]
+
+    # Following the store
+
+    def catch_up(self) -> int:
+        """Apply every stored event the index has not seen; returns how many."""
+        applied = 0
+        with self._catch_up_lock:
+            while True:
+                notifications = self.store.recorder.select_notifications(
+                    start=self.index.position, limit=_PAGE, inclusive_of_start=False
+                )
+                for notification in notifications:
+                    self._apply(notification)
+                applied += len(notifications)
+                if len(notifications) < _PAGE:
+                    return applied
+
+    def apply_notification(self, notification: Notification) -> None:
+        """Apply one notification delivered by a subscription, if the index has not already."""
+        # The store commits in notification order (the library locks the table), so a
+        # subscription never skips one; gaps in ids are rolled-back sequence values.
+        with self._catch_up_lock:
+            self._apply(notification)
+
+    def _apply(self, notification: Notification) -> None:
+        if notification.id <= self.index.position:
+            return
+        event = self.store.mapper.to_domain_event(notification)
+        self.projection.process_event(event, Tracking(self.store.name, notification.id))
+
+    # Saving
+
+    def _change(
+        self, key_id: str | UUID, owner_id: str | None, command: Callable[[ApiKey], bool]
+    ) -> KeyRecord:
+        uuid = parse_key_id(key_id)
+        for attempt in range(_CONFLICT_RETRIES):
+            key = self._load(uuid, owner_id)
+            if not command(key):
+                return self.key(uuid)
+            try:
+                self._record(uuid, key.collect_events())
+            except _Conflict:
+                # Another process changed the key first: decide again on its latest state.
+                log.info("conflict on key %s, attempt %d; retrying", uuid, attempt + 1)
+                continue
+            return self.key(uuid)
+        raise RuntimeError(f"key {uuid} kept changing under concurrent commands")
+
+    def _load(self, key_id: UUID, owner_id: str | None) -> ApiKey:
+        try:
+            key: ApiKey = self.store.repository.get(key_id)
+        except AggregateNotFoundError:
+            raise KeyNotFound(str(key_id)) from None
+        if owner_id is not None and key.owner_id != owner_id:
+            raise KeyNotFound(str(key_id))
+        return key
+
+    def _record(self, key_id: UUID, events: Sequence[DomainEventProtocol[UUID]]) -> None:
+        try:
+            recordings = self.store.save(*events)
+        except IntegrityError:
+            # save() retries on a dead connection; the first try may have committed.
+            if not self._was_recorded(key_id, events):
+                raise _Conflict from None
+            self.catch_up()
+            return
+        # Read-your-writes: this process answers only once its own index holds the change.
+        if recordings:
+            position = recordings[-1].notification.id
+            if position > self.index.position:
+                self.catch_up()
+
+    def _was_recorded(self, key_id: UUID, events: Sequence[DomainEventProtocol[UUID]]) -> bool:
+        last = events[-1]
+        stored = list(
+            self.store.events.get(
+                key_id, gt=last.originator_version - 1, lte=last.originator_version
+            )
+        )
+        return bool(stored) and stored[0].timestamp == last.timestamp
+
+
+class _Conflict(Exception):
+    """Another writer saved a new version of the key first."""

@@ -1,0 +1,113 @@
+"""Configuration: one ANTHRA_* environment namespace, plus Auth.js's own AUTH_SECRET."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+DEFAULT_SQLITE_PATH = Path("var") / "anthra-keys.sqlite3"
+
+
+class SettingsError(ValueError):
+    """A configuration value is wrong; names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the service reads from its environment, with defaults that work on a fresh machine."""
+
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    auth_secrets: tuple[str, ...] = ()
+    authjs_database_url: str = ""
+    verify_secret: str = ""
+    allowed_origins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    log_json: bool = False
+    poll_interval: float = 0.1
+    heartbeat_interval: float = 0.25
+    max_staleness: float = 0.75
+    sweep_interval: float = 30.0
+
+    @property
+    def backend(self) -> str:
+        """memory, sqlite or postgres, from the database URL."""
+        url = self.database_url
+        if url == "memory:":
+            return "memory"
+        if url.startswith(("postgresql://", "postgres://")):
+            return "postgres"
+        return "sqlite"
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _list(raw: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+
+
+def auth_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+    """AUTH_SECRET, then AUTH_SECRET_1, _2, _3 as Auth.js reads them; the first encrypts."""
+    names = ["AUTH_SECRET"] + [f"AUTH_SECRET_{i}" for i in range(1, 4)]
+    return tuple(env[name] for name in names if env.get(name))
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment; a wrong value stops the start with its variable named."""
+    env = os.environ if env is None else env
+    database_url = env.get("ANTHRA_DATABASE_URL", "").strip()
+    if database_url and not (
+        database_url == "memory:"
+        or database_url.startswith(("postgresql://", "postgres://", "sqlite:"))
+    ):
+        raise SettingsError(
+            "ANTHRA_DATABASE_URL must be unset (SQLite under ./var/), 'memory:', "
+            "'sqlite:PATH' or 'postgresql://…'"
+        )
+    level = env.get("ANTHRA_LOG_LEVEL", "INFO").upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise SettingsError(f"ANTHRA_LOG_LEVEL must be a logging level, got {level!r}")
+    return Settings(
+        database_url=database_url,
+        host=env.get("ANTHRA_HOST", "127.0.0.1"),
+        port=_int(env, "ANTHRA_PORT", 8000, 0, 65535),
+        workers=_int(env, "ANTHRA_WORKERS", 1, 1, 64),
+        auth_secrets=auth_secrets(env),
+        authjs_database_url=env.get("ANTHRA_AUTHJS_DATABASE_URL", ""),
+        verify_secret=env.get("ANTHRA_VERIFY_SECRET", ""),
+        allowed_origins=_list(env.get("ANTHRA_ALLOWED_ORIGINS")),
+        log_level=level,
+        log_json=env.get("ANTHRA_LOG_JSON", "") in {"1", "true", "yes"},
+        poll_interval=_float(env, "ANTHRA_POLL_INTERVAL", 0.1, 0.005, 5.0),
+        heartbeat_interval=_float(env, "ANTHRA_HEARTBEAT_INTERVAL", 0.25, 0.01, 5.0),
+        max_staleness=_float(env, "ANTHRA_MAX_STALENESS", 0.75, 0.05, 1.0),
+        sweep_interval=_float(env, "ANTHRA_SWEEP_INTERVAL", 30.0, 0.05, 86400.0),
+    )

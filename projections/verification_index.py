@@ -1,0 +1,164 @@
+"""The verification index: sha256(token) -> key record, in memory, tracking its store position."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from eventsourcing.persistence import Tracking, TrackingRecorder
+
+from domain import token as token_format
+from domain.api_key import ACTIVE, EXPIRED, REVOKED
+
+Code = Literal["valid", "invalid_token", "insufficient_scope"]
+
+
+class IndexStale(Exception):
+    """The index cannot vouch that it has seen every recent revocation; refuse, never fail open."""
+
+
+class KeyRecord:
+    """What the ledger knows of one key now: enough to verify it and to list it."""
+
+    __slots__ = (
+        "created_at",
+        "digest",
+        "expired_at",
+        "expires_at",
+        "expires_ts",
+        "key_id",
+        "name",
+        "owner_id",
+        "prefix",
+        "revoked_at",
+        "scopes",
+    )
+
+    def __init__(
+        self,
+        key_id: UUID,
+        owner_id: str,
+        name: str,
+        prefix: str,
+        digest: bytes,
+        scopes: frozenset[str],
+        created_at: datetime,
+        expires_at: datetime | None,
+    ) -> None:
+        self.key_id = key_id
+        self.owner_id = owner_id
+        self.name = name
+        self.prefix = prefix
+        self.digest = digest
+        self.scopes = scopes
+        self.created_at = created_at
+        self.expires_at = expires_at
+        self.expires_ts = expires_at.timestamp() if expires_at is not None else None
+        self.revoked_at: datetime | None = None
+        self.expired_at: datetime | None = None
+
+    def status(self, now: float) -> str:
+        """Revoked and expired are terminal; expiry holds from its instant, swept or not."""
+        if self.revoked_at is not None:
+            return REVOKED
+        if self.expired_at is not None or (self.expires_ts is not None and now >= self.expires_ts):
+            return EXPIRED
+        return ACTIVE
+
+    def snapshot(self) -> tuple[object, ...]:
+        """Every field, for comparing two indexes."""
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """The answer to 'may this token do this?'."""
+
+    code: Code
+    record: KeyRecord | None = None
+    missing: tuple[str, ...] = ()
+
+    @property
+    def valid(self) -> bool:
+        return self.code == "valid"
+
+
+INVALID = Verification("invalid_token")
+
+
+class VerificationIndex(TrackingRecorder):
+    """Keys by token digest, by id and by owner, with the store position it has applied up to."""
+
+    def __init__(self, max_staleness: float = float("inf")) -> None:
+        self._by_digest: dict[bytes, KeyRecord] = {}
+        self._by_id: dict[UUID, KeyRecord] = {}
+        self._by_owner: dict[str, list[KeyRecord]] = {}
+        self._write_lock = threading.Lock()
+        self.position = 0
+        # Monotonic instant at which the index was last known to hold everything in the store.
+        self.confirmed_at = time.monotonic()
+        self.max_staleness = max_staleness
+
+    # Reading: no I/O, no lock; a dict lookup and a few attribute reads.
+
+    def verify(self, token: str, required: Iterable[str] = (), now: float | None = None) -> Verification:
+        """Format, checksum, digest, lookup, status, expiry, then scopes."""
+        if time.monotonic() - self.confirmed_at > self.max_staleness:
+            raise IndexStale
+        if not token_format.is_well_formed(token):
+            return INVALID
+        record = self._by_digest.get(token_format.digest(token))
+        if record is None or record.revoked_at is not None or record.expired_at is not None:
+            return INVALID
+        expires_ts = record.expires_ts
+        if expires_ts is not None and (time.time() if now is None else now) >= expires_ts:
+            return INVALID
+        scopes = record.scopes
+        missing = tuple(s for s in required if s not in scopes)
+        if missing:
+            return Verification("insufficient_scope", record, missing)
+        return Verification("valid", record)
+
+    def key(self, key_id: UUID) -> KeyRecord | None:
+        return self._by_id.get(key_id)
+
+    def keys_of(self, owner_id: str) -> list[KeyRecord]:
+        return list(self._by_owner.get(owner_id, ()))
+
+    def records(self) -> Iterator[KeyRecord]:
+        return iter(list(self._by_id.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def snapshot(self) -> dict[UUID, tuple[object, ...]]:
+        """Every record's fields, for comparing a rebuilt index with a live one."""
+        return {key_id: record.snapshot() for key_id, record in self._by_id.items()}
+
+    def confirm(self, at: float) -> None:
+        """Note that at monotonic instant `at` the store held nothing this index had not applied."""
+        if at > self.confirmed_at:
+            self.confirmed_at = at
+
+    # Writing: only the projection calls these, one event at a time, in store order.
+
+    def add(self, record: KeyRecord) -> None:
+        with self._write_lock:
+            self._by_digest[record.digest] = record
+            self._by_id[record.key_id] = record
+            self._by_owner.setdefault(record.owner_id, []).append(record)
+
+    # TrackingRecorder: the index's position in the application sequence.
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        with self._write_lock:
+            if tracking.notification_id > self.position:
+                self.position = tracking.notification_id
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        return self.position or None
