@@ -1,0 +1,155 @@
+"""The composition root: settings in, a wired Litestar app out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+
+from api import problems
+from api.account import AccountController
+from api.auth import Authenticator, KeyAuthMiddleware
+from api.authjs import SessionCookieCodec
+from api.health import HealthController
+from api.keys import KeysController
+from api.verify import VerifyController
+from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
+from infra.event_store import redacted_url, store_env
+from infra.follower import IndexFollower
+from infra.ledger import Clock, KeyLedger, LedgerStore
+from infra.settings import Settings, load_settings
+from infra.sweeper import ExpirySweeper
+from projections.verification_index import IndexStale
+
+log = logging.getLogger("anthra.api")
+MAX_BODY_BYTES = 64 * 1024
+
+
+def _error(status: int, error: str, description: str, field: str | None = None) -> Response[Any]:
+    return Response(
+        problems.ErrorBody(error=error, error_description=description, field=field),
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _auth_problem(_: Request[Any, Any, Any], exc: problems.AuthProblem) -> Response[Any]:
+    return Response(
+        content=exc.body(),
+        status_code=exc.status,
+        media_type=MediaType.JSON,
+        headers={"WWW-Authenticate": exc.challenge(), "Cache-Control": "no-store"},
+    )
+
+
+def _invalid_input(_: Request[Any, Any, Any], exc: InvalidInput) -> Response[Any]:
+    return _error(400, "invalid_request", exc.message, exc.field)
+
+
+def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    first = extra[0] if extra and isinstance(extra[0], dict) else {}
+    field = first.get("key") or None
+    message = first.get("message") or exc.detail
+    return _error(400, "invalid_request", str(message), field)
+
+
+def _not_found(_: Request[Any, Any, Any], exc: KeyNotFound) -> Response[Any]:
+    return _error(404, "not_found", f"no key with id {exc.key_id}")
+
+
+def _not_active(_: Request[Any, Any, Any], exc: KeyNotActive) -> Response[Any]:
+    return _error(409, "conflict", str(exc))
+
+
+def _stale(_: Request[Any, Any, Any], __: IndexStale) -> Response[Any]:
+    response = _error(
+        503, "temporarily_unavailable", "the verification index is catching up; retry shortly"
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+    response = _error(exc.status_code, codes.get(exc.status_code, "invalid_request"), exc.detail)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # The redacting log handlers keep any token in the trace down to its prefix.
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error(500, "server_error", "an internal error occurred; it has been logged")
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock = time.time) -> Litestar:
+    """Wire store, ledger, index follower, sweeper, authentication and controllers."""
+    settings = settings or load_settings()
+    store = LedgerStore(env=store_env(settings))
+    ledger = KeyLedger(store, clock=clock)
+    follower = IndexFollower(
+        ledger,
+        settings.backend,
+        poll_interval=settings.poll_interval,
+        heartbeat_interval=settings.heartbeat_interval,
+        max_staleness=settings.max_staleness,
+    )
+    sweeper = ExpirySweeper(ledger, interval=settings.sweep_interval)
+    codec = SessionCookieCodec(settings.auth_secrets) if settings.auth_secrets else None
+    authenticator = Authenticator(ledger.verify, codec, settings.allowed_origins)
+
+    def start() -> None:
+        log.info(
+            "event store: %s (%s)", settings.backend, redacted_url(settings.database_url) or "var/"
+        )
+        follower.start()
+        sweeper.start()
+
+    def stop() -> None:
+        sweeper.stop()
+        follower.stop()
+        store.close()
+
+    return Litestar(
+        route_handlers=[KeysController, AccountController, VerifyController, HealthController],
+        dependencies={"ledger": Provide(lambda: ledger, use_cache=True, sync_to_thread=False)},
+        middleware=[DefineMiddleware(KeyAuthMiddleware, authenticator=authenticator)],
+        exception_handlers={
+            problems.AuthProblem: _auth_problem,
+            InvalidInput: _invalid_input,
+            ValidationException: _validation,
+            KeyNotFound: _not_found,
+            KeyNotActive: _not_active,
+            IndexStale: _stale,
+            HTTPException: _http,
+            Exception: _unexpected,
+        },
+        state=State(
+            {
+                "ledger": ledger,
+                "follower": follower,
+                "sweeper": sweeper,
+                "settings": settings,
+                "verify_secret": settings.verify_secret,
+                "session_codec": codec,
+            }
+        ),
+        on_startup=[start],
+        on_shutdown=[stop],
+        openapi_config=OpenAPIConfig(
+            title="Anthra key ledger", version="1.0.0", path="/schema"
+        ),
+        request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,248 @@
+"""Authentication of a request: Bearer token first, else the Auth.js session cookie; and scope guards.
+
+Mount `KeyAuthMiddleware` on any Litestar app with an `Authenticator`, and guard handlers with
+`requires_scopes(...)`. The check runs in a plain ASGI middleware and async guards: no thread hop
+on the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from api import problems
+from api.authjs import SessionCookieCodec, SessionCookieError, find_session_cookie, parse_cookie_header
+from api.principal import Principal
+from projections.verification_index import IndexStale, Verification
+
+log = logging.getLogger("anthra.auth")
+
+Verify = Callable[[str, Sequence[str]], Verification]
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_TOKEN_MARKERS = (b"ant_live_", b"access_token=")
+
+
+class Unavailable(Exception):
+    """The verification index cannot vouch for its freshness: answer 503, never fail open."""
+
+
+def token_in_url(raw_path: bytes, query_string: bytes) -> bool:
+    """Whether a token (or an RFC 6750 access_token parameter) appears in the URL, in any encoding."""
+    for part in (raw_path, query_string):
+        text = part.lower()
+        for _ in range(4):  # undo percent-encoding, double encoding included
+            if any(marker in text for marker in _TOKEN_MARKERS):
+                return True
+            if b"%" not in text:
+                break
+            text = unquote_to_bytes(text).lower()
+    return False
+
+
+class Authenticator:
+    """Turns a request's headers into a Principal, or the RFC 6750 problem that refuses it."""
+
+    def __init__(
+        self,
+        verify: Verify,
+        session_codec: SessionCookieCodec | None = None,
+        allowed_origins: Iterable[str] = (),
+    ) -> None:
+        self.verify = verify
+        self.session_codec = session_codec
+        self.allowed_origins = frozenset(o.rstrip("/") for o in allowed_origins)
+
+    def authenticate(self, scope: Scope) -> Principal:
+        """The caller of this request; raises AuthProblem or Unavailable."""
+        if token_in_url(scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b"")):
+            raise problems.invalid_request(
+                "tokens are accepted only in the Authorization header, never in the URL"
+            )
+        authorization: list[bytes] = []
+        cookie_headers: list[bytes] = []
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization.append(value)
+            elif name == b"cookie":
+                cookie_headers.append(value)
+            else:
+                headers[name] = value
+        if len(authorization) > 1:
+            raise problems.invalid_request("send one Authorization header, not several")
+        if authorization:
+            return self._bearer(authorization[0])
+        if cookie_headers and self.session_codec is not None:
+            principal = self._session(b"; ".join(cookie_headers))
+            if principal is not None:
+                if scope.get("method", "GET") not in SAFE_METHODS:
+                    self._require_same_origin(headers)
+                return principal
+        raise problems.no_credentials()
+
+    def _bearer(self, header: bytes) -> Principal:
+        try:
+            value = header.decode("ascii")
+        except UnicodeDecodeError:
+            raise problems.invalid_request("the Authorization header is not ASCII") from None
+        scheme, _, credential = value.strip().partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential or " " in credential:
+            raise problems.invalid_request("use Authorization: Bearer <token>")
+        try:
+            verification = self.verify(credential, ())
+        except IndexStale:
+            raise Unavailable from None
+        record = verification.record
+        if not verification.valid or record is None:
+            raise problems.invalid_token()
+        return Principal(
+            user_id=record.owner_id, scopes=record.scopes, via="token", key_id=record.key_id
+        )
+
+    def _session(self, cookie_header: bytes) -> Principal | None:
+        assert self.session_codec is not None
+        found = find_session_cookie(parse_cookie_header(cookie_header.decode("latin-1")))
+        if found is None:
+            return None
+        name, value = found
+        try:
+            claims = self.session_codec.decode(name, value)
+        except SessionCookieError as e:
+            # Signed out, in effect; the reason is logged, the cookie never is.
+            log.info("session cookie refused: %s", e.reason)
+            return None
+        return Principal.session(claims.user_id)
+
+    def _require_same_origin(self, headers: dict[bytes, bytes]) -> None:
+        fetch_site = headers.get(b"sec-fetch-site")
+        if fetch_site is not None:
+            if fetch_site != b"same-origin":
+                raise problems.cross_site()
+            return
+        origin = headers.get(b"origin", b"").decode("latin-1").rstrip("/")
+        if not origin or origin == "null":
+            raise problems.cross_site()
+        if origin in self.allowed_origins:
+            return
+        host = headers.get(b"host", b"").decode("latin-1")
+        if host and origin.partition("://")[2] == host:
+            return
+        raise problems.cross_site()
+
+
+class KeyAuthMiddleware:
+    """ASGI middleware: authenticates requests under the protected paths, or answers the problem."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        authenticator: Authenticator,
+        protected: Sequence[str] = ("/api/", "/mcp"),
+    ) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.protected = tuple(protected)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not scope["path"].startswith(self.protected):
+            if token_in_url(scope.get("raw_path") or b"", scope.get("query_string", b"")):
+                await _send_problem(
+                    send,
+                    problems.invalid_request(
+                        "tokens are accepted only in the Authorization header, never in the URL"
+                    ),
+                )
+                return
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = self.authenticator.authenticate(scope)
+        except problems.AuthProblem as problem:
+            await _send_problem(send, problem)
+            return
+        except Unavailable:
+            await _send_unavailable(send)
+            return
+        scope["user"] = principal
+        scope["auth"] = principal.via
+        await self.app(scope, receive, send)
+
+
+async def _send_problem(send: Send, problem: problems.AuthProblem) -> None:
+    await send(
+        {"type": "http.response.start", "status": problem.status, "headers": problem.headers()}
+    )
+    await send({"type": "http.response.body", "body": problem.body()})
+
+
+async def _send_unavailable(send: Send) -> None:
+    body = problems._encode(
+        problems.ErrorBody(
+            error="temporarily_unavailable",
+            error_description="the verification index is catching up; retry shortly",
+        )
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"retry-after", b"1"),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+# Guards: async, so Litestar awaits them in the request task instead of a thread pool.
+
+
+def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    principal = connection.scope.get("user")
+    if not isinstance(principal, Principal):
+        raise problems.no_credentials()
+    return principal
+
+
+def requires_scopes(*scopes: str) -> Callable[..., Any]:
+    """A guard: the caller's key must hold every one of these scopes (a session holds all)."""
+    needed = tuple(scopes)
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        granted = principal_of(connection).scopes
+        missing = [s for s in needed if s not in granted]
+        if missing:
+            raise problems.insufficient_scope(missing)
+
+    return guard
+
+
+async def scopes_from_opt(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """A guard reading the scopes a handler needs from `opt={"scopes": [...]}`."""
+    needed = handler.opt.get("scopes", ())
+    granted = principal_of(connection).scopes
+    missing = [s for s in needed if s not in granted]
+    if missing:
+        raise problems.insufficient_scope(missing)
+
+
+async def requires_session(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """A guard: key management needs a signed-in person, never a token."""
+    if principal_of(connection).via != "session":
+        raise problems.session_required()

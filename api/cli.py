@@ -1,0 +1,196 @@
+"""anthra-keys: serve the ledger, and operate on keys from a terminal.
+
+A token is never taken as a command-line argument (it would land in shell history and `ps`):
+a command that needs one reads ANTHRA_TOKEN or standard input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+
+import msgspec
+
+from domain.errors import LedgerError
+from domain.scopes import SCOPES
+from infra.settings import SettingsError, load_settings
+
+
+def _ledger():  # type: ignore[no-untyped-def]
+    from infra.event_store import store_env
+    from infra.ledger import KeyLedger, LedgerStore
+
+    settings = load_settings()
+    ledger = KeyLedger(LedgerStore(env=store_env(settings)))
+    ledger.catch_up()
+    return ledger
+
+
+def _operator() -> str:
+    try:
+        return f"operator:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "operator:unknown"
+
+
+def _print_json(value: object) -> None:
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value)).decode() + "\n")
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from infra.logging import configure_logging, uvicorn_log_config
+
+    settings = load_settings()
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    workers = args.workers or settings.workers
+    configure_logging(settings.log_level, settings.log_json)
+    print(f"anthra-keys: listening on http://{host}:{port} ({settings.backend} event store, "
+          f"{workers} worker{'s' if workers > 1 else ''})", flush=True)
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=uvicorn_log_config(settings.log_level),
+        server_header=False,
+    )
+    return 0
+
+
+def mint(args: argparse.Namespace) -> int:
+    ledger = _ledger()
+    minted = ledger.mint(
+        owner_id=args.owner,
+        name=args.name,
+        scopes=args.scope,
+        expires_in_days=args.expires_in_days,
+        actor=_operator(),
+    )
+    from api.keys import key_view
+
+    _print_json(key_view(minted.record, ledger))
+    print("This token is shown once and never again; store it now:", file=sys.stderr)
+    sys.stdout.write(minted.token + "\n")
+    return 0
+
+
+def list_keys(args: argparse.Namespace) -> int:
+    from api.keys import key_view
+
+    ledger = _ledger()
+    _print_json({"keys": [key_view(r, ledger) for r in ledger.keys_of(args.owner)]})
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    from api.keys import key_view
+
+    ledger = _ledger()
+    _print_json(key_view(ledger.key(args.key_id), ledger))
+    return 0
+
+
+def revoke(args: argparse.Namespace) -> int:
+    from api.keys import key_view
+
+    ledger = _ledger()
+    _print_json(key_view(ledger.revoke(args.key_id, actor=_operator(), reason=args.reason), ledger))
+    return 0
+
+
+def history(args: argparse.Namespace) -> int:
+    from api.keys import history_event
+
+    ledger = _ledger()
+    _print_json({"key_id": args.key_id, "events": [history_event(e) for e in ledger.history(args.key_id)]})
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    token = os.environ.get("ANTHRA_TOKEN") or sys.stdin.readline().strip()
+    if not token:
+        print("anthra-keys: give the token in ANTHRA_TOKEN or on standard input", file=sys.stderr)
+        return 2
+    ledger = _ledger()
+    verification = ledger.verify(token, args.scope or ())
+    record = verification.record
+    _print_json(
+        {
+            "valid": verification.valid,
+            "code": verification.code,
+            "key_id": str(record.key_id) if record else None,
+            "owner_id": record.owner_id if record else None,
+        }
+    )
+    return 0 if verification.valid else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="anthra-keys", description="The Anthra key ledger.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("serve", help="run the HTTP service")
+    p.add_argument("--host", help="address to listen on (ANTHRA_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (ANTHRA_PORT, default 8000)")
+    p.add_argument("--workers", type=int, help="worker processes (ANTHRA_WORKERS, default 1)")
+    p.set_defaults(run=serve)
+
+    keys = commands.add_parser("keys", help="operate on keys directly in the event store")
+    key_commands = keys.add_subparsers(dest="key_command", required=True)
+
+    p = key_commands.add_parser("mint", help="mint a key and print its token once")
+    p.add_argument("--owner", required=True, help="the user id that owns the key")
+    p.add_argument("--name", required=True, help="what the key is for")
+    p.add_argument("--scope", action="append", required=True, choices=list(SCOPES),
+                   help="a scope to grant; repeat for more")
+    p.add_argument("--expires-in-days", type=int, default=None, help="1-3650; omit for none")
+    p.set_defaults(run=mint)
+
+    p = key_commands.add_parser("list", help="an owner's keys")
+    p.add_argument("--owner", required=True)
+    p.set_defaults(run=list_keys)
+
+    for name, run, helptext in (
+        ("show", show, "one key"),
+        ("history", history, "a key's events, oldest first"),
+    ):
+        p = key_commands.add_parser(name, help=helptext)
+        p.add_argument("key_id")
+        p.set_defaults(run=run)
+
+    p = key_commands.add_parser("revoke", help="revoke a key (idempotent)")
+    p.add_argument("key_id")
+    p.add_argument("--reason", default="", help="why, for the audit history")
+    p.set_defaults(run=revoke)
+
+    p = key_commands.add_parser(
+        "verify", help="check a token read from ANTHRA_TOKEN or standard input"
+    )
+    p.add_argument("--scope", action="append", choices=list(SCOPES))
+    p.set_defaults(run=verify)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except SettingsError as e:
+        print(f"anthra-keys: configuration: {e}", file=sys.stderr)
+        return 2
+    except LedgerError as e:
+        print(f"anthra-keys: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The keys API: mint, list, show, re-scope, revoke, and history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, delete, get, post, put
+from litestar.params import Parameter
+
+from api import problems
+from api.auth import principal_of, requires_scopes, requires_session
+from api.schemas import (
+    ExpiredEvent,
+    History,
+    HistoryEvent,
+    Key,
+    KeyList,
+    MintedEvent,
+    MintedKey,
+    MintRequest,
+    RevokedEvent,
+    ScopesSetEvent,
+    SetScopesRequest,
+)
+from domain.api_key import ApiKey
+from domain.scopes import SCOPES
+from infra.ledger import KeyLedger
+from projections.verification_index import KeyRecord
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def key_view(record: KeyRecord, ledger: KeyLedger) -> Key:
+    return Key(
+        id=str(record.key_id),
+        prefix=record.prefix,
+        name=record.name,
+        scopes=sorted(record.scopes, key=_scope_order),
+        status=ledger.status(record),  # type: ignore[arg-type]
+        created_at=record.created_at,
+        expires_at=record.expires_at,
+        revoked_at=record.revoked_at,
+    )
+
+
+_ORDER = {scope: i for i, scope in enumerate(SCOPES)}
+
+
+def _scope_order(scope: str) -> int:
+    return _ORDER[scope]
+
+
+def history_event(event: Any) -> HistoryEvent:
+    common = {"at": event.at, "actor": event.actor, "version": event.originator_version}
+    if isinstance(event, ApiKey.Minted):
+        return MintedEvent(
+            **common,
+            name=event.name,
+            prefix=event.prefix,
+            scopes=list(event.scopes),
+            expires_at=event.expires_at,
+        )
+    if isinstance(event, ApiKey.ScopesSet):
+        return ScopesSetEvent(
+            **common, scopes=list(event.scopes), previous_scopes=list(event.previous_scopes)
+        )
+    if isinstance(event, ApiKey.Revoked):
+        return RevokedEvent(**common, reason=event.reason)
+    if isinstance(event, ApiKey.Expired):
+        return ExpiredEvent(**common, expires_at=event.expires_at)
+    raise TypeError(f"no history form for {type(event).__qualname__}")
+
+
+class KeysController(Controller):
+    """Personal access tokens of the signed-in user."""
+
+    path = "/api/v1/keys"
+    tags = ["keys"]
+
+    @post(
+        "/",
+        guards=[requires_session],
+        status_code=201,
+        response_headers=NO_STORE,
+        sync_to_thread=True,
+    )
+    def mint(self, request: Request[Any, Any, Any], data: MintRequest, ledger: KeyLedger) -> MintedKey:
+        """Mint a key; its token is in this response and nowhere else, ever."""
+        principal = principal_of(request)
+        minted = ledger.mint(
+            owner_id=principal.user_id,
+            name=data.name,
+            scopes=data.scopes,
+            expires_in_days=data.expires_in_days,
+            actor=principal.actor,
+        )
+        record = minted.record
+        return MintedKey(
+            id=str(record.key_id),
+            token=minted.token,
+            prefix=record.prefix,
+            name=record.name,
+            scopes=sorted(record.scopes, key=_scope_order),
+            created_at=record.created_at,
+            expires_at=record.expires_at,
+        )
+
+    @get("/", guards=[requires_scopes("account:read")], response_headers=NO_STORE)
+    async def list_keys(self, request: Request[Any, Any, Any], ledger: KeyLedger) -> KeyList:
+        """The caller's keys, oldest first."""
+        principal = principal_of(request)
+        return KeyList(keys=[key_view(r, ledger) for r in ledger.keys_of(principal.user_id)])
+
+    @get("/{key_id:str}", guards=[requires_scopes("account:read")], sync_to_thread=True)
+    def show(self, request: Request[Any, Any, Any], key_id: str, ledger: KeyLedger) -> Key:
+        """One of the caller's keys."""
+        return key_view(ledger.key(key_id, owner_id=principal_of(request).user_id), ledger)
+
+    @put("/{key_id:str}/scopes", guards=[requires_session], sync_to_thread=True)
+    def set_scopes(
+        self, request: Request[Any, Any, Any], key_id: str, data: SetScopesRequest, ledger: KeyLedger
+    ) -> Key:
+        """Replace the scopes of an active key."""
+        principal = principal_of(request)
+        record = ledger.set_scopes(
+            key_id, data.scopes, actor=principal.actor, owner_id=principal.user_id
+        )
+        return key_view(record, ledger)
+
+    @delete("/{key_id:str}", status_code=200, sync_to_thread=True)
+    def revoke(
+        self,
+        request: Request[Any, Any, Any],
+        key_id: str,
+        ledger: KeyLedger,
+        reason: Annotated[str, Parameter(query="reason", max_length=200)] = "",
+    ) -> Key:
+        """Revoke a key: a session may revoke any of its keys, a token only itself."""
+        principal = principal_of(request)
+        if principal.via == "token" and str(principal.key_id) != key_id:
+            raise problems.AuthProblem(
+                403,
+                "insufficient_scope",
+                "a token may revoke only itself; revoking other keys needs a signed-in session",
+            )
+        record = ledger.revoke(key_id, actor=principal.actor, reason=reason, owner_id=principal.user_id)
+        return key_view(record, ledger)
+
+    @get("/{key_id:str}/history", guards=[requires_scopes("account:read")], sync_to_thread=True)
+    def history(self, request: Request[Any, Any, Any], key_id: str, ledger: KeyLedger) -> History:
+        """Every event of the key, oldest first, with who and when."""
+        events = ledger.history(key_id, owner_id=principal_of(request).user_id)
+        return History(key_id=key_id, events=[history_event(e) for e in events])

@@ -1,0 +1,103 @@
+"""RFC 6750 error answers: one place that spells every status, header and body."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+REALM = 'Bearer realm="anthra"'
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """Every error body: an RFC 6750-style code, a sentence, and the field at fault if any."""
+
+    error: str
+    error_description: str
+    field: str | None = None
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+class AuthProblem(Exception):
+    """An authentication or authorization failure, answered with its WWW-Authenticate challenge."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str | None,
+        description: str,
+        scope: Sequence[str] = (),
+        body_error: str | None = None,
+    ) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+        self.scope = tuple(scope)
+        self.body_error = body_error or error or "unauthorized"
+
+    def challenge(self) -> str:
+        """The WWW-Authenticate value: realm, then error, description and scope when there are any."""
+        parts = [REALM]
+        if self.error:
+            parts.append(f'error="{self.error}"')
+            parts.append(f'error_description="{self.description}"')
+        if self.scope:
+            parts.append(f'scope="{" ".join(self.scope)}"')
+        return ", ".join(parts)
+
+    def body(self) -> bytes:
+        return _encode(ErrorBody(error=self.body_error, error_description=self.description))
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"content-type", b"application/json"),
+            (b"www-authenticate", self.challenge().encode("latin-1")),
+            (b"cache-control", b"no-store"),
+        ]
+
+
+def no_credentials() -> AuthProblem:
+    return AuthProblem(
+        401,
+        None,
+        "authentication required: send Authorization: Bearer <token>",
+        body_error="unauthorized",
+    )
+
+
+def invalid_request(description: str) -> AuthProblem:
+    return AuthProblem(400, "invalid_request", description)
+
+
+def invalid_token() -> AuthProblem:
+    # Unknown, malformed, revoked and expired tokens answer identically: nothing to probe.
+    return AuthProblem(401, "invalid_token", "the access token is invalid, revoked or expired")
+
+
+def insufficient_scope(needed: Sequence[str]) -> AuthProblem:
+    return AuthProblem(
+        403,
+        "insufficient_scope",
+        f"the token lacks the scope this request needs: {' '.join(needed)}",
+        scope=needed,
+    )
+
+
+def session_required() -> AuthProblem:
+    return AuthProblem(
+        403,
+        "insufficient_scope",
+        "managing keys needs a signed-in session; a token cannot mint keys or change scopes",
+    )
+
+
+def cross_site() -> AuthProblem:
+    return AuthProblem(
+        403,
+        None,
+        "a state-changing request signed in with a session cookie must come from the same origin",
+        body_error="cross_site_request",
+    )

@@ -1,0 +1,145 @@
+"""The wire schema: msgspec Structs, requests separate from responses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+Name = Annotated[str, Meta(min_length=1, max_length=100, description="What the key is for")]
+ScopeList = Annotated[
+    list[str], Meta(min_length=1, max_length=6, description="Scopes to grant; at least one")
+]
+ExpiryDays = Annotated[int, Meta(ge=1, le=3650, description="Whole days until it expires")]
+
+
+class MintRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Mint a key."""
+
+    name: Name
+    scopes: ScopeList
+    expires_in_days: ExpiryDays | None = None
+
+
+class SetScopesRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Replace a key's scopes."""
+
+    scopes: ScopeList
+
+
+class VerifyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Ask whether a token is valid for some scopes."""
+
+    token: Annotated[str, Meta(max_length=512)]
+    scopes: Annotated[list[str], Meta(max_length=6)] = []
+
+
+Status = Literal["active", "revoked", "expired"]
+
+
+class Key(msgspec.Struct, frozen=True):
+    """A key as its owner sees it: never the token, only its first 12 characters."""
+
+    id: str
+    prefix: str
+    name: str
+    scopes: list[str]
+    status: Status
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class MintedKey(msgspec.Struct, frozen=True):
+    """A new key with its token: shown this once, never again."""
+
+    id: str
+    token: str
+    prefix: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class KeyList(msgspec.Struct, frozen=True):
+    keys: list[Key]
+
+
+class MintedEvent(msgspec.Struct, frozen=True, tag="Minted", tag_field="type"):
+    at: datetime
+    actor: str
+    version: int
+    name: str
+    prefix: str
+    scopes: list[str]
+    expires_at: datetime | None
+
+
+class ScopesSetEvent(msgspec.Struct, frozen=True, tag="ScopesSet", tag_field="type"):
+    at: datetime
+    actor: str
+    version: int
+    scopes: list[str]
+    previous_scopes: list[str]
+
+
+class RevokedEvent(msgspec.Struct, frozen=True, tag="Revoked", tag_field="type"):
+    at: datetime
+    actor: str
+    version: int
+    reason: str
+
+
+class ExpiredEvent(msgspec.Struct, frozen=True, tag="Expired", tag_field="type"):
+    at: datetime
+    actor: str
+    version: int
+    expires_at: datetime
+
+
+HistoryEvent = MintedEvent | ScopesSetEvent | RevokedEvent | ExpiredEvent
+
+
+class History(msgspec.Struct, frozen=True):
+    """A key's events, oldest first."""
+
+    key_id: str
+    events: list[HistoryEvent]
+
+
+class KeyCounts(msgspec.Struct, frozen=True):
+    active: int
+    revoked: int
+    expired: int
+
+
+class Account(msgspec.Struct, frozen=True):
+    user_id: str
+    keys: KeyCounts
+
+
+class VerifyResponse(msgspec.Struct, frozen=True):
+    """Whether the token may do what was asked; ids and scopes when it is a known, live key."""
+
+    valid: bool
+    code: Literal["valid", "invalid_token", "insufficient_scope"]
+    key_id: str | None = None
+    owner_id: str | None = None
+    scopes: list[str] | None = None
+    expires_at: datetime | None = None
+    missing_scopes: list[str] | None = None
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: str
+
+
+class Readiness(msgspec.Struct, frozen=True):
+    ready: bool
+    backend: str
+    position: int
+    keys: int
+    lag_seconds: float

@@ -1,0 +1,56 @@
+"""POST /v1/verify: Anthra's own servers ask whether a token may do something."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from litestar import Controller, Request, post
+
+from api import problems
+from api.schemas import VerifyRequest, VerifyResponse
+from domain.errors import InvalidInput
+from domain.scopes import ALL_SCOPES
+from infra.ledger import KeyLedger
+
+
+class VerifyController(Controller):
+    path = "/v1/verify"
+    tags = ["verify"]
+
+    @post("/", status_code=200, response_headers={"Cache-Control": "no-store"})
+    async def verify(
+        self, request: Request[Any, Any, Any], data: VerifyRequest, ledger: KeyLedger
+    ) -> VerifyResponse:
+        """Whether the token is live and holds every scope asked for; no database round trip."""
+        secret: str = request.app.state.verify_secret
+        if secret:
+            _require_verify_secret(request.headers.getall("authorization", []), secret)
+        unknown = [s for s in data.scopes if s not in ALL_SCOPES]
+        if unknown:
+            raise InvalidInput("scopes", f"unknown scope {unknown[0]!r}")
+        verification = ledger.verify(data.token, data.scopes)
+        record = verification.record
+        if record is None:
+            return VerifyResponse(valid=False, code=verification.code)
+        return VerifyResponse(
+            valid=verification.valid,
+            code=verification.code,
+            key_id=str(record.key_id),
+            owner_id=record.owner_id,
+            scopes=sorted(record.scopes),
+            expires_at=record.expires_at,
+            missing_scopes=list(verification.missing) or None,
+        )
+
+
+def _require_verify_secret(headers: list[str], secret: str) -> None:
+    if not headers:
+        raise problems.no_credentials()
+    if len(headers) > 1:
+        raise problems.invalid_request("send one Authorization header, not several")
+    scheme, _, credential = headers[0].strip().partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise problems.invalid_request("use Authorization: Bearer <verify secret>")
+    if not hmac.compare_digest(credential.strip().encode(), secret.encode()):
+        raise problems.AuthProblem(401, "invalid_token", "the verify secret is wrong")

@@ -1,0 +1,166 @@
+"""One contract, three event stores: memory, SQLite and PostgreSQL must behave the same."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
+from infra.event_store import store_env
+from infra.follower import IndexFollower
+from infra.ledger import KeyLedger, LedgerStore
+from tests.conftest import FakeClock, settings_for
+
+DAY = 86_400.0
+LedgerFactory = Callable[[], KeyLedger]
+
+
+class LedgerContract:
+    """Every backend passes these; subclasses provide `database_url`."""
+
+    @pytest.fixture
+    def database_url(self) -> str:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def open_ledger(self, database_url: str, clock: FakeClock) -> Iterator[LedgerFactory]:
+        """Opens a ledger process on the backend: a new store connection and a caught-up index."""
+        opened: list[tuple[LedgerStore, IndexFollower]] = []
+        shared: dict[str, LedgerStore] = {}
+
+        def open_one() -> KeyLedger:
+            settings = settings_for(database_url)
+            if settings.backend == "memory":
+                # In memory, a "restart" can only mean a new index over the same store.
+                store = shared.setdefault("store", LedgerStore(env=store_env(settings)))
+            else:
+                store = LedgerStore(env=store_env(settings))
+            ledger = KeyLedger(store, clock=clock)
+            follower = IndexFollower(ledger, "memory")  # tests drive catch-up themselves
+            follower.start()
+            opened.append((store, follower))
+            return ledger
+
+        yield open_one
+        for store, follower in opened:
+            follower.stop()
+            if "store" not in shared or store is not shared["store"]:
+                store.close()
+        if "store" in shared:
+            shared["store"].close()
+
+    def test_a_key_lives_its_whole_life(self, open_ledger: LedgerFactory, clock: FakeClock) -> None:
+        ledger = open_ledger()
+        # Mint a key with one scope
+        minted = ledger.mint(
+            owner_id="u1", name="CI deploy", scopes=["books:read"], expires_in_days=None,
+            actor="user:u1",
+        )
+        key_id = minted.record.key_id
+        assert minted.token.startswith("ant_live_") and len(minted.token) == 59
+        assert minted.record.prefix == minted.token[:12]
+        # It verifies for its scope and not for another
+        assert ledger.verify(minted.token, ["books:read"]).code == "valid"
+        assert ledger.verify(minted.token, ["publish:write"]).code == "insufficient_scope"
+        # Widen its scopes
+        ledger.set_scopes(key_id, ["books:read", "publish:write"], actor="user:u1")
+        assert ledger.verify(minted.token, ["publish:write"]).code == "valid"
+        # Revoke it, twice: the second changes nothing
+        ledger.revoke(key_id, actor="user:u1", reason="rotated")
+        ledger.revoke(key_id, actor="user:u1")
+        assert ledger.verify(minted.token, ["books:read"]).code == "invalid_token"
+        # It cannot be changed any more
+        with pytest.raises(KeyNotActive):
+            ledger.set_scopes(key_id, ["books:read"], actor="user:u1")
+        # Its history holds every event once, in order
+        events = ledger.history(key_id)
+        assert [type(e).__name__ for e in events] == ["Minted", "ScopesSet", "Revoked"]
+        assert events[1].previous_scopes == ["books:read"]  # type: ignore[attr-defined]
+        # A second process sees the same
+        other = open_ledger()
+        assert other.verify(minted.token, ["books:read"]).code == "invalid_token"
+        assert other.index.snapshot() == ledger.index.snapshot()
+
+    def test_expiry_holds_on_every_verification_and_is_recorded_once(
+        self, open_ledger: LedgerFactory, clock: FakeClock
+    ) -> None:
+        ledger = open_ledger()
+        minted = ledger.mint(
+            owner_id="u1", name="short", scopes=["account:read"], expires_in_days=1, actor="user:u1"
+        )
+        assert ledger.verify(minted.token, ["account:read"]).valid
+        # A day later it no longer verifies, before any sweeper runs
+        clock.advance(DAY)
+        assert ledger.verify(minted.token, ["account:read"]).code == "invalid_token"
+        assert ledger.status(minted.record) == "expired"
+        # Two processes sweep; Expired is recorded once
+        other = open_ledger()
+        assert ledger.due_for_expiry() == [minted.record.key_id]
+        assert ledger.expire(minted.record.key_id) is True
+        assert other.expire(minted.record.key_id) is False
+        assert [type(e).__name__ for e in ledger.history(minted.record.key_id)] == [
+            "Minted",
+            "Expired",
+        ]
+        with pytest.raises(KeyNotActive):
+            ledger.set_scopes(minted.record.key_id, ["books:read"], actor="user:u1")
+
+    def test_an_owner_sees_only_their_keys(self, open_ledger: LedgerFactory) -> None:
+        ledger = open_ledger()
+        mine = ledger.mint(owner_id="u1", name="a", scopes=["books:read"], expires_in_days=None, actor="user:u1")
+        ledger.mint(owner_id="u2", name="b", scopes=["books:read"], expires_in_days=None, actor="user:u2")
+        assert [r.key_id for r in ledger.keys_of("u1")] == [mine.record.key_id]
+        with pytest.raises(KeyNotFound):
+            ledger.key(mine.record.key_id, owner_id="u2")
+        with pytest.raises(KeyNotFound):
+            ledger.revoke(mine.record.key_id, actor="user:u2", owner_id="u2")
+        with pytest.raises(KeyNotFound):
+            ledger.history(mine.record.key_id, owner_id="u2")
+        with pytest.raises(KeyNotFound):
+            ledger.key("not-a-uuid")
+
+    def test_bad_input_names_the_field_and_records_nothing(self, open_ledger: LedgerFactory) -> None:
+        ledger = open_ledger()
+        cases = [
+            ({"name": " ", "scopes": ["books:read"], "expires_in_days": None}, "name"),
+            ({"name": "x", "scopes": [], "expires_in_days": None}, "scopes"),
+            ({"name": "x", "scopes": ["admin"], "expires_in_days": None}, "scopes"),
+            ({"name": "x", "scopes": ["books:read"], "expires_in_days": 0}, "expires_in_days"),
+            ({"name": "x", "scopes": ["books:read"], "expires_in_days": 3651}, "expires_in_days"),
+        ]
+        for kwargs, field in cases:
+            with pytest.raises(InvalidInput) as raised:
+                ledger.mint(owner_id="u1", actor="user:u1", **kwargs)  # type: ignore[arg-type]
+            assert raised.value.field == field
+        assert ledger.store.recorder.max_notification_id() in (None, 0)
+
+    def test_a_process_sees_another_process_revoke_after_catching_up(
+        self, open_ledger: LedgerFactory
+    ) -> None:
+        a, b = open_ledger(), open_ledger()
+        minted = a.mint(owner_id="u1", name="k", scopes=["books:read"], expires_in_days=None, actor="user:u1")
+        b.catch_up()
+        assert b.verify(minted.token, ["books:read"]).valid
+        a.revoke(minted.record.key_id, actor="user:u1")
+        b.catch_up()
+        assert b.verify(minted.token, ["books:read"]).code == "invalid_token"
+
+
+class TestMemory(LedgerContract):
+    @pytest.fixture
+    def database_url(self) -> str:
+        return "memory:"
+
+
+class TestSQLite(LedgerContract):
+    @pytest.fixture
+    def database_url(self, sqlite_url: str) -> str:
+        return sqlite_url
+
+
+@pytest.mark.postgres
+class TestPostgres(LedgerContract):
+    @pytest.fixture
+    def database_url(self, postgres_url: str) -> str:
+        return postgres_url
