@@ -146,9 +146,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         ),
         on_startup=[start],
         on_shutdown=[stop],
-        openapi_config=OpenAPIConfig(
-            title="Anthra key ledger", version="1.0.0", path="/schema"
-        ),
+        openapi_config=OpenAPIConfig(title="Anthra key ledger", version="1.0.0", path="/schema"),
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,
         debug=False,

@@ -1,4 +1,4 @@
-"""Authentication of a request: Bearer token first, else the Auth.js session cookie; and scope guards.
+"""Authentication of a request: Bearer token, else the Auth.js session cookie; scope guards.
 
 Mount `KeyAuthMiddleware` on any Litestar app with an `Authenticator`, and guard handlers with
 `requires_scopes(...)`. The check runs in a plain ASGI middleware and async guards: no thread hop
@@ -13,11 +13,24 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    Scope,
+    Send,
+)
 
 from api import problems
-from api.authjs import SessionCookieCodec, SessionCookieError, find_session_cookie, parse_cookie_header
+from api.authjs import (
+    SessionCookieCodec,
+    SessionCookieError,
+    find_session_cookie,
+    parse_cookie_header,
+)
 from api.principal import Principal
 from projections.verification_index import IndexStale, Verification
 
@@ -33,7 +46,7 @@ class Unavailable(Exception):
 
 
 def token_in_url(raw_path: bytes, query_string: bytes) -> bool:
-    """Whether a token (or an RFC 6750 access_token parameter) appears in the URL, in any encoding."""
+    """Whether a token or an access_token parameter is in the URL, in any encoding."""
     for part in (raw_path, query_string):
         text = part.lower()
         for _ in range(4):  # undo percent-encoding, double encoding included
@@ -60,7 +73,9 @@ class Authenticator:
 
     def authenticate(self, scope: Scope) -> Principal:
         """The caller of this request; raises AuthProblem or Unavailable."""
-        if token_in_url(scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b"")):
+        if token_in_url(
+            scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b"")
+        ):
             raise problems.invalid_request(
                 "tokens are accepted only in the Authorization header, never in the URL"
             )
@@ -151,7 +166,7 @@ class KeyAuthMiddleware:
         self.protected = tuple(protected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         if not scope["path"].startswith(self.protected):
@@ -178,11 +193,19 @@ class KeyAuthMiddleware:
         await self.app(scope, receive, send)
 
 
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": headers,
+    }
+    await send(start)
+    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+    await send(end)
+
+
 async def _send_problem(send: Send, problem: problems.AuthProblem) -> None:
-    await send(
-        {"type": "http.response.start", "status": problem.status, "headers": problem.headers()}
-    )
-    await send({"type": "http.response.body", "body": problem.body()})
+    await _send(send, problem.status, problem.headers(), problem.body())
 
 
 async def _send_unavailable(send: Send) -> None:
@@ -192,18 +215,12 @@ async def _send_unavailable(send: Send) -> None:
             error_description="the verification index is catching up; retry shortly",
         )
     )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"retry-after", b"1"),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"retry-after", b"1"),
+        (b"cache-control", b"no-store"),
+    ]
+    await _send(send, 503, headers, body)
 
 
 # Guards: async, so Litestar awaits them in the request task instead of a thread pool.

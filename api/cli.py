@@ -11,6 +11,7 @@ import getpass
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -18,8 +19,11 @@ from domain.errors import LedgerError
 from domain.scopes import SCOPES
 from infra.settings import SettingsError, load_settings
 
+if TYPE_CHECKING:
+    from infra.ledger import KeyLedger
 
-def _ledger():  # type: ignore[no-untyped-def]
+
+def _ledger() -> KeyLedger:
     from infra.event_store import store_env
     from infra.ledger import KeyLedger, LedgerStore
 
@@ -50,8 +54,11 @@ def serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.port
     workers = args.workers or settings.workers
     configure_logging(settings.log_level, settings.log_json)
-    print(f"anthra-keys: listening on http://{host}:{port} ({settings.backend} event store, "
-          f"{workers} worker{'s' if workers > 1 else ''})", flush=True)
+    print(
+        f"anthra-keys: listening on http://{host}:{port} ({settings.backend} event store, "
+        f"{workers} worker{'s' if workers > 1 else ''})",
+        flush=True,
+    )
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -109,7 +116,9 @@ def history(args: argparse.Namespace) -> int:
     from api.keys import history_event
 
     ledger = _ledger()
-    _print_json({"key_id": args.key_id, "events": [history_event(e) for e in ledger.history(args.key_id)]})
+    _print_json(
+        {"key_id": args.key_id, "events": [history_event(e) for e in ledger.history(args.key_id)]}
+    )
     return 0
 
 
@@ -148,8 +157,13 @@ def parser() -> argparse.ArgumentParser:
     p = key_commands.add_parser("mint", help="mint a key and print its token once")
     p.add_argument("--owner", required=True, help="the user id that owns the key")
     p.add_argument("--name", required=True, help="what the key is for")
-    p.add_argument("--scope", action="append", required=True, choices=list(SCOPES),
-                   help="a scope to grant; repeat for more")
+    p.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=list(SCOPES),
+        help="a scope to grant; repeat for more",
+    )
     p.add_argument("--expires-in-days", type=int, default=None, help="1-3650; omit for none")
     p.set_defaults(run=mint)
 

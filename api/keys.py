@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post, put
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from api import problems
 from api.auth import principal_of, requires_scopes, requires_session
@@ -30,7 +31,7 @@ from projections.verification_index import KeyRecord
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def key_view(record: KeyRecord, ledger: KeyLedger) -> Key:
+def key_view(record: KeyRecord, ledger: NamedDependency[KeyLedger]) -> Key:
     return Key(
         id=str(record.key_id),
         prefix=record.prefix,
@@ -84,7 +85,12 @@ class KeysController(Controller):
         response_headers=NO_STORE,
         sync_to_thread=True,
     )
-    def mint(self, request: Request[Any, Any, Any], data: MintRequest, ledger: KeyLedger) -> MintedKey:
+    def mint(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[MintRequest],
+        ledger: NamedDependency[KeyLedger],
+    ) -> MintedKey:
         """Mint a key; its token is in this response and nowhere else, ever."""
         principal = principal_of(request)
         minted = ledger.mint(
@@ -106,19 +112,30 @@ class KeysController(Controller):
         )
 
     @get("/", guards=[requires_scopes("account:read")], response_headers=NO_STORE)
-    async def list_keys(self, request: Request[Any, Any, Any], ledger: KeyLedger) -> KeyList:
+    async def list_keys(
+        self, request: Request[Any, Any, Any], ledger: NamedDependency[KeyLedger]
+    ) -> KeyList:
         """The caller's keys, oldest first."""
         principal = principal_of(request)
         return KeyList(keys=[key_view(r, ledger) for r in ledger.keys_of(principal.user_id)])
 
     @get("/{key_id:str}", guards=[requires_scopes("account:read")], sync_to_thread=True)
-    def show(self, request: Request[Any, Any, Any], key_id: str, ledger: KeyLedger) -> Key:
+    def show(
+        self,
+        request: Request[Any, Any, Any],
+        key_id: FromPath[str],
+        ledger: NamedDependency[KeyLedger],
+    ) -> Key:
         """One of the caller's keys."""
         return key_view(ledger.key(key_id, owner_id=principal_of(request).user_id), ledger)
 
     @put("/{key_id:str}/scopes", guards=[requires_session], sync_to_thread=True)
     def set_scopes(
-        self, request: Request[Any, Any, Any], key_id: str, data: SetScopesRequest, ledger: KeyLedger
+        self,
+        request: Request[Any, Any, Any],
+        key_id: FromPath[str],
+        data: JSONBody[SetScopesRequest],
+        ledger: NamedDependency[KeyLedger],
     ) -> Key:
         """Replace the scopes of an active key."""
         principal = principal_of(request)
@@ -131,9 +148,9 @@ class KeysController(Controller):
     def revoke(
         self,
         request: Request[Any, Any, Any],
-        key_id: str,
-        ledger: KeyLedger,
-        reason: Annotated[str, Parameter(query="reason", max_length=200)] = "",
+        key_id: FromPath[str],
+        ledger: NamedDependency[KeyLedger],
+        reason: Annotated[str, QueryParameter(name="reason", max_length=200)] = "",
     ) -> Key:
         """Revoke a key: a session may revoke any of its keys, a token only itself."""
         principal = principal_of(request)
@@ -143,11 +160,18 @@ class KeysController(Controller):
                 "insufficient_scope",
                 "a token may revoke only itself; revoking other keys needs a signed-in session",
             )
-        record = ledger.revoke(key_id, actor=principal.actor, reason=reason, owner_id=principal.user_id)
+        record = ledger.revoke(
+            key_id, actor=principal.actor, reason=reason, owner_id=principal.user_id
+        )
         return key_view(record, ledger)
 
     @get("/{key_id:str}/history", guards=[requires_scopes("account:read")], sync_to_thread=True)
-    def history(self, request: Request[Any, Any, Any], key_id: str, ledger: KeyLedger) -> History:
+    def history(
+        self,
+        request: Request[Any, Any, Any],
+        key_id: FromPath[str],
+        ledger: NamedDependency[KeyLedger],
+    ) -> History:
         """Every event of the key, oldest first, with who and when."""
         events = ledger.history(key_id, owner_id=principal_of(request).user_id)
         return History(key_id=key_id, events=[history_event(e) for e in events])

@@ -39,7 +39,7 @@ class AuthProblem(Exception):
         self.body_error = body_error or error or "unauthorized"
 
     def challenge(self) -> str:
-        """The WWW-Authenticate value: realm, then error, description and scope when there are any."""
+        """The WWW-Authenticate value: realm, then error, description and scope if any."""
         parts = [REALM]
         if self.error:
             parts.append(f'error="{self.error}"')

@@ -6,6 +6,8 @@ import hmac
 from typing import Any
 
 from litestar import Controller, Request, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from api import problems
 from api.schemas import VerifyRequest, VerifyResponse
@@ -20,7 +22,10 @@ class VerifyController(Controller):
 
     @post("/", status_code=200, response_headers={"Cache-Control": "no-store"})
     async def verify(
-        self, request: Request[Any, Any, Any], data: VerifyRequest, ledger: KeyLedger
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[VerifyRequest],
+        ledger: NamedDependency[KeyLedger],
     ) -> VerifyResponse:
         """Whether the token is live and holds every scope asked for; no database round trip."""
         secret: str = request.app.state.verify_secret

@@ -102,7 +102,7 @@ class ApiKey(Aggregate):
     @event(Minted)
     def __init__(
         self,
-        id: UUID,  # noqa: A002 - the library takes the aggregate id under this name
+        id: UUID,
         owner_id: str,
         name: str,
         token_sha256: str,
@@ -155,9 +155,7 @@ class ApiKey(Aggregate):
         """Revoked and expired are terminal; expiry holds from its instant, swept or not."""
         if self.revoked_at is not None:
             return REVOKED
-        if self.expired_at is not None or (
-            self.expires_at is not None and now >= self.expires_at
-        ):
+        if self.expired_at is not None or (self.expires_at is not None and now >= self.expires_at):
             return EXPIRED
         return ACTIVE
 

@@ -15,7 +15,7 @@ CHECKSUM_CHARS = 6  # CRC32 as 4 big-endian bytes, base64url without padding
 TOKEN_LENGTH = len(PREFIX) + ENTROPY_CHARS + CHECKSUM_CHARS  # 59
 DISPLAY_PREFIX_LENGTH = 12
 
-_BODY = re.compile(r"[A-Za-z0-9_-]{%d}" % (ENTROPY_CHARS + CHECKSUM_CHARS))
+_BODY = re.compile(f"[A-Za-z0-9_-]{{{ENTROPY_CHARS + CHECKSUM_CHARS}}}")
 _CHECKED_LENGTH = len(PREFIX) + ENTROPY_CHARS
 
 

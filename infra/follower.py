@@ -12,7 +12,7 @@ log = logging.getLogger("anthra.follower")
 
 
 class IndexFollower:
-    """Catches the index up at start, then follows the store: polling (SQLite) or subscribing (PostgreSQL)."""
+    """Catches up at start, then follows the store: polls SQLite, subscribes to PostgreSQL."""
 
     def __init__(
         self,
@@ -71,7 +71,7 @@ class IndexFollower:
         self._threads.append(thread)
 
     def _poll(self) -> None:
-        """Read the store on a timer; on PostgreSQL this is the heartbeat behind the subscription."""
+        """Read the store on a timer; on PostgreSQL, the heartbeat behind the subscription."""
         interval = self.poll_interval if self.backend == "sqlite" else self.heartbeat_interval
         while not self._stopping.wait(interval):
             started = time.monotonic()
@@ -84,7 +84,7 @@ class IndexFollower:
             self.ledger.index.confirm(started)
 
     def _subscribe(self) -> None:
-        """Follow PostgreSQL's LISTEN/NOTIFY; when the connection dies, subscribe again from the position."""
+        """Follow LISTEN/NOTIFY; when the connection dies, subscribe again from the position."""
         backoff = 0.05
         while not self._stopping.is_set():
             try:

@@ -120,7 +120,7 @@ class KeyLedger:
         return self._change(key_id, owner_id, lambda key: key.revoke(actor, reason, self.now()))
 
     def expire(self, key_id: str | UUID) -> bool:
-        """Record Expired for a key whose expiry has passed; false if there was nothing to record."""
+        """Record Expired for a key past its expiry; false if there was nothing to record."""
         changed: list[bool] = []
 
         def expire(key: ApiKey) -> bool:
@@ -251,8 +251,8 @@ class KeyLedger:
                 self.catch_up()
 
     def _was_recorded(self, key_id: UUID, events: Sequence[DomainEventProtocol[UUID]]) -> bool:
-        last = events[-1]
-        stored = list(
+        last: Any = events[-1]
+        stored: list[Any] = list(
             self.store.events.get(
                 key_id, gt=last.originator_version - 1, lte=last.originator_version
             )

@@ -16,7 +16,7 @@ class SettingsError(ValueError):
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything the service reads from its environment, with defaults that work on a fresh machine."""
+    """What the service reads from its environment; the defaults work on a fresh machine."""
 
     database_url: str = ""
     host: str = "127.0.0.1"

@@ -12,7 +12,7 @@ log = logging.getLogger("anthra.sweeper")
 
 
 class ExpirySweeper:
-    """Appends Expired for keys past their expiry; safe with many processes (optimistic versions)."""
+    """Appends Expired for keys past their expiry; safe with many processes."""
 
     def __init__(self, ledger: KeyLedger, interval: float = 30.0) -> None:
         self.ledger = ledger

@@ -106,7 +106,9 @@ class VerificationIndex(TrackingRecorder):
 
     # Reading: no I/O, no lock; a dict lookup and a few attribute reads.
 
-    def verify(self, token: str, required: Iterable[str] = (), now: float | None = None) -> Verification:
+    def verify(
+        self, token: str, required: Iterable[str] = (), now: float | None = None
+    ) -> Verification:
         """Format, checksum, digest, lookup, status, expiry, then scopes."""
         if time.monotonic() - self.confirmed_at > self.max_staleness:
             raise IndexStale

@@ -54,7 +54,10 @@ class LedgerContract:
         ledger = open_ledger()
         # Mint a key with one scope
         minted = ledger.mint(
-            owner_id="u1", name="CI deploy", scopes=["books:read"], expires_in_days=None,
+            owner_id="u1",
+            name="CI deploy",
+            scopes=["books:read"],
+            expires_in_days=None,
             actor="user:u1",
         )
         key_id = minted.record.key_id
@@ -108,8 +111,12 @@ class LedgerContract:
 
     def test_an_owner_sees_only_their_keys(self, open_ledger: LedgerFactory) -> None:
         ledger = open_ledger()
-        mine = ledger.mint(owner_id="u1", name="a", scopes=["books:read"], expires_in_days=None, actor="user:u1")
-        ledger.mint(owner_id="u2", name="b", scopes=["books:read"], expires_in_days=None, actor="user:u2")
+        mine = ledger.mint(
+            owner_id="u1", name="a", scopes=["books:read"], expires_in_days=None, actor="user:u1"
+        )
+        ledger.mint(
+            owner_id="u2", name="b", scopes=["books:read"], expires_in_days=None, actor="user:u2"
+        )
         assert [r.key_id for r in ledger.keys_of("u1")] == [mine.record.key_id]
         with pytest.raises(KeyNotFound):
             ledger.key(mine.record.key_id, owner_id="u2")
@@ -120,7 +127,9 @@ class LedgerContract:
         with pytest.raises(KeyNotFound):
             ledger.key("not-a-uuid")
 
-    def test_bad_input_names_the_field_and_records_nothing(self, open_ledger: LedgerFactory) -> None:
+    def test_bad_input_names_the_field_and_records_nothing(
+        self, open_ledger: LedgerFactory
+    ) -> None:
         ledger = open_ledger()
         cases = [
             ({"name": " ", "scopes": ["books:read"], "expires_in_days": None}, "name"),
@@ -139,7 +148,9 @@ class LedgerContract:
         self, open_ledger: LedgerFactory
     ) -> None:
         a, b = open_ledger(), open_ledger()
-        minted = a.mint(owner_id="u1", name="k", scopes=["books:read"], expires_in_days=None, actor="user:u1")
+        minted = a.mint(
+            owner_id="u1", name="k", scopes=["books:read"], expires_in_days=None, actor="user:u1"
+        )
         b.catch_up()
         assert b.verify(minted.token, ["books:read"]).valid
         a.revoke(minted.record.key_id, actor="user:u1")

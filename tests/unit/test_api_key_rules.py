@@ -58,7 +58,9 @@ def test_minting_records_minted_with_canonical_scopes() -> None:
         ({"owner_id": ""}, "owner_id"),
     ],
 )
-def test_minting_refuses_bad_input_naming_the_field(overrides: dict[str, object], field: str) -> None:
+def test_minting_refuses_bad_input_naming_the_field(
+    overrides: dict[str, object], field: str
+) -> None:
     with pytest.raises(InvalidInput) as raised:
         mint(**overrides)
     assert raised.value.field == field

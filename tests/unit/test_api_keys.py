@@ -1,0 +1,215 @@
+"""The keys API, in process on the in-memory store: what a signed-in user and a token can do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.scopes import SCOPES
+from tests.api_support import SAME_ORIGIN, api_client, bearer, mint, signed_in_as
+
+
+def test_a_key_from_mint_to_revocation() -> None:
+    with api_client() as client:
+        # Mint a key with a session
+        response = client.post(
+            "/api/v1/keys",
+            json={"name": "CI", "scopes": ["books:read", "account:read"], "expires_in_days": 30},
+            headers=SAME_ORIGIN | signed_in_as("alice"),
+        )
+        assert response.status_code == 201
+        assert response.headers["cache-control"] == "no-store"
+        key = response.json()
+        assert set(key) == {"id", "token", "prefix", "name", "scopes", "created_at", "expires_at"}
+        assert key["prefix"] == key["token"][:12]
+        assert key["scopes"] == ["books:read", "account:read"]
+        token = key["token"]
+        # Use it: the list needs account:read, which it has
+        listed = client.get("/api/v1/keys", headers=bearer(token))
+        assert listed.status_code == 200
+        (item,) = listed.json()["keys"]
+        assert item["status"] == "active" and "token" not in item
+        assert set(item) == {
+            "id",
+            "prefix",
+            "name",
+            "scopes",
+            "status",
+            "created_at",
+            "expires_at",
+            "revoked_at",
+        }
+        # Narrow its scopes with the session; the token loses account:read at once
+        response = client.put(
+            f"/api/v1/keys/{key['id']}/scopes",
+            json={"scopes": ["books:read"]},
+            headers=SAME_ORIGIN | signed_in_as("alice"),
+        )
+        assert response.status_code == 200 and response.json()["scopes"] == ["books:read"]
+        denied = client.get("/api/v1/keys", headers=bearer(token))
+        assert denied.status_code == 403
+        # The token revokes itself; again answers 200 and appends nothing
+        first = client.delete(f"/api/v1/keys/{key['id']}", headers=bearer(token))
+        assert first.status_code == 200 and first.json()["status"] == "revoked"
+        second = client.delete(
+            f"/api/v1/keys/{key['id']}", headers=SAME_ORIGIN | signed_in_as("alice")
+        )
+        assert second.status_code == 200 and second.json()["status"] == "revoked"
+        # It no longer authenticates
+        assert client.get("/api/v1/keys", headers=bearer(token)).status_code == 401
+        # Its history holds each event once, in order, with who and when
+        history = client.get(f"/api/v1/keys/{key['id']}/history", headers=signed_in_as("alice"))
+        events = history.json()["events"]
+        assert [e["type"] for e in events] == ["Minted", "ScopesSet", "Revoked"]
+        assert events[0]["actor"] == "user:alice"
+        assert events[1]["previous_scopes"] == ["books:read", "account:read"]
+        assert events[2]["actor"] == f"key:{key['id']}"
+        assert token not in history.text
+
+
+def test_the_account_counts_keys_by_status() -> None:
+    with api_client() as client:
+        keep = mint(client, scopes=["account:read"])
+        gone = mint(client)
+        client.delete(f"/api/v1/keys/{gone['id']}", headers=bearer(gone["token"]))
+        response = client.get("/api/v1/account", headers=bearer(keep["token"]))
+        assert response.status_code == 200
+        assert response.json() == {
+            "user_id": "alice",
+            "keys": {"active": 1, "revoked": 1, "expired": 0},
+        }
+
+
+def test_another_users_key_is_not_found() -> None:
+    with api_client() as client:
+        bobs = mint(client, "bob")
+        for method, path, body in [
+            ("GET", f"/api/v1/keys/{bobs['id']}", None),
+            ("GET", f"/api/v1/keys/{bobs['id']}/history", None),
+            ("PUT", f"/api/v1/keys/{bobs['id']}/scopes", {"scopes": ["books:read"]}),
+            ("DELETE", f"/api/v1/keys/{bobs['id']}", None),
+            ("GET", "/api/v1/keys/not-a-key-id", None),
+        ]:
+            response = client.request(
+                method, path, json=body, headers=SAME_ORIGIN | signed_in_as("alice")
+            )
+            assert response.status_code == 404, (method, path)
+            assert response.json()["error"] == "not_found"
+        # and bob's key still works
+        assert (
+            client.get("/api/v1/keys", headers=signed_in_as("bob")).json()["keys"][0]["status"]
+            == "active"
+        )
+
+
+def test_bad_input_is_a_400_naming_the_field() -> None:
+    cases: list[tuple[Any, str]] = [
+        ({"name": "", "scopes": ["books:read"]}, "name"),
+        ({"name": "x" * 101, "scopes": ["books:read"]}, "name"),
+        ({"name": "x", "scopes": []}, "scopes"),
+        ({"name": "x", "scopes": ["admin:all"]}, "scopes"),
+        ({"name": "x", "scopes": "books:read"}, "scopes"),
+        ({"name": "x", "scopes": ["books:read"], "expires_in_days": 0}, "expires_in_days"),
+        ({"name": "x", "scopes": ["books:read"], "expires_in_days": 3651}, "expires_in_days"),
+        ({"name": "x", "scopes": ["books:read"], "expires_in_days": "ten"}, "expires_in_days"),
+        ({"name": "x", "scopes": ["books:read"], "owner_id": "bob"}, "owner_id"),
+        ({"scopes": ["books:read"]}, "name"),
+    ]
+    with api_client() as client:
+        for body, field in cases:
+            response = client.post(
+                "/api/v1/keys", json=body, headers=SAME_ORIGIN | signed_in_as("alice")
+            )
+            assert response.status_code == 400, (body, response.text)
+            payload = response.json()
+            assert payload["error"] == "invalid_request"
+            assert payload.get("field") == field or field in payload["error_description"], payload
+        # Not JSON at all
+        response = client.post(
+            "/api/v1/keys",
+            content=b"{not json",
+            headers=SAME_ORIGIN | {"content-type": "application/json"} | signed_in_as("alice"),
+        )
+        assert response.status_code == 400
+        # Nothing was minted by any of them
+        assert client.get("/api/v1/keys", headers=signed_in_as("alice")).json() == {"keys": []}
+
+
+def test_changing_a_revoked_key_is_a_conflict() -> None:
+    with api_client() as client:
+        key = mint(client)
+        client.delete(f"/api/v1/keys/{key['id']}", headers=SAME_ORIGIN | signed_in_as("alice"))
+        response = client.put(
+            f"/api/v1/keys/{key['id']}/scopes",
+            json={"scopes": ["account:read"]},
+            headers=SAME_ORIGIN | signed_in_as("alice"),
+        )
+        assert response.status_code == 409
+        assert response.json()["error"] == "conflict"
+
+
+def test_verify_answers_for_anthras_own_servers() -> None:
+    with api_client() as client:
+        key = mint(client, scopes=["books:read"])
+        # valid
+        body = client.post(
+            "/v1/verify", json={"token": key["token"], "scopes": ["books:read"]}
+        ).json()
+        assert body["valid"] is True and body["code"] == "valid"
+        assert body["key_id"] == key["id"] and body["owner_id"] == "alice"
+        assert body["scopes"] == ["books:read"]
+        # insufficient scope
+        body = client.post(
+            "/v1/verify", json={"token": key["token"], "scopes": ["publish:write"]}
+        ).json()
+        assert body == body | {"valid": False, "code": "insufficient_scope"}
+        # unknown and malformed answer alike
+        unknown = client.post("/v1/verify", json={"token": "ant_live_" + "A" * 50}).json()
+        garbage = client.post("/v1/verify", json={"token": "hello"}).json()
+        assert (
+            unknown
+            == garbage
+            == {
+                "valid": False,
+                "code": "invalid_token",
+                "key_id": None,
+                "owner_id": None,
+                "scopes": None,
+                "expires_at": None,
+                "missing_scopes": None,
+            }
+        )
+        # an unknown scope is the caller's mistake
+        response = client.post("/v1/verify", json={"token": key["token"], "scopes": ["nope"]})
+        assert response.status_code == 400 and response.json()["field"] == "scopes"
+
+
+def test_verify_can_require_a_shared_secret() -> None:
+    from infra.settings import Settings
+    from tests.api_support import SECRET
+
+    settings = Settings(
+        database_url="memory:", auth_secrets=(SECRET,), verify_secret="s3cret-verify"
+    )
+    with api_client(settings) as client:
+        key = mint(client)
+        body = {"token": key["token"], "scopes": []}
+        assert client.post("/v1/verify", json=body).status_code == 401
+        assert client.post("/v1/verify", json=body, headers=bearer("wrong")).status_code == 401
+        ok = client.post("/v1/verify", json=body, headers=bearer("s3cret-verify"))
+        assert ok.status_code == 200 and ok.json()["valid"] is True
+
+
+def test_health_readiness_and_schema() -> None:
+    with api_client() as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        schema = client.get("/schema/openapi.json")
+        assert schema.status_code == 200
+        assert "/api/v1/keys" in schema.json()["paths"]
+
+
+def test_every_scope_is_grantable() -> None:
+    with api_client() as client:
+        key = mint(client, scopes=list(SCOPES))
+        assert key["scopes"] == list(SCOPES)
