@@ -15,7 +15,7 @@ from litestar.openapi import OpenAPIConfig
 
 from api import problems
 from api.account import AccountController
-from api.auth import Authenticator, KeyAuthMiddleware
+from api.auth import Authenticator, KeyAuthMiddleware, RefuseTokensInUrl
 from api.authjs import SessionCookieCodec
 from api.health import HealthController
 from api.keys import KeysController
@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         follower.stop()
         store.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[KeysController, AccountController, VerifyController, HealthController],
         dependencies={"ledger": Provide(lambda: ledger, use_cache=True, sync_to_thread=False)},
         middleware=[DefineMiddleware(KeyAuthMiddleware, authenticator=authenticator)],
@@ -151,3 +151,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         logging_config=None,
         debug=False,
     )
+    # Before routing, so that even an unknown path with a token in its URL is a 400, not a 404.
+    app.asgi_handler = RefuseTokensInUrl(app.asgi_handler)
+    return app

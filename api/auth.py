@@ -39,6 +39,7 @@ log = logging.getLogger("anthra.auth")
 Verify = Callable[[str, Sequence[str]], Verification]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _TOKEN_MARKERS = (b"ant_live_", b"access_token=")
+TOKEN_IN_URL = "tokens are accepted only in the Authorization header, never in the URL"  # noqa: S105
 
 
 class Unavailable(Exception):
@@ -76,9 +77,7 @@ class Authenticator:
         if token_in_url(
             scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b"")
         ):
-            raise problems.invalid_request(
-                "tokens are accepted only in the Authorization header, never in the URL"
-            )
+            raise problems.invalid_request(TOKEN_IN_URL)
         authorization: list[bytes] = []
         cookie_headers: list[bytes] = []
         headers: dict[bytes, bytes] = {}
@@ -170,14 +169,6 @@ class KeyAuthMiddleware:
             await self.app(scope, receive, send)
             return
         if not scope["path"].startswith(self.protected):
-            if token_in_url(scope.get("raw_path") or b"", scope.get("query_string", b"")):
-                await _send_problem(
-                    send,
-                    problems.invalid_request(
-                        "tokens are accepted only in the Authorization header, never in the URL"
-                    ),
-                )
-                return
             await self.app(scope, receive, send)
             return
         try:
@@ -190,6 +181,21 @@ class KeyAuthMiddleware:
             return
         scope["user"] = principal
         scope["auth"] = principal.via
+        await self.app(scope, receive, send)
+
+
+class RefuseTokensInUrl:
+    """Outermost ASGI layer: a URL holding a token is refused before routing, on every path."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and token_in_url(
+            scope.get("raw_path") or b"", scope.get("query_string", b"")
+        ):
+            await _send_problem(send, problems.invalid_request(TOKEN_IN_URL))
+            return
         await self.app(scope, receive, send)
 
 

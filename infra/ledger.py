@@ -103,6 +103,7 @@ class KeyLedger:
         self._record(key.id, key.collect_events())
         record = self.index.key(key.id)
         assert record is not None
+        log.info("minted key %s (%s) for %s by %s", key.id, record.prefix, owner_id, actor)
         return MintedKey(token, record)
 
     def set_scopes(
@@ -117,7 +118,9 @@ class KeyLedger:
         self, key_id: str | UUID, actor: str, reason: str = "", owner_id: str | None = None
     ) -> KeyRecord:
         """Revoke a key; revoking it again changes nothing and still succeeds."""
-        return self._change(key_id, owner_id, lambda key: key.revoke(actor, reason, self.now()))
+        record = self._change(key_id, owner_id, lambda key: key.revoke(actor, reason, self.now()))
+        log.info("revoked key %s (%s) by %s", record.key_id, record.prefix, actor)
+        return record
 
     def expire(self, key_id: str | UUID) -> bool:
         """Record Expired for a key past its expiry; false if there was nothing to record."""

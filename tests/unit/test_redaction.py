@@ -94,12 +94,22 @@ def test_a_token_in_any_encoding_becomes_its_decoded_prefix_and_an_ellipsis(
     assert redact(before + shown + after) == before + token[:KEEP] + "…" + after
 
 
+def looks_harmless(text: str) -> bool:
+    """No word redaction reacts to: the fast path returns such text untouched."""
+    lowered = text.lower()
+    return not any(word in lowered for word in ("%", "live", "token", "bearer", "eyj"))
+
+
+# Words around the token that are harmless themselves, so nothing starts a match early
+# (as "ant_live_" or "Bearer x" just before the token would, cutting it sooner still).
+harmless = st.text(max_size=30).filter(looks_harmless)
+
+
 @PROPERTY
-@given(tokens, st.text(max_size=30), st.text(max_size=30))
+@given(tokens, harmless, harmless)
 def test_a_plain_token_keeps_its_display_prefix(token: str, before: str, after: str) -> None:
-    out = redact(before + token + after)
-    assert token[:KEEP] in out
-    assert leaks(out, token) == []
+    out = redact(f"{before} {token} {after}")
+    assert out == f"{before} {token[:KEEP]}… {after}"
 
 
 def test_a_generated_token_in_a_sentence() -> None:
@@ -225,11 +235,9 @@ def test_ordinary_text_is_unchanged(line: str) -> None:
 
 
 @PROPERTY
-@given(st.text())
+@given(harmless)
 def test_text_with_nothing_secret_looking_is_unchanged(text: str) -> None:
-    lowered = text.lower()
-    if not any(word in lowered for word in ("%", "live", "token", "bearer", "eyj")):
-        assert redact(text) == text
+    assert redact(text) == text
 
 
 @PROPERTY

@@ -1,0 +1,68 @@
+"""End-to-end fixtures: servers on a fresh PostgreSQL schema, and a check of every log line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.api_support import SECRET
+from tests.e2e.server import ServerProcess, windows
+
+StartServer = Callable[..., ServerProcess]
+
+
+class Secrets:
+    """Every token and session cookie a test handled, to look for in the logs afterwards."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+        self.cookies: list[str] = []
+
+
+@pytest.fixture
+def secrets_seen() -> Secrets:
+    return Secrets()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, secrets_seen: Secrets) -> Iterator[StartServer]:
+    """Starts servers; afterwards stops them and proves no log line holds a secret."""
+    servers: list[ServerProcess] = []
+
+    def start(database_url: str, **env: str) -> ServerProcess:
+        server = ServerProcess(
+            {
+                "ANTHRA_DATABASE_URL": database_url,
+                "AUTH_SECRET": SECRET,
+                "ANTHRA_LOG_LEVEL": "DEBUG",
+                **env,
+            },
+            tmp_path / f"server-{len(servers)}.log",
+            tmp_path,
+        )
+        servers.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+    lines = [line for server in servers for line in server.log_lines()]
+    assert lines, "the servers logged nothing; the check below would prove nothing"
+    token_runs = (
+        set().union(*(windows(t, 13) for t in secrets_seen.tokens))
+        if secrets_seen.tokens
+        else set()
+    )
+    cookie_runs = (
+        set().union(*(windows(c, 16) for c in secrets_seen.cookies))
+        if secrets_seen.cookies
+        else set()
+    )
+    for line in lines:
+        leaked = [run for run in token_runs if run in line]
+        assert not leaked, f"a log line holds 13+ characters of a token: {line[:200]!r}"
+        leaked = [run for run in cookie_runs if run in line]
+        assert not leaked, f"a log line holds part of a session cookie: {line[:200]!r}"
