@@ -23,8 +23,8 @@ class HealthController(Controller):
         """Ready once the verification index has caught up with the store and is fresh."""
         follower: IndexFollower = request.app.state.follower
         index = follower.ledger.index
-        lag = follower.lag_seconds() if follower.backend != "memory" else 0.0
-        ready = follower.ready.is_set() and lag <= index.max_staleness
+        lag = index.lag() if follower.backend != "memory" else 0.0
+        ready = follower.ready.is_set() and index.is_fresh()
         body = Readiness(
             ready=ready,
             backend=follower.backend,

@@ -61,10 +61,6 @@ class IndexFollower:
             thread.join(timeout=5)
         self._threads.clear()
 
-    def lag_seconds(self) -> float:
-        """How long since the index was last known to hold everything in the store."""
-        return max(0.0, time.monotonic() - self.ledger.index.confirmed_at)
-
     def _spawn(self, target: object, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
         thread.start()

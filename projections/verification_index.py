@@ -142,6 +142,14 @@ class VerificationIndex(TrackingRecorder):
         """Every record's fields, for comparing a rebuilt index with a live one."""
         return {key_id: record.snapshot() for key_id, record in self._by_id.items()}
 
+    def lag(self) -> float:
+        """Seconds since the index was last known to hold everything in the store."""
+        return max(0.0, time.monotonic() - self.confirmed_at)
+
+    def is_fresh(self) -> bool:
+        """Whether the index may vouch for a token now (verify checks the same, inline)."""
+        return self.lag() <= self.max_staleness
+
     def confirm(self, at: float) -> None:
         """Note that at monotonic instant `at` the store held nothing this index had not applied."""
         if at > self.confirmed_at:

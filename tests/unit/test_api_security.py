@@ -225,3 +225,19 @@ def test_errors_never_carry_a_stack_trace() -> None:
             headers=SAME_ORIGIN | {"content-type": "application/json"} | signed_in_as("alice"),
         )
         assert too_big.status_code == 413
+
+
+def test_a_stale_index_answers_503_and_never_accepts() -> None:
+    with api_client() as client:
+        key = mint(client, scopes=["account:read"])
+        # The index loses touch with the store for longer than it may vouch for
+        index = client.app.state.ledger.index
+        index.max_staleness = 0.5
+        index.confirmed_at -= 5
+        response = client.get("/api/v1/account", headers=bearer(key["token"]))
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert response.json()["error"] == "temporarily_unavailable"
+        verify = client.post("/v1/verify", json={"token": key["token"]})
+        assert verify.status_code == 503
+        assert client.get("/readyz").status_code == 503
