@@ -1,4 +1,4 @@
-"""A process's index follows the store, reconnects when it loses it, and fails closed while it can't."""
+"""A process's index follows the store, reconnects when it loses it, fails closed while it can't."""
 
 from __future__ import annotations
 
