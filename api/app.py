@@ -15,7 +15,7 @@ from litestar.openapi import OpenAPIConfig
 
 from api import problems
 from api.account import AccountController
-from api.auth import Authenticator, KeyAuthMiddleware, RefuseTokensInUrl
+from api.auth import Authenticator, KeyAuthMiddleware, RefuseTokensInUrl, problem_response
 from api.authjs import SessionCookieCodec
 from api.health import HealthController
 from api.keys import KeysController
@@ -38,15 +38,6 @@ def _error(status: int, error: str, description: str, field: str | None = None) 
         status_code=status,
         media_type=MediaType.JSON,
         headers={"Cache-Control": "no-store"},
-    )
-
-
-def _auth_problem(_: Request[Any, Any, Any], exc: problems.AuthProblem) -> Response[Any]:
-    return Response(
-        content=exc.body(),
-        status_code=exc.status,
-        media_type=MediaType.JSON,
-        headers={"WWW-Authenticate": exc.challenge(), "Cache-Control": "no-store"},
     )
 
 
@@ -125,7 +116,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         dependencies={"ledger": Provide(lambda: ledger, use_cache=True, sync_to_thread=False)},
         middleware=[DefineMiddleware(KeyAuthMiddleware, authenticator=authenticator)],
         exception_handlers={
-            problems.AuthProblem: _auth_problem,
+            problems.AuthProblem: problem_response,
             InvalidInput: _invalid_input,
             ValidationException: _validation,
             KeyNotFound: _not_found,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from litestar import MediaType, Request, Response
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
@@ -227,6 +228,19 @@ async def _send_unavailable(send: Send) -> None:
         (b"cache-control", b"no-store"),
     ]
     await _send(send, 503, headers, body)
+
+
+def problem_response(_: Request[Any, Any, Any], exc: problems.AuthProblem) -> Response[Any]:
+    """Exception handler for guards' AuthProblem: mount it with the middleware."""
+    return Response(
+        content=exc.body(),
+        status_code=exc.status,
+        media_type=MediaType.JSON,
+        headers={"WWW-Authenticate": exc.challenge(), "Cache-Control": "no-store"},
+    )
+
+
+AUTH_EXCEPTION_HANDLERS = {problems.AuthProblem: problem_response}
 
 
 # Guards: async, so Litestar awaits them in the request task instead of a thread pool.

@@ -11,7 +11,7 @@ import getpass
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import msgspec
 
@@ -141,8 +141,17 @@ def verify(args: argparse.Namespace) -> int:
     return 0 if verification.valid else 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse echoes unknown arguments; a token pasted by mistake must not be echoed whole."""
+
+    def error(self, message: str) -> NoReturn:
+        from infra.logging import redact
+
+        super().error(redact(message))
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="anthra-keys", description="The Anthra key ledger.")
+    root = _Parser(prog="anthra-keys", description="The Anthra key ledger.")
     commands = root.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("serve", help="run the HTTP service")

@@ -1,0 +1,104 @@
+"""The operator CLI on a real SQLite store: the token is printed once and never read from argv."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def run(sqlite_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    def run(
+        *args: str, stdin: str = "", env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "api.cli", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=os.environ
+            | {"ANTHRA_DATABASE_URL": sqlite_url, "PYTHONPATH": str(ROOT)}
+            | (env or {}),
+            cwd=tmp_path,
+            timeout=60,
+        )
+
+    return run
+
+
+def test_an_operator_mints_lists_revokes_and_reads_history(run) -> None:  # type: ignore[no-untyped-def]
+    # Mint: the key as JSON, then the token alone on the last line
+    minted = run(
+        "keys",
+        "mint",
+        "--owner",
+        "u1",
+        "--name",
+        "ops",
+        "--scope",
+        "books:read",
+        "--scope",
+        "account:read",
+        "--expires-in-days",
+        "30",
+    )
+    assert minted.returncode == 0, minted.stderr
+    *key_json, token = minted.stdout.strip().splitlines()
+    key = json.loads("\n".join(key_json))
+    assert token.startswith("ant_live_") and len(token) == 59
+    assert key["prefix"] == token[:12]
+    assert "shown once" in minted.stderr
+
+    # Verify reads the token from standard input or ANTHRA_TOKEN, never argv
+    assert run("keys", "verify", "--scope", "books:read", stdin=token + "\n").returncode == 0
+    assert run("keys", "verify", env={"ANTHRA_TOKEN": token}).returncode == 0
+    assert run("keys", "verify", "--scope", "publish:write", stdin=token).returncode == 1
+
+    # List and show never show the token
+    listed = run("keys", "list", "--owner", "u1")
+    assert token[12:] not in listed.stdout
+    assert json.loads(listed.stdout)["keys"][0]["id"] == key["id"]
+    assert json.loads(run("keys", "show", key["id"]).stdout)["status"] == "active"
+
+    # Revoke, twice; history records one Revoked by the operator
+    assert run("keys", "revoke", key["id"], "--reason", "rotated").returncode == 0
+    assert run("keys", "revoke", key["id"]).returncode == 0
+    events = json.loads(run("keys", "history", key["id"]).stdout)["events"]
+    assert [e["type"] for e in events] == ["Minted", "Revoked"]
+    assert events[1]["actor"].startswith("operator:")
+    assert events[1]["reason"] == "rotated"
+    assert run("keys", "verify", stdin=token).returncode == 1
+
+
+def test_mistakes_get_a_clear_message_and_no_trace(run) -> None:  # type: ignore[no-untyped-def]
+    unknown = run("keys", "show", "00000000-0000-0000-0000-000000000000")
+    assert unknown.returncode == 1
+    assert "no key with id" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    bad = run(
+        "keys",
+        "mint",
+        "--owner",
+        "u1",
+        "--name",
+        "x",
+        "--scope",
+        "books:read",
+        "--expires-in-days",
+        "0",
+    )
+    assert bad.returncode == 1
+    assert "expires_in_days" in bad.stderr
+    no_token = run("keys", "verify", stdin="")
+    assert no_token.returncode == 2
+    # There is no way to pass a token as an argument
+    as_arg = run("keys", "verify", "ant_live_" + "A" * 50)
+    assert as_arg.returncode == 2
+    assert "ant_live_AAAA" not in as_arg.stderr

@@ -1,0 +1,34 @@
+"""The expiry sweeper records Expired once per key, however many processes sweep."""
+
+from __future__ import annotations
+
+from infra.event_store import store_env
+from infra.ledger import KeyLedger, LedgerStore
+from infra.sweeper import ExpirySweeper
+from tests.conftest import FakeClock, settings_for
+
+
+def test_two_sweepers_record_expired_once(sqlite_url: str, clock: FakeClock) -> None:
+    stores = [LedgerStore(env=store_env(settings_for(sqlite_url))) for _ in range(2)]
+    try:
+        a, b = (KeyLedger(store, clock=clock) for store in stores)
+        minted = a.mint(
+            owner_id="u1", name="k", scopes=["books:read"], expires_in_days=1, actor="user:u1"
+        )
+        keeps = a.mint(
+            owner_id="u1", name="k", scopes=["books:read"], expires_in_days=None, actor="user:u1"
+        )
+        b.catch_up()
+        # Before the instant, nothing to sweep
+        assert ExpirySweeper(a).sweep() == 0
+        clock.advance(86_400)
+        # Both sweep; one records it, the other finds it done
+        assert ExpirySweeper(a).sweep() + ExpirySweeper(b).sweep() == 1
+        b.catch_up()
+        names = [type(e).__name__ for e in b.history(minted.record.key_id)]
+        assert names == ["Minted", "Expired"]
+        assert [type(e).__name__ for e in b.history(keeps.record.key_id)] == ["Minted"]
+        assert ExpirySweeper(b).sweep() == 0
+    finally:
+        for store in stores:
+            store.close()
