@@ -65,7 +65,7 @@ def serve(args: argparse.Namespace) -> int:
         host=host,
         port=port,
         workers=workers,
-        log_config=uvicorn_log_config(settings.log_level),
+        log_config=uvicorn_log_config(settings.log_level, settings.log_json),
         server_header=False,
     )
     return 0

@@ -186,9 +186,8 @@ class RedactingFilter(logging.Filter):
 
 def _redact_record(record: logging.LogRecord) -> None:
     args = record.args
-    if _is_access_record(record, args):
+    if isinstance(args, tuple) and len(args) == 5 and record.name.startswith("uvicorn.access"):
         # uvicorn's AccessFormatter unpacks these five args, so they stay, each redacted.
-        assert isinstance(args, tuple)
         redacted = tuple(_redact_access_arg(arg) for arg in args)
         msg = redact(str(record.msg))
         try:
@@ -228,10 +227,6 @@ def _redact_color_message(record: logging.LogRecord) -> None:
         del record.__dict__["color_message"]
         return
     record.__dict__["color_message"] = redact(formatted)
-
-
-def _is_access_record(record: logging.LogRecord, args: object) -> bool:
-    return record.name.startswith("uvicorn.access") and isinstance(args, tuple) and len(args) == 5
 
 
 def _redact_access_arg(arg: object) -> object:
