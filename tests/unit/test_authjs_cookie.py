@@ -1,7 +1,7 @@
 """Auth.js session cookies: what api.authjs accepts, rejects and produces.
 
-The vectors in /work/shared/fixtures/authjs were made and cross-checked by the real
-@auth/core 0.41.3; every one of them must come out the way the library says.
+The vectors in tests/fixtures/authjs (a copy of shared/fixtures/authjs) were made and
+cross-checked by the real @auth/core 0.41.3; every one must come out the way the library says.
 """
 
 from __future__ import annotations
@@ -49,20 +49,14 @@ MESSAGES = {
 
 VECTORS_PATH = Path(
     os.environ.get("ANTHRA_AUTHJS_VECTORS")
-    or Path(__file__).resolve().parents[3] / "shared/fixtures/authjs/vectors.json"
+    or Path(__file__).resolve().parents[1] / "fixtures/authjs/vectors.json"
 )
-VECTOR_FILE: dict[str, Any] = (
-    json.loads(VECTORS_PATH.read_text()) if VECTORS_PATH.is_file() else {"vectors": []}
-)
+VECTOR_FILE: dict[str, Any] = json.loads(VECTORS_PATH.read_text())
 VECTORS: list[dict[str, Any]] = VECTOR_FILE["vectors"]
-# Without the shared fixtures (a bare clone) the vector tests skip, visibly, under -ra.
-NO_VECTORS = pytest.mark.skipif(not VECTORS, reason=f"no Auth.js vectors at {VECTORS_PATH}")
 
 
 def vector_params(vectors: list[dict[str, Any]]) -> list[Any]:
     """One pytest param per vector, named by its id."""
-    if not vectors:
-        return [pytest.param(None, id="no-vectors", marks=NO_VECTORS)]
     return [pytest.param(v, id=v["id"]) for v in vectors]
 
 
@@ -156,7 +150,6 @@ def outcome(codec: SessionCookieCodec, cookie_name: str, value: str, now: float)
 # -- Vectors from the real @auth/core -------------------------------------------------------
 
 
-@NO_VECTORS
 def test_vectors_come_from_auth_core_0_41_3_and_cover_every_outcome() -> None:
     assert VECTOR_FILE["auth_core_version"] == "0.41.3"
     assert {v["expect"] for v in VECTORS} == {"valid", *REASONS}
