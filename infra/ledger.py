@@ -240,18 +240,19 @@ class KeyLedger:
 
     def _record(self, key_id: UUID, events: Sequence[DomainEventProtocol[UUID]]) -> None:
         try:
-            recordings = self.store.save(*events)
+            self.store.save(*events)
         except IntegrityError:
             # save() retries on a dead connection; the first try may have committed.
             if not self._was_recorded(key_id, events):
                 raise _Conflict from None
+        # Read-your-writes: apply this command's own events now, from memory, so the answer
+        # holds even if reading the store back fails; catching up then fills in the rest.
+        for event in events:
+            self.projection.apply(event)
+        try:
             self.catch_up()
-            return
-        # Read-your-writes: this process answers only once its own index holds the change.
-        if recordings:
-            position = recordings[-1].notification.id
-            if position > self.index.position:
-                self.catch_up()
+        except Exception:
+            log.warning("catch-up after a save failed; the follower will retry", exc_info=True)
 
     def _was_recorded(self, key_id: UUID, events: Sequence[DomainEventProtocol[UUID]]) -> bool:
         last: Any = events[-1]

@@ -13,52 +13,64 @@ from projections.verification_index import KeyRecord, VerificationIndex
 
 
 class KeyProjection(Projection[VerificationIndex]):
-    """Keeps the verification index and the keys-by-owner read model current."""
+    """Keeps the verification index and the keys-by-owner read model current.
+
+    Applying is idempotent and ignores an event older than what a key already shows, so a
+    process may apply its own events the moment it has saved them (read-your-writes) and
+    meet them again, in store order, when it catches up.
+    """
 
     name = "keys"
 
-    @singledispatchmethod
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        """Apply the event, then record the position it came from."""
+        self.apply(domain_event)
         self.view.insert_tracking(tracking)
 
-    @process_event.register
-    def _minted(self, domain_event: ApiKey.Minted, tracking: Tracking) -> None:
-        e = domain_event
-        if self.view.key(e.originator_id) is None:
-            self.view.add(
-                KeyRecord(
-                    key_id=e.originator_id,
-                    owner_id=e.owner_id,
-                    name=e.name,
-                    prefix=e.prefix,
-                    digest=bytes.fromhex(e.token_sha256),
-                    scopes=frozenset(e.scopes),
-                    created_at=e.at,
-                    expires_at=e.expires_at,
-                )
+    @singledispatchmethod
+    def apply(self, domain_event: Any) -> None:
+        """Events of other kinds change nothing here."""
+
+    @apply.register
+    def _minted(self, e: ApiKey.Minted) -> None:
+        if self.view.key(e.originator_id) is not None:
+            return
+        self.view.add(
+            KeyRecord(
+                key_id=e.originator_id,
+                owner_id=e.owner_id,
+                name=e.name,
+                prefix=e.prefix,
+                digest=bytes.fromhex(e.token_sha256),
+                scopes=frozenset(e.scopes),
+                created_at=e.at,
+                expires_at=e.expires_at,
             )
-        self.view.insert_tracking(tracking)
+        )
 
-    @process_event.register
-    def _scopes_set(self, domain_event: ApiKey.ScopesSet, tracking: Tracking) -> None:
-        e = domain_event
-        record = self.view.key(e.originator_id)
+    @apply.register
+    def _scopes_set(self, e: ApiKey.ScopesSet) -> None:
+        record = self._newer(e)
         if record is not None:
             record.scopes = frozenset(e.scopes)
-        self.view.insert_tracking(tracking)
+            record.version = e.originator_version
 
-    @process_event.register
-    def _revoked(self, domain_event: ApiKey.Revoked, tracking: Tracking) -> None:
-        e = domain_event
-        record = self.view.key(e.originator_id)
-        if record is not None and record.revoked_at is None:
+    @apply.register
+    def _revoked(self, e: ApiKey.Revoked) -> None:
+        record = self._newer(e)
+        if record is not None:
             record.revoked_at = e.at
-        self.view.insert_tracking(tracking)
+            record.version = e.originator_version
 
-    @process_event.register
-    def _expired(self, domain_event: ApiKey.Expired, tracking: Tracking) -> None:
-        e = domain_event
-        record = self.view.key(e.originator_id)
-        if record is not None and record.expired_at is None:
+    @apply.register
+    def _expired(self, e: ApiKey.Expired) -> None:
+        record = self._newer(e)
+        if record is not None:
             record.expired_at = e.expires_at
-        self.view.insert_tracking(tracking)
+            record.version = e.originator_version
+
+    def _newer(self, e: Any) -> KeyRecord | None:
+        record = self.view.key(e.originator_id)
+        if record is None or e.originator_version <= record.version:
+            return None
+        return record

@@ -37,6 +37,7 @@ class KeyRecord:
         "prefix",
         "revoked_at",
         "scopes",
+        "version",
     )
 
     def __init__(
@@ -61,6 +62,8 @@ class KeyRecord:
         self.expires_ts = expires_at.timestamp() if expires_at is not None else None
         self.revoked_at: datetime | None = None
         self.expired_at: datetime | None = None
+        # The aggregate version last applied: an older event never overwrites a newer one.
+        self.version = 1
 
     def status(self, now: float) -> str:
         """Revoked and expired are terminal; expiry holds from its instant, swept or not."""

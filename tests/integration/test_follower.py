@@ -120,3 +120,19 @@ def test_an_index_that_cannot_reach_its_store_fails_closed(
         return False
 
     assert wait_until(stale, within=1.0) <= 1.0
+
+
+def test_the_revoking_process_refuses_the_token_even_if_reading_back_fails(
+    sqlite_url: str, open_process: Opened, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (a, _) = open_process(sqlite_url)
+    key_id, token = mint(a)
+
+    # Reading the store back fails after the save has committed
+    def unreachable() -> int:
+        raise psycopg.OperationalError("store unreachable")
+
+    monkeypatch.setattr(a, "catch_up", unreachable)
+    a.revoke(key_id, actor="user:u1")
+    # The revoke has returned: this process already refuses the token
+    assert a.verify(token, ["books:read"]).code == "invalid_token"
