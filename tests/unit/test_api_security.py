@@ -241,3 +241,39 @@ def test_a_stale_index_answers_503_and_never_accepts() -> None:
         verify = client.post("/v1/verify", json={"token": key["token"]})
         assert verify.status_code == 503
         assert client.get("/readyz").status_code == 503
+
+
+def test_an_internal_error_is_a_plain_500_and_its_logged_trace_is_redacted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+    import logging
+
+    from infra.logging import RedactingFilter, RedactingFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(RedactingFormatter("%(message)s"))
+    logger = logging.getLogger("anthra.api")
+    logger.addHandler(handler)
+    try:
+        with api_client() as client:
+            key = mint(client, scopes=["account:read"])
+            token = key["token"]
+
+            def broken(*args: object, **kwargs: object) -> None:
+                raise RuntimeError(f"the store choked on {token}")
+
+            monkeypatch.setattr(client.app.state.ledger, "history", broken)
+            response = client.get(f"/api/v1/keys/{key['id']}/history", headers=bearer(token))
+            assert response.status_code == 500
+            assert response.json()["error"] == "server_error"
+            assert "Traceback" not in response.text
+            assert token[12:] not in response.text
+    finally:
+        logger.removeHandler(handler)
+    logged = stream.getvalue()
+    assert "RuntimeError" in logged
+    assert token[:12] in logged
+    assert token[12:25] not in logged
