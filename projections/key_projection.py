@@ -42,7 +42,7 @@ class KeyProjection(Projection[VerificationIndex]):
                 name=e.name,
                 prefix=e.prefix,
                 digest=bytes.fromhex(e.token_sha256),
-                scopes=frozenset(e.scopes),
+                scopes=self.view.shared_scopes(e.scopes),
                 created_at=e.at,
                 expires_at=e.expires_at,
             )
@@ -52,7 +52,7 @@ class KeyProjection(Projection[VerificationIndex]):
     def _scopes_set(self, e: ApiKey.ScopesSet) -> None:
         record = self._newer(e)
         if record is not None:
-            record.scopes = frozenset(e.scopes)
+            record.scopes = self.view.shared_scopes(e.scopes)
             record.version = e.originator_version
 
     @apply.register

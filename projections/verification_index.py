@@ -7,13 +7,15 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from hashlib import sha256
 from typing import Literal
 from uuid import UUID
 
 from eventsourcing.persistence import Tracking, TrackingRecorder
 
-from domain import token as token_format
 from domain.api_key import ACTIVE, EXPIRED, REVOKED
+from domain.scopes import SCOPES
+from domain.token import checked_bytes
 
 Code = Literal["valid", "invalid_token", "insufficient_scope"]
 
@@ -26,6 +28,7 @@ class KeyRecord:
     """What the ledger knows of one key now: enough to verify it and to list it."""
 
     __slots__ = (
+        "answer",
         "created_at",
         "digest",
         "expired_at",
@@ -64,6 +67,8 @@ class KeyRecord:
         self.expired_at: datetime | None = None
         # The aggregate version last applied: an older event never overwrites a newer one.
         self.version = 1
+        # The "valid" answer, made on first use: the checks above it still run every time.
+        self.answer: Verification | None = None
 
     def status(self, now: float) -> str:
         """Revoked and expired are terminal; expiry holds from its instant, swept or not."""
@@ -74,8 +79,8 @@ class KeyRecord:
         return ACTIVE
 
     def snapshot(self) -> tuple[object, ...]:
-        """Every field, for comparing two indexes."""
-        return tuple(getattr(self, name) for name in self.__slots__)
+        """Every field but the cached answer, for comparing two indexes."""
+        return tuple(getattr(self, name) for name in self.__slots__ if name != "answer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,7 @@ class Verification:
 
 
 INVALID = Verification("invalid_token")
+_CANONICAL = {scope: scope for scope in SCOPES}
 
 
 class VerificationIndex(TrackingRecorder):
@@ -101,6 +107,7 @@ class VerificationIndex(TrackingRecorder):
         self._by_digest: dict[bytes, KeyRecord] = {}
         self._by_id: dict[UUID, KeyRecord] = {}
         self._by_owner: dict[str, list[KeyRecord]] = {}
+        self._scope_sets: dict[frozenset[str], frozenset[str]] = {}
         self._write_lock = threading.Lock()
         self.position = 0
         # Monotonic instant at which the index was last known to hold everything in the store.
@@ -115,19 +122,33 @@ class VerificationIndex(TrackingRecorder):
         """Format, checksum, digest, lookup, status, expiry, then scopes."""
         if time.monotonic() - self.confirmed_at > self.max_staleness:
             raise IndexStale
-        if not token_format.is_well_formed(token):
+        raw = checked_bytes(token)
+        if raw is None:
             return INVALID
-        record = self._by_digest.get(token_format.digest(token))
+        record = self._by_digest.get(sha256(raw).digest())
         if record is None or record.revoked_at is not None or record.expired_at is not None:
             return INVALID
         expires_ts = record.expires_ts
         if expires_ts is not None and (time.time() if now is None else now) >= expires_ts:
             return INVALID
         scopes = record.scopes
-        missing = tuple(s for s in required if s not in scopes)
-        if missing:
-            return Verification("insufficient_scope", record, missing)
-        return Verification("valid", record)
+        for scope in required:
+            if scope not in scopes:
+                missing = tuple(s for s in required if s not in scopes)
+                return Verification("insufficient_scope", record, missing)
+        answer = record.answer
+        if answer is None:
+            answer = record.answer = Verification("valid", record)
+        return answer
+
+    def shared_scopes(self, scopes: Iterable[str]) -> frozenset[str]:
+        """One frozenset object per distinct scope set, of canonical strings: keys share them."""
+        key = frozenset(scopes)
+        shared = self._scope_sets.get(key)
+        if shared is None:
+            shared = frozenset(_CANONICAL.get(s, s) for s in key)
+            self._scope_sets[shared] = shared
+        return shared
 
     def key(self, key_id: UUID) -> KeyRecord | None:
         return self._by_id.get(key_id)
