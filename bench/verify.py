@@ -15,8 +15,9 @@ the RSS growth of building the bare dict of digests in another fresh subprocess.
 
 The index is built the fast way: `KeyRecord`s constructed directly and `index.add`ed, with
 fields shaped as the projection makes them from decoded events (a fresh UUID, datetimes and
-strings per key, a frozenset of scopes per key, half the keys with an expiry). Going through
-the event store would take minutes for a million keys and measure the store, not the index.
+strings per key, scope sets shared as the projection shares them, half the keys with an
+expiry). Going through the event store would take minutes for a million keys and measure the
+store, not the index.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _fresh(text: str) -> str:
     return text.encode().decode()
 
 
-def make_record(i: int, token: str) -> KeyRecord:
+def make_record(i: int, token: str, index: VerificationIndex) -> KeyRecord:
     """Key number i, as the projection would record it from its Minted event."""
     created_at = datetime.fromtimestamp(_EPOCH + i, UTC)
     return KeyRecord(
@@ -72,7 +73,7 @@ def make_record(i: int, token: str) -> KeyRecord:
         name=f"integration {i}",
         prefix=token_format.display_prefix(token),
         digest=token_format.digest(token),
-        scopes=frozenset(_fresh(s) for s in _SCOPE_SETS[i % len(_SCOPE_SETS)]),
+        scopes=index.shared_scopes(_fresh(s) for s in _SCOPE_SETS[i % len(_SCOPE_SETS)]),
         created_at=created_at,
         expires_at=created_at + timedelta(days=3650) if i % 2 else None,
     )
@@ -89,7 +90,7 @@ def build_index(
     kept: dict[int, str] = {}
     for i in range(n):
         token = token_format.generate()
-        record = make_record(i, token)
+        record = make_record(i, token, index)
         index.add(record)
         if floor is not None:
             floor[record.digest] = record
