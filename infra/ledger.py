@@ -247,8 +247,9 @@ class KeyLedger:
                 raise _Conflict from None
         # Read-your-writes: apply this command's own events now, from memory, so the answer
         # holds even if reading the store back fails; catching up then fills in the rest.
-        for event in events:
-            self.projection.apply(event)
+        with self._catch_up_lock:
+            for event in events:
+                self.projection.apply(event)
         try:
             self.catch_up()
         except Exception:
