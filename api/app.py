@@ -133,6 +133,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "settings": settings,
                 "verify_secret": settings.verify_secret,
                 "session_codec": codec,
+                "authenticator": authenticator,
             }
         ),
         on_startup=[start],

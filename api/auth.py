@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
+import psycopg
 from litestar import MediaType, Request, Response
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
@@ -27,6 +28,7 @@ from litestar.types import (
 
 from api import problems
 from api.authjs import (
+    SessionClaims,
     SessionCookieCodec,
     SessionCookieError,
     find_session_cookie,
@@ -38,9 +40,16 @@ from projections.verification_index import IndexStale, Verification
 log = logging.getLogger("anthra.auth")
 
 Verify = Callable[[str, Sequence[str]], Verification]
+_JWE_DOTS = 4  # compact JWE: header..iv.ciphertext.tag; a database session token has none
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _TOKEN_MARKERS = (b"ant_live_", b"access_token=")
 TOKEN_IN_URL = "tokens are accepted only in the Authorization header, never in the URL"  # noqa: S105
+
+
+class SessionLookup(Protocol):
+    """Auth.js's database strategy: a session token to its user, or None if unknown or expired."""
+
+    async def user(self, session_token: str) -> SessionClaims | None: ...
 
 
 class Unavailable(Exception):
@@ -68,12 +77,19 @@ class Authenticator:
         verify: Verify,
         session_codec: SessionCookieCodec | None = None,
         allowed_origins: Iterable[str] = (),
+        database_sessions: SessionLookup | None = None,
     ) -> None:
         self.verify = verify
         self.session_codec = session_codec
         self.allowed_origins = frozenset(o.rstrip("/") for o in allowed_origins)
+        self.database_sessions = database_sessions
 
-    def authenticate(self, scope: Scope) -> Principal:
+    async def session_principal(self, scope: Scope) -> Principal | None:
+        """The signed-in user of a session cookie, if any; for pages, which take no tokens."""
+        cookies = [value for name, value in scope["headers"] if name == b"cookie"]
+        return await self._session(b"; ".join(cookies)) if cookies else None
+
+    async def authenticate(self, scope: Scope) -> Principal:
         """The caller of this request; raises AuthProblem or Unavailable."""
         if token_in_url(
             scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b"")
@@ -93,8 +109,8 @@ class Authenticator:
             raise problems.invalid_request("send one Authorization header, not several")
         if authorization:
             return self._bearer(authorization[0])
-        if cookie_headers and self.session_codec is not None:
-            principal = self._session(b"; ".join(cookie_headers))
+        if cookie_headers:
+            principal = await self._session(b"; ".join(cookie_headers))
             if principal is not None:
                 if scope.get("method", "GET") not in SAFE_METHODS:
                     self._require_same_origin(headers)
@@ -121,17 +137,31 @@ class Authenticator:
             user_id=record.owner_id, scopes=record.scopes, via="token", key_id=record.key_id
         )
 
-    def _session(self, cookie_header: bytes) -> Principal | None:
-        assert self.session_codec is not None
+    async def _session(self, cookie_header: bytes) -> Principal | None:
         found = find_session_cookie(parse_cookie_header(cookie_header.decode("latin-1")))
         if found is None:
             return None
         name, value = found
-        try:
-            claims = self.session_codec.decode(name, value)
-        except SessionCookieError as e:
-            # Signed out, in effect; the reason is logged, the cookie never is.
-            log.info("session cookie refused: %s", e.reason)
+        if value.count(".") == _JWE_DOTS:
+            if self.session_codec is None:
+                return None
+            try:
+                claims = self.session_codec.decode(name, value)
+            except SessionCookieError as e:
+                # Signed out, in effect; the reason is logged, the cookie never is.
+                log.info("session cookie refused: %s", e.reason)
+                return None
+        elif self.database_sessions is not None:
+            try:
+                found_claims = await self.database_sessions.user(value)
+            except psycopg.Error:
+                log.warning("session database unreachable", exc_info=True)
+                raise Unavailable from None
+            if found_claims is None:
+                log.info("database session refused: unknown or expired")
+                return None
+            claims = found_claims
+        else:
             return None
         return Principal.session(claims.user_id)
 
@@ -173,7 +203,7 @@ class KeyAuthMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            principal = self.authenticator.authenticate(scope)
+            principal = await self.authenticator.authenticate(scope)
         except problems.AuthProblem as problem:
             await _send_problem(send, problem)
             return
