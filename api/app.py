@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from api.auth import Authenticator, KeyAuthMiddleware, RefuseTokensInUrl, proble
 from api.authjs import SessionCookieCodec
 from api.health import HealthController
 from api.keys import KeysController
+from api.local_sign_in import local_sign_in
 from api.verify import VerifyController
 from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
 from infra.event_store import redacted_url, store_env
@@ -96,7 +98,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         max_staleness=settings.max_staleness,
     )
     sweeper = ExpirySweeper(ledger, interval=settings.sweep_interval)
-    codec = SessionCookieCodec(settings.auth_secrets) if settings.auth_secrets else None
+    if settings.dev_mode:
+        # One secret per run, shared by every worker through the environment `serve` sets.
+        secrets_in_use: tuple[str, ...] = (settings.dev_secret or secrets.token_urlsafe(32),)
+        sign_in_code = settings.dev_sign_in_code or secrets.token_urlsafe(24)
+    else:
+        secrets_in_use, sign_in_code = settings.auth_secrets, ""
+    codec = SessionCookieCodec(secrets_in_use) if secrets_in_use else None
     authenticator = Authenticator(ledger.verify, codec, settings.allowed_origins)
 
     def start() -> None:
@@ -112,7 +120,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         store.close()
 
     app = Litestar(
-        route_handlers=[KeysController, AccountController, VerifyController, HealthController],
+        route_handlers=[
+            KeysController,
+            AccountController,
+            VerifyController,
+            HealthController,
+            local_sign_in,
+        ],
         dependencies={"ledger": Provide(lambda: ledger, use_cache=True, sync_to_thread=False)},
         middleware=[DefineMiddleware(KeyAuthMiddleware, authenticator=authenticator)],
         exception_handlers={
@@ -134,6 +148,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "verify_secret": settings.verify_secret,
                 "session_codec": codec,
                 "authenticator": authenticator,
+                "dev_mode": settings.dev_mode,
+                "dev_sign_in_code": sign_in_code,
+                "dev_user": settings.dev_user,
+                "sign_in_url": settings.sign_in_url,
             }
         ),
         on_startup=[start],

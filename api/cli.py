@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
@@ -54,11 +55,24 @@ def serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.port
     workers = args.workers or settings.workers
     configure_logging(settings.log_level, settings.log_json)
+    # The app factory runs in uvicorn's workers and reads its settings from the environment.
+    os.environ["ANTHRA_HOST"] = host
+    os.environ["ANTHRA_PORT"] = str(port)
+    settings = load_settings()
+    base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     print(
-        f"anthra-keys: listening on http://{host}:{port} ({settings.backend} event store, "
+        f"anthra-keys: listening on {base} ({settings.backend} event store, "
         f"{workers} worker{'s' if workers > 1 else ''})",
         flush=True,
     )
+    if settings.dev_mode:
+        os.environ["ANTHRA_DEV_SECRET"] = secrets.token_urlsafe(32)
+        code = os.environ["ANTHRA_DEV_SIGN_IN_CODE"] = secrets.token_urlsafe(24)
+        print(
+            "anthra-keys: development mode (no AUTH_SECRET, loopback only). Sign in as "
+            f"{settings.dev_user!r}:\n  {base}/account/sign-in/local?code={code}",
+            flush=True,
+        )
     uvicorn.run(
         "api.app:create_app",
         factory=True,

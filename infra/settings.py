@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +33,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_interval: float = 0.25
     max_staleness: float = 0.75
     sweep_interval: float = 30.0
+    sign_in_url: str = "/api/auth/signin"
+    dev_secret: str = ""
+    dev_sign_in_code: str = ""
+    dev_user: str = "local-developer"
+
+    @property
+    def dev_mode(self) -> bool:
+        """Development mode: no AUTH_SECRET and serving on loopback only."""
+        return not self.auth_secrets and is_loopback(self.host)
 
     @property
     def backend(self) -> str:
@@ -42,6 +52,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if url.startswith(("postgresql://", "postgres://")):
             return "postgres"
         return "sqlite"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address is this machine only."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
@@ -110,4 +131,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         heartbeat_interval=_float(env, "ANTHRA_HEARTBEAT_INTERVAL", 0.25, 0.01, 5.0),
         max_staleness=_float(env, "ANTHRA_MAX_STALENESS", 0.75, 0.05, 1.0),
         sweep_interval=_float(env, "ANTHRA_SWEEP_INTERVAL", 30.0, 0.05, 86400.0),
+        sign_in_url=env.get("ANTHRA_SIGN_IN_URL", "/api/auth/signin"),
+        dev_secret=env.get("ANTHRA_DEV_SECRET", ""),
+        dev_sign_in_code=env.get("ANTHRA_DEV_SIGN_IN_CODE", ""),
+        dev_user=env.get("ANTHRA_DEV_USER", "local-developer"),
     )
