@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.api_support import SECRET
+from tests.e2e.browser import CHROMIUM_ARGS, chromium_path
 from tests.e2e.server import ServerProcess, windows
 
 StartServer = Callable[..., ServerProcess]
@@ -66,3 +68,15 @@ def start_server(tmp_path: Path, secrets_seen: Secrets) -> Iterator[StartServer]
         assert not leaked, f"a log line holds 13+ characters of a token: {line[:200]!r}"
         leaked = [run for run in cookie_runs if run in line]
         assert not leaked, f"a log line holds part of a session cookie: {line[:200]!r}"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Debian Chromium for the session, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
