@@ -21,6 +21,7 @@ from api.authjs import SessionCookieCodec
 from api.health import HealthController
 from api.keys import KeysController
 from api.local_sign_in import local_sign_in
+from api.request_context import RequestIds
 from api.verify import VerifyController
 from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
 from infra.event_store import redacted_url, store_env
@@ -162,5 +163,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         debug=False,
     )
     # Before routing, so that even an unknown path with a token in its URL is a 400, not a 404.
-    app.asgi_handler = RefuseTokensInUrl(app.asgi_handler)
+    app.asgi_handler = RequestIds(RefuseTokensInUrl(app.asgi_handler))
     return app

@@ -10,6 +10,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from api import problems
 from api.auth import principal_of, requires_scopes, requires_session
+from api.request_context import context_of
 from api.schemas import (
     ExpiredEvent,
     History,
@@ -52,7 +53,12 @@ def _scope_order(scope: str) -> int:
 
 
 def history_event(event: Any) -> HistoryEvent:
-    common = {"at": event.at, "actor": event.actor, "version": event.originator_version}
+    common = {
+        "at": event.at,
+        "actor": event.actor,
+        "version": event.originator_version,
+        "context": event.context,
+    }
     if isinstance(event, ApiKey.Minted):
         return MintedEvent(
             **common,
@@ -99,6 +105,7 @@ class KeysController(Controller):
             scopes=data.scopes,
             expires_in_days=data.expires_in_days,
             actor=principal.actor,
+            context=context_of(request),
         )
         record = minted.record
         return MintedKey(
@@ -140,7 +147,11 @@ class KeysController(Controller):
         """Replace the scopes of an active key."""
         principal = principal_of(request)
         record = ledger.set_scopes(
-            key_id, data.scopes, actor=principal.actor, owner_id=principal.user_id
+            key_id,
+            data.scopes,
+            actor=principal.actor,
+            owner_id=principal.user_id,
+            context=context_of(request),
         )
         return key_view(record, ledger)
 
@@ -161,7 +172,11 @@ class KeysController(Controller):
                 "a token may revoke only itself; revoking other keys needs a signed-in session",
             )
         record = ledger.revoke(
-            key_id, actor=principal.actor, reason=reason, owner_id=principal.user_id
+            key_id,
+            actor=principal.actor,
+            reason=reason,
+            owner_id=principal.user_id,
+            context=context_of(request),
         )
         return key_view(record, ledger)
 

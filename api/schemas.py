@@ -72,6 +72,7 @@ class MintedEvent(msgspec.Struct, frozen=True, tag="Minted", tag_field="type"):
     at: datetime
     actor: str
     version: int
+    context: dict[str, str] | None
     name: str
     prefix: str
     scopes: list[str]
@@ -82,6 +83,7 @@ class ScopesSetEvent(msgspec.Struct, frozen=True, tag="ScopesSet", tag_field="ty
     at: datetime
     actor: str
     version: int
+    context: dict[str, str] | None
     scopes: list[str]
     previous_scopes: list[str]
 
@@ -90,6 +92,7 @@ class RevokedEvent(msgspec.Struct, frozen=True, tag="Revoked", tag_field="type")
     at: datetime
     actor: str
     version: int
+    context: dict[str, str] | None
     reason: str
 
 
@@ -97,6 +100,7 @@ class ExpiredEvent(msgspec.Struct, frozen=True, tag="Expired", tag_field="type")
     at: datetime
     actor: str
     version: int
+    context: dict[str, str] | None
     expires_at: datetime
 
 

@@ -76,6 +76,7 @@ class ApiKey(Aggregate):
         expires_at: datetime | None
         actor: str
         at: datetime
+        context: dict[str, str] | None = None
 
     class ScopesSet(Aggregate.Event):
         """The key's scopes were replaced; the previous ones are kept for diffs."""
@@ -84,6 +85,7 @@ class ApiKey(Aggregate):
         previous_scopes: list[str]
         actor: str
         at: datetime
+        context: dict[str, str] | None = None
 
     class Revoked(Aggregate.Event):
         """The key was revoked: terminal."""
@@ -91,6 +93,7 @@ class ApiKey(Aggregate):
         actor: str
         reason: str
         at: datetime
+        context: dict[str, str] | None = None
 
     class Expired(Aggregate.Event):
         """The key's expiry instant passed: terminal."""
@@ -98,6 +101,7 @@ class ApiKey(Aggregate):
         expires_at: datetime
         actor: str
         at: datetime
+        context: dict[str, str] | None = None
 
     @event(Minted)
     def __init__(
@@ -111,6 +115,7 @@ class ApiKey(Aggregate):
         expires_at: datetime | None,
         actor: str,
         at: datetime,
+        context: dict[str, str] | None = None,
     ) -> None:
         self.owner_id = owner_id
         self.name = name
@@ -135,6 +140,7 @@ class ApiKey(Aggregate):
         expires_in_days: int | None,
         actor: str,
         at: datetime,
+        context: dict[str, str] | None = None,
     ) -> ApiKey:
         """Check every rule, then record Minted."""
         if not owner_id:
@@ -149,6 +155,7 @@ class ApiKey(Aggregate):
             expires_at=check_expiry(expires_in_days, at),
             actor=actor,
             at=at,
+            context=context,
         )
 
     def status(self, now: datetime) -> str:
@@ -159,7 +166,9 @@ class ApiKey(Aggregate):
             return EXPIRED
         return ACTIVE
 
-    def set_scopes(self, scopes: list[str], actor: str, at: datetime) -> bool:
+    def set_scopes(
+        self, scopes: list[str], actor: str, at: datetime, context: dict[str, str] | None = None
+    ) -> bool:
         """Replace the scopes of an active key; answers whether anything changed."""
         status = self.status(at)
         if status != ACTIVE:
@@ -167,24 +176,35 @@ class ApiKey(Aggregate):
         new = normalise(scopes)
         if new == self.scopes:
             return False
-        self._scopes_set(scopes=new, previous_scopes=list(self.scopes), actor=actor, at=at)
+        self._scopes_set(
+            scopes=new, previous_scopes=list(self.scopes), actor=actor, at=at, context=context
+        )
         return True
 
     @event(ScopesSet)
     def _scopes_set(
-        self, scopes: list[str], previous_scopes: list[str], actor: str, at: datetime
+        self,
+        scopes: list[str],
+        previous_scopes: list[str],
+        actor: str,
+        at: datetime,
+        context: dict[str, str] | None = None,
     ) -> None:
         self.scopes = list(scopes)
 
-    def revoke(self, actor: str, reason: str, at: datetime) -> bool:
+    def revoke(
+        self, actor: str, reason: str, at: datetime, context: dict[str, str] | None = None
+    ) -> bool:
         """Revoke; a key already revoked or expired is left as it is (idempotent)."""
         if self.revoked_at is not None or self.expired_at is not None:
             return False
-        self._revoked(actor=actor, reason=reason, at=at)
+        self._revoked(actor=actor, reason=reason, at=at, context=context)
         return True
 
     @event(Revoked)
-    def _revoked(self, actor: str, reason: str, at: datetime) -> None:
+    def _revoked(
+        self, actor: str, reason: str, at: datetime, context: dict[str, str] | None = None
+    ) -> None:
         self.revoked_at = at
 
     def expire(self, at: datetime) -> bool:
@@ -197,5 +217,11 @@ class ApiKey(Aggregate):
         return True
 
     @event(Expired)
-    def _expired(self, expires_at: datetime, actor: str, at: datetime) -> None:
+    def _expired(
+        self,
+        expires_at: datetime,
+        actor: str,
+        at: datetime,
+        context: dict[str, str] | None = None,
+    ) -> None:
         self.expired_at = expires_at

@@ -23,6 +23,8 @@ from projections.verification_index import KeyRecord, Verification, Verification
 log = logging.getLogger("anthra.ledger")
 
 Clock = Callable[[], float]
+# Where a command came from: request id, client IP, user agent (never any part of a token).
+Context = dict[str, str] | None
 _CONFLICT_RETRIES = 3
 _PAGE = 500
 
@@ -86,6 +88,7 @@ class KeyLedger:
         scopes: Sequence[str],
         expires_in_days: int | None,
         actor: str,
+        context: Context = None,
     ) -> MintedKey:
         """Mint a key; the token is returned once and only its sha256 is stored."""
         token = token_format.generate()
@@ -99,6 +102,7 @@ class KeyLedger:
             expires_in_days=expires_in_days,
             actor=actor,
             at=self.now(),
+            context=context,
         )
         self._record(key.id, key.collect_events())
         record = self.index.key(key.id)
@@ -107,18 +111,30 @@ class KeyLedger:
         return MintedKey(token, record)
 
     def set_scopes(
-        self, key_id: str | UUID, scopes: Sequence[str], actor: str, owner_id: str | None = None
+        self,
+        key_id: str | UUID,
+        scopes: Sequence[str],
+        actor: str,
+        owner_id: str | None = None,
+        context: Context = None,
     ) -> KeyRecord:
         """Replace an active key's scopes."""
         return self._change(
-            key_id, owner_id, lambda key: key.set_scopes(list(scopes), actor, self.now())
+            key_id, owner_id, lambda key: key.set_scopes(list(scopes), actor, self.now(), context)
         )
 
     def revoke(
-        self, key_id: str | UUID, actor: str, reason: str = "", owner_id: str | None = None
+        self,
+        key_id: str | UUID,
+        actor: str,
+        reason: str = "",
+        owner_id: str | None = None,
+        context: Context = None,
     ) -> KeyRecord:
         """Revoke a key; revoking it again changes nothing and still succeeds."""
-        record = self._change(key_id, owner_id, lambda key: key.revoke(actor, reason, self.now()))
+        record = self._change(
+            key_id, owner_id, lambda key: key.revoke(actor, reason, self.now(), context)
+        )
         log.info("revoked key %s (%s) by %s", record.key_id, record.prefix, actor)
         return record
 

@@ -213,3 +213,27 @@ def test_every_scope_is_grantable() -> None:
     with api_client() as client:
         key = mint(client, scopes=list(SCOPES))
         assert key["scopes"] == list(SCOPES)
+
+
+def test_every_event_records_who_and_from_where_but_never_a_token() -> None:
+    with api_client() as client:
+        other = mint(client)
+        response = client.post(
+            "/api/v1/keys",
+            json={"name": "audited", "scopes": ["books:read"]},
+            headers=SAME_ORIGIN
+            | signed_in_as("alice")
+            | {"X-Request-Id": "req-123", "User-Agent": f"curl/8 {other['token']}"},
+        )
+        assert response.headers["x-request-id"] == "req-123"
+        key = response.json()
+        history = client.get(f"/api/v1/keys/{key['id']}/history", headers=signed_in_as("alice"))
+        (minted,) = history.json()["events"]
+        context = minted["context"]
+        assert context["request_id"] == "req-123"
+        assert context["client_ip"]
+        assert context["user_agent"].startswith("curl/8 " + other["token"][:12])
+        assert other["token"][12:] not in history.text
+        # A request id that is not plainly an id is replaced with one of ours
+        odd = client.get("/healthz", headers={"X-Request-Id": other["token"]})
+        assert odd.headers["x-request-id"] != other["token"]
