@@ -18,6 +18,7 @@ from api import problems
 from api.account import AccountController
 from api.auth import Authenticator, KeyAuthMiddleware, RefuseTokensInUrl, problem_response
 from api.authjs import SessionCookieCodec
+from api.authjs_database import DatabaseSessions
 from api.health import HealthController
 from api.keys import KeysController
 from api.local_sign_in import local_sign_in
@@ -106,7 +107,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     else:
         secrets_in_use, sign_in_code = settings.auth_secrets, ""
     codec = SessionCookieCodec(secrets_in_use) if secrets_in_use else None
-    authenticator = Authenticator(ledger.verify, codec, settings.allowed_origins)
+    # Auth.js's database strategy: its adapter's tables, on their own URL or beside the ledger.
+    sessions_url = settings.authjs_database_url or (
+        settings.database_url if settings.backend == "postgres" else ""
+    )
+    database_sessions = DatabaseSessions(sessions_url) if sessions_url else None
+    authenticator = Authenticator(
+        ledger.verify, codec, settings.allowed_origins, database_sessions=database_sessions
+    )
 
     def start() -> None:
         log.info(
@@ -115,10 +123,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         follower.start()
         sweeper.start()
 
-    def stop() -> None:
+    async def stop() -> None:
         sweeper.stop()
         follower.stop()
         store.close()
+        if database_sessions is not None:
+            await database_sessions.close()
 
     app = Litestar(
         route_handlers=[

@@ -1,0 +1,123 @@
+"""Auth.js database sessions (@auth/pg-adapter): a session token to its user, from PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool, PoolClosed
+
+from api.authjs import SessionClaims
+
+log = logging.getLogger("anthra.authjs_database")
+
+# Auth.js mints UUIDs; anything else printable is allowed for custom generateSessionToken, but a
+# NUL would be a psycopg error (a 503) rather than "signed out", and 255 is the column's width.
+_WELL_FORMED: Final = re.compile(r"[\x20-\x7e]{1,255}")
+# Keys of this project's database URLs that are not libpq parameters.
+_OUR_KEYS: Final = frozenset({"schema", "pool_size"})
+_CONNECT_TIMEOUT: Final = "5"
+_POOL_WAIT: Final = 5.0
+_STATEMENT_TIMEOUT: Final = "2s"
+# The adapter puts no unique index on "sessionToken": fetch two so a shared token is refused
+# rather than resolved to whichever row the scan meets first.
+_LOOKUP: Final = """
+    SELECT u.id, u.email, u.name, s.expires
+    FROM sessions s JOIN users u ON s."userId" = u.id
+    WHERE s."sessionToken" = %s AND s.expires > now()
+    LIMIT 2
+"""
+
+
+class DatabaseSessions:
+    """Auth.js database sessions read from @auth/pg-adapter's tables."""
+
+    def __init__(self, database_url: str, *, max_size: int = 4) -> None:
+        conninfo, schema = _split_schema(database_url)
+        self._schema = schema
+        self._lock = asyncio.Lock()
+        self._opened = False
+        self._closed = False
+        self._pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+            conninfo,
+            kwargs={"autocommit": True},
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            configure=self._configure,
+            # A database restart leaves dead connections in the pool; testing each before use
+            # turns what would be a 503 into a reconnect (about a second of backoff).
+            check=AsyncConnectionPool.check_connection,
+            timeout=_POOL_WAIT,
+            name="authjs-sessions",
+        )
+
+    async def user(self, session_token: str) -> SessionClaims | None:
+        """The user a live session token belongs to, or None; psycopg errors propagate."""
+        if not _WELL_FORMED.fullmatch(session_token):
+            return None
+        pool = await self._open_pool()
+        async with pool.connection() as conn:
+            cursor = await conn.execute(_LOOKUP, (session_token,))
+            rows = await cursor.fetchall()
+        if len(rows) != 1:
+            if rows:
+                log.warning("database session refused: its token is shared by several sessions")
+            return None
+        user_id, email, name, expires = rows[0]
+        return SessionClaims(
+            user_id=str(user_id), email=email, name=name, expires_at=expires.timestamp()
+        )
+
+    async def close(self) -> None:
+        """Close the pool's connections; later lookups raise PoolClosed."""
+        async with self._lock:
+            self._closed = True
+            if self._opened:
+                await self._pool.close()
+
+    async def _open_pool(self) -> AsyncConnectionPool[AsyncConnection[Any]]:
+        if not self._opened:
+            async with self._lock:
+                if self._closed:
+                    raise PoolClosed("the Auth.js session pool is closed")
+                if not self._opened:
+                    # Only starts the workers: the lookup's wait for a connection (5 s) is then
+                    # the one bound on how long an unreachable database holds a request.
+                    await self._pool.open(wait=False)
+                    self._opened = True
+        return self._pool
+
+    async def _configure(self, conn: AsyncConnection[Any]) -> None:
+        # set_config, not SET, because SET takes no parameters.
+        if self._schema is None:
+            await conn.execute(
+                "SELECT set_config('statement_timeout', %s, false)", (_STATEMENT_TIMEOUT,)
+            )
+        else:
+            await conn.execute(
+                "SELECT set_config('statement_timeout', %s, false),"
+                " set_config('search_path', %s, false)",
+                (_STATEMENT_TIMEOUT, _quote_identifier(self._schema)),
+            )
+
+
+def _split_schema(database_url: str) -> tuple[str, str | None]:
+    """libpq conninfo for the URL and the schema it names, if any."""
+    parts = urlsplit(database_url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [value for key, value in query if key == "schema" and value]
+    kept = [(key, value) for key, value in query if key not in _OUR_KEYS]
+    params = conninfo_to_dict(parts._replace(query=urlencode(kept)).geturl())
+    params.setdefault("connect_timeout", _CONNECT_TIMEOUT)
+    params.setdefault("application_name", "anthra-authjs-sessions")
+    return make_conninfo("", **params), schemas[0] if schemas else None
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
