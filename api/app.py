@@ -22,6 +22,7 @@ from api.authjs_database import DatabaseSessions
 from api.health import HealthController
 from api.keys import KeysController
 from api.local_sign_in import local_sign_in
+from api.page import AccountPage
 from api.request_context import RequestIds
 from api.verify import VerifyController
 from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             VerifyController,
             HealthController,
             local_sign_in,
+            AccountPage,
         ],
         dependencies={"ledger": Provide(lambda: ledger, use_cache=True, sync_to_thread=False)},
         middleware=[DefineMiddleware(KeyAuthMiddleware, authenticator=authenticator)],

@@ -1,0 +1,175 @@
+"""The key-management page, /account/api-keys: static HTML, CSS and JS that call the public API.
+
+The page is the same document for everyone; all data comes from `/api/v1/*` with the session
+cookie, the API integrations use. A visitor who is not signed in gets a sign-in page instead.
+Every response of this controller carries a strict Content-Security-Policy (no inline script or
+style anywhere) and is never cached.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from litestar import Controller, MediaType, Request, Response, get
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath
+
+from api.auth import Unavailable
+from domain.scopes import SCOPES
+
+log = logging.getLogger("anthra.page")
+
+PAGE_PATH = "/account/api-keys"
+DEFAULT_SIGN_IN_URL = "/api/auth/signin"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+HTML = "text/html; charset=utf-8"
+ASSETS: dict[str, str] = {
+    "api-keys.js": "text/javascript; charset=utf-8",
+    "api-keys.css": "text/css; charset=utf-8",
+}
+_SCOPES_MARKER = "<!-- scope-checkboxes -->"
+
+
+def _asset_text(name: str) -> str:
+    return resources.files("api").joinpath("page_assets", name).read_text(encoding="utf-8")
+
+
+@cache
+def _asset(name: str) -> bytes:
+    return _asset_text(name).encode("utf-8")
+
+
+def scope_checkboxes() -> str:
+    """The create form's scope checkboxes, one per scope of `SCOPES`, none ticked."""
+    items = []
+    for scope, description in SCOPES.items():
+        s = html.escape(scope, quote=True)
+        items.append(
+            f'<li class="scope-option">'
+            f'<input type="checkbox" name="scopes" value="{s}" id="scope-{s}" '
+            f'data-testid="scope-{s}" aria-describedby="scope-{s}-desc">'
+            f'<label for="scope-{s}"><code class="scope-name">{s}</code> '
+            f'<span class="scope-desc" id="scope-{s}-desc">{html.escape(description)}</span>'
+            f"</label></li>"
+        )
+    return "\n".join(items)
+
+
+@cache
+def page_html() -> bytes:
+    """The page: the static document with the scope checkboxes rendered from `SCOPES`."""
+    document = _asset_text("api-keys.html")
+    if _SCOPES_MARKER not in document:
+        raise RuntimeError(f"api-keys.html lacks the {_SCOPES_MARKER} marker")
+    return document.replace(_SCOPES_MARKER, scope_checkboxes()).encode("utf-8")
+
+
+def _document(title: str, body: str) -> bytes:
+    return (
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)} · Anthra</title>\n"
+        '<link rel="icon" href="data:,">\n'
+        '<link rel="stylesheet" href="/account/assets/api-keys.css">\n'
+        '</head>\n<body>\n<main id="main" class="narrow">\n'
+        f"{body}\n</main>\n</body>\n</html>\n"
+    ).encode()
+
+
+def sign_in_html(*, dev_mode: bool, sign_in_url: str) -> bytes:
+    """What a visitor without a session sees: how to sign in, then come back here."""
+    if dev_mode:
+        how = (
+            '<p class="notice" data-testid="dev-sign-in">Development mode: follow the sign-in '
+            "link that <code>anthra-keys serve</code> printed in its terminal "
+            "(<code>…/account/sign-in/local?code=…</code>). It signs you in as the local "
+            "developer and brings you back here.</p>"
+        )
+    else:
+        separator = "&" if "?" in sign_in_url else "?"
+        href = html.escape(f"{sign_in_url}{separator}callbackUrl={PAGE_PATH}", quote=True)
+        how = (
+            f'<p><a class="button button-primary" href="{href}" data-testid="sign-in-link">'
+            "Sign in</a></p>"
+            "<p>After signing in you will come back to this page.</p>"
+        )
+    body = (
+        "<h1>Sign in to manage your API keys</h1>\n"
+        "<p>API keys (personal access tokens) are created, scoped and revoked here. "
+        "You need to be signed in to Anthra to see them.</p>\n"
+        f"{how}"
+    )
+    return _document("Sign in", body)
+
+
+def _respond(body: bytes, *, status: int = 200, media_type: str = HTML) -> Response[bytes]:
+    return Response(body, status_code=status, media_type=media_type, headers=dict(SECURITY_HEADERS))
+
+
+def _error_page(status: int, title: str, message: str) -> Response[bytes]:
+    body = _document(title, f"<h1>{html.escape(title)}</h1>\n<p>{html.escape(message)}</p>")
+    return _respond(body, status=status)
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    return _error_page(exc.status_code, "Something is not right", str(exc.detail))
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error_page(
+        500, "Something went wrong", "An internal error occurred; it has been logged."
+    )
+
+
+class AccountPage(Controller):
+    """The API-keys page and its two static assets."""
+
+    path = "/account"
+    tags = ["page"]
+    include_in_schema = False
+    exception_handlers = {HTTPException: _http_error, Exception: _unexpected}
+
+    @get("/api-keys")
+    async def api_keys(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        """The page when signed in; otherwise a page saying how to sign in."""
+        state = request.app.state
+        try:
+            principal = await state.authenticator.session_principal(request.scope)
+        except Unavailable:
+            response = _error_page(
+                503,
+                "Temporarily unavailable",
+                "Your session could not be checked just now. Reload the page in a moment.",
+            )
+            response.headers["Retry-After"] = "1"
+            return response
+        if principal is None:
+            body = sign_in_html(
+                dev_mode=bool(state.get("dev_mode", False)),
+                sign_in_url=str(state.get("sign_in_url") or DEFAULT_SIGN_IN_URL),
+            )
+            return _respond(body, status=401)
+        return _respond(page_html())
+
+    @get("/assets/{name:str}")
+    async def asset(self, name: FromPath[str]) -> Response[bytes]:
+        """`api-keys.js` and `api-keys.css`; any other name is 404."""
+        media_type = ASSETS.get(name)
+        if media_type is None:
+            return _respond(b"not found\n", status=404, media_type=MediaType.TEXT)
+        return _respond(_asset(name), media_type=media_type)

@@ -1,0 +1,372 @@
+"""The API-keys page, in process: sign-in page, the page, its assets, and their security headers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from html.parser import HTMLParser
+from importlib import resources
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from api.app import create_app
+from domain.scopes import SCOPES
+from infra.settings import Settings
+from tests.api_support import ORIGIN, SECRET, bearer, mint, session_cookie, signed_in_as
+
+PAGE = "/account/api-keys"
+SIGN_IN_URL = "/api/auth/signin"
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "x-content-type-options": "nosniff",
+    "cache-control": "no-store",
+}
+# Hooks the browser tests rely on that are in the static document (the rest are made by the JS).
+STATIC_TEST_IDS = [
+    "create-form",
+    "key-name",
+    *(f"scope-{scope}" for scope in SCOPES),
+    "expiry",
+    "expiry-custom",
+    "create-button",
+    "token-panel",
+    "token-value",
+    "copy-button",
+    "token-done",
+    "confirm-revoke",
+    "error-name",
+    "error-scopes",
+    "error-expires_in_days",
+    "page-alert",
+]
+
+
+@contextmanager
+def page_client(
+    *, dev_mode: bool = False, sign_in_url: str = SIGN_IN_URL
+) -> Iterator[TestClient[Any]]:
+    app = create_app(Settings(database_url="memory:", auth_secrets=(SECRET,)))
+    app.state.dev_mode = dev_mode
+    app.state.sign_in_url = sign_in_url
+    with TestClient(app, base_url=ORIGIN) as client:
+        yield client
+
+
+class Element:
+    def __init__(self, tag: str, attrs: dict[str, str | None]) -> None:
+        self.tag = tag
+        self.attrs = attrs
+        self.text = ""
+
+
+class Document(HTMLParser):
+    """Every element with its attributes; the text directly inside <script>, <style>, <label>."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: list[Element] = []
+        self.open: list[Element] = []
+        self.text: list[str] = []
+        self.feed(source)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        element = Element(tag, dict(attrs))
+        self.elements.append(element)
+        if tag in {"script", "style", "label", "legend"}:
+            self.open.append(element)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.open and self.open[-1].tag == tag:
+            self.open.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        for element in self.open:
+            element.text += data
+
+    def all(self, tag: str) -> list[Element]:
+        return [e for e in self.elements if e.tag == tag]
+
+    def by_testid(self, testid: str) -> Element:
+        (found,) = [e for e in self.elements if e.attrs.get("data-testid") == testid]
+        return found
+
+    @property
+    def plain_text(self) -> str:
+        return " ".join(" ".join(self.text).split())
+
+
+def _assert_security_headers(response: Any) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get(name) == value, (response.url, name)
+
+
+def _assert_no_inline_code(source: str) -> None:
+    document = Document(source)
+    for script in document.all("script"):
+        assert script.attrs.get("src"), "a <script> without src"
+        assert not script.text.strip(), "a <script> with inline code"
+    assert not document.all("style"), "a <style> element"
+    for element in document.elements:
+        for name, value in element.attrs.items():
+            assert name != "style", f"style= on <{element.tag}>"
+            assert not name.startswith("on"), f"{name}= on <{element.tag}>"
+            assert not (value or "").strip().lower().startswith("javascript:"), element.tag
+
+
+def _assert_every_control_labelled(source: str) -> None:
+    document = Document(source)
+    labelled = {label.attrs.get("for") for label in document.all("label")}
+    controls = [
+        e
+        for e in document.elements
+        if e.tag in {"input", "select", "textarea"} and e.attrs.get("type") != "hidden"
+    ]
+    assert controls
+    for control in controls:
+        assert control.attrs.get("id") in labelled or control.attrs.get("aria-label"), (
+            control.tag,
+            control.attrs,
+        )
+    ids = [e.attrs["id"] for e in document.elements if e.attrs.get("id")]
+    assert len(ids) == len(set(ids)), "duplicate ids"
+
+
+# ---- signed out ------------------------------------------------------------------------------
+
+
+def test_signed_out_gets_a_sign_in_page_that_comes_back_here() -> None:
+    with page_client() as client:
+        response = client.get(PAGE)
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("text/html")
+    document = Document(response.text)
+    link = document.by_testid("sign-in-link")
+    assert link.attrs["href"] == f"{SIGN_IN_URL}?callbackUrl={PAGE}"
+    assert "Sign in" in document.plain_text
+    assert "anthra-keys serve" not in response.text
+    _assert_security_headers(response)
+    _assert_no_inline_code(response.text)
+
+
+def test_a_sign_in_url_with_a_query_keeps_it_and_is_escaped() -> None:
+    with page_client(sign_in_url='https://studio.example/signin?x=1&y="2"') as client:
+        response = client.get(PAGE)
+    link = Document(response.text).by_testid("sign-in-link")
+    assert link.attrs["href"] == f'https://studio.example/signin?x=1&y="2"&callbackUrl={PAGE}'
+    assert '"2"' not in response.text  # the quote is escaped, not closing the attribute
+
+
+def test_in_development_mode_the_sign_in_page_points_to_the_served_link() -> None:
+    with page_client(dev_mode=True) as client:
+        response = client.get(PAGE)
+    assert response.status_code == 401
+    text = Document(response.text).plain_text
+    assert "follow the sign-in link" in text
+    assert "anthra-keys serve" in text
+    assert SIGN_IN_URL not in response.text
+    _assert_security_headers(response)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Cookie": f"authjs.session-token={session_cookie('alice', secret='another-secret-' * 3)}"},
+        {"Cookie": "authjs.session-token=garbage"},
+        {"Cookie": "unrelated=1"},
+    ],
+    ids=["wrong-secret", "garbage", "no-session-cookie"],
+)
+def test_a_cookie_that_is_no_session_is_signed_out(headers: dict[str, str]) -> None:
+    with page_client() as client:
+        response = client.get(PAGE, headers=headers)
+    assert response.status_code == 401
+    assert Document(response.text).by_testid("sign-in-link")
+
+
+def test_a_token_does_not_open_the_page() -> None:
+    """Pages take sessions only: a bearer token gets the sign-in page, never the key manager."""
+    with page_client() as client:
+        key = mint(client, scopes=list(SCOPES))
+        response = client.get(PAGE, headers=bearer(key["token"]))
+    assert response.status_code == 401
+    assert 'data-testid="create-form"' not in response.text
+
+
+# ---- signed in -------------------------------------------------------------------------------
+
+
+def test_signed_in_gets_the_page_with_every_scope_and_its_description() -> None:
+    with page_client() as client:
+        response = client.get(PAGE, headers=signed_in_as("alice"))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    document = Document(response.text)
+    assert document.all("html")[0].attrs.get("lang") == "en"
+    text = document.plain_text
+    assert "Pick the narrowest set of scopes that does the job." in text
+    for scope, description in SCOPES.items():
+        box = document.by_testid(f"scope-{scope}")
+        assert box.attrs["type"] == "checkbox" and box.attrs["value"] == scope
+        assert "checked" not in box.attrs, f"{scope} is ticked by default"
+        assert " ".join(description.split()) in text
+    boxes = [e for e in document.all("input") if e.attrs.get("name") == "scopes"]
+    assert [b.attrs["value"] for b in boxes] == list(SCOPES)
+    # scripts and styles come from the asset routes only
+    assert [s.attrs["src"] for s in document.all("script")] == ["/account/assets/api-keys.js"]
+    sheets = [e.attrs["href"] for e in document.all("link") if e.attrs.get("rel") == "stylesheet"]
+    assert sheets == ["/account/assets/api-keys.css"]
+    _assert_security_headers(response)
+
+
+def test_the_expiry_choices_default_to_30_days() -> None:
+    with page_client() as client:
+        source = client.get(PAGE, headers=signed_in_as("alice")).text
+    document = Document(source)
+    options = document.all("option")
+    assert [o.attrs["value"] for o in options] == ["7", "30", "60", "90", "365", "custom", "never"]
+    assert [o.attrs["value"] for o in options if "selected" in o.attrs] == ["30"]
+    custom = document.by_testid("expiry-custom")
+    assert (custom.attrs["type"], custom.attrs["min"], custom.attrs["max"]) == (
+        "number",
+        "1",
+        "3650",
+    )
+    name = document.by_testid("key-name")
+    assert "required" in name.attrs and name.attrs["maxlength"] == "100"
+    assert "rotating keys is safer" in document.plain_text.lower()
+
+
+def test_the_page_is_the_same_static_document_for_everyone() -> None:
+    with page_client() as client:
+        alice = client.get(PAGE, headers=signed_in_as("alice"))
+        bob = client.get(PAGE, headers=signed_in_as("bob"))
+    assert alice.content == bob.content
+    assert "alice" not in alice.text
+
+
+def test_the_page_has_the_hooks_browser_tests_use() -> None:
+    with page_client() as client:
+        document = Document(client.get(PAGE, headers=signed_in_as("alice")).text)
+    for testid in STATIC_TEST_IDS:
+        document.by_testid(testid)
+    assert document.by_testid("page-alert").attrs.get("role") == "alert"
+    for field in ("name", "scopes", "expires_in_days"):
+        assert document.by_testid(f"error-{field}").attrs.get("role") == "alert"
+    assert "hidden" in document.by_testid("token-panel").attrs
+    assert document.all("dialog"), "the revoke confirmation is an in-page <dialog>"
+
+
+def test_no_inline_script_or_style_anywhere() -> None:
+    with page_client() as client:
+        page = client.get(PAGE, headers=signed_in_as("alice")).text
+        sign_in = client.get(PAGE).text
+    with page_client(dev_mode=True) as client:
+        dev_sign_in = client.get(PAGE).text
+    for source in (page, sign_in, dev_sign_in):
+        _assert_no_inline_code(source)
+
+
+def test_every_control_has_a_label_and_scopes_a_fieldset() -> None:
+    with page_client() as client:
+        source = client.get(PAGE, headers=signed_in_as("alice")).text
+    _assert_every_control_labelled(source)
+    document = Document(source)
+    assert "Scopes" in [e.text.strip() for e in document.all("legend")]
+    headings = [e.tag for e in document.elements if e.tag in {"h1", "h2", "h3"}]
+    assert headings[0] == "h1" and headings.count("h1") == 1
+
+
+# ---- assets ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [("api-keys.js", "text/javascript"), ("api-keys.css", "text/css")],
+)
+def test_assets_are_served_with_their_types(name: str, content_type: str) -> None:
+    expected = resources.files("api").joinpath("page_assets", name).read_bytes()
+    with page_client() as client:
+        response = client.get(f"/account/assets/{name}")
+    assert response.status_code == 200
+    assert response.headers["content-type"].split(";")[0].strip() == content_type
+    assert response.content == expected
+    _assert_security_headers(response)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["api-keys.html", "page.py", "other.js", "api-keys.JS", "..%2Fpage.py", "%2e%2e", ""],
+)
+def test_any_other_asset_is_not_found(name: str) -> None:
+    with page_client() as client:
+        response = client.get(f"/account/assets/{name}")
+    assert response.status_code == 404
+    assert b"create-form" not in response.content and b"SCOPES" not in response.content
+
+
+def test_an_unknown_asset_carries_the_security_headers() -> None:
+    with page_client() as client:
+        response = client.get("/account/assets/secrets.txt")
+    assert response.status_code == 404
+    _assert_security_headers(response)
+
+
+def test_the_script_keeps_the_token_out_of_storage_and_builds_no_markup() -> None:
+    script = resources.files("api").joinpath("page_assets", "api-keys.js").read_text("utf-8")
+    for forbidden in (
+        "localStorage",
+        "sessionStorage",
+        "indexedDB",
+        "document.cookie",
+        "pushState",
+        "replaceState",
+        "location.hash",
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+        "console.",
+        ".style.",
+    ):
+        assert forbidden not in script, forbidden
+    assert 'credentials: "same-origin"' in script
+    assert '"Content-Type"' in script
+
+
+def test_every_response_carries_the_security_headers() -> None:
+    with page_client() as client:
+        responses = [
+            client.get(PAGE),
+            client.get(PAGE, headers=signed_in_as("alice")),
+            client.get("/account/assets/api-keys.js"),
+            client.get("/account/assets/api-keys.css"),
+            client.get("/account/assets/nope.js"),
+        ]
+    with page_client(dev_mode=True) as client:
+        responses.append(client.get(PAGE))
+    for response in responses:
+        _assert_security_headers(response)
+
+
+def test_the_page_is_not_in_the_api_schema() -> None:
+    with page_client() as client:
+        paths = client.get("/schema/openapi.json").json()["paths"]
+    assert not [p for p in paths if p.startswith("/account")]
+
+
+def test_the_page_uses_only_the_public_api() -> None:
+    """One fetch in the script, and it goes to /api/v1: no private endpoints."""
+    script = resources.files("api").joinpath("page_assets", "api-keys.js").read_text("utf-8")
+    assert 'const API = "/api/v1";' in script
+    assert script.count("fetch(") == 1 and "fetch(API + path, init)" in script
