@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post, put
@@ -24,8 +25,11 @@ from api.schemas import (
     ScopesSetEvent,
     SetScopesRequest,
 )
+from api.schemas import KeyAsOf as KeyAsOfView
 from domain.api_key import ApiKey
+from domain.errors import InvalidInput, KeyNotFound
 from domain.scopes import SCOPES
+from domain.timeline import key_as_of, scope_change
 from infra.ledger import KeyLedger
 from projections.verification_index import KeyRecord
 
@@ -43,6 +47,17 @@ def key_view(record: KeyRecord, ledger: NamedDependency[KeyLedger]) -> Key:
         expires_at=record.expires_at,
         revoked_at=record.revoked_at,
     )
+
+
+def parse_instant(text: str, field: str) -> datetime:
+    """An RFC 3339 instant with its offset; anything else is the caller's mistake, named."""
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(field, "an RFC 3339 instant, e.g. 2026-11-28T12:00:00Z") from None
+    if instant.tzinfo is None:
+        raise InvalidInput(field, "give the instant's offset, e.g. Z or +01:00")
+    return instant
 
 
 _ORDER = {scope: i for i, scope in enumerate(SCOPES)}
@@ -68,8 +83,14 @@ def history_event(event: Any) -> HistoryEvent:
             expires_at=event.expires_at,
         )
     if isinstance(event, ApiKey.ScopesSet):
+        added, removed = scope_change(event.previous_scopes, event.scopes)
         return ScopesSetEvent(
-            **common, scopes=list(event.scopes), previous_scopes=list(event.previous_scopes)
+            **common,
+            scopes=list(event.scopes),
+            previous_scopes=list(event.previous_scopes),
+            added=list(added),
+            removed=list(removed),
+            widened=bool(added),
         )
     if isinstance(event, ApiKey.Revoked):
         return RevokedEvent(**common, reason=event.reason)
@@ -132,9 +153,27 @@ class KeysController(Controller):
         request: Request[Any, Any, Any],
         key_id: FromPath[str],
         ledger: NamedDependency[KeyLedger],
-    ) -> Key:
-        """One of the caller's keys."""
-        return key_view(ledger.key(key_id, owner_id=principal_of(request).user_id), ledger)
+        as_of: Annotated[str | None, QueryParameter(name="as_of", max_length=64)] = None,
+    ) -> Key | KeyAsOfView:
+        """One of the caller's keys; with as_of (RFC 3339), the key as it was at that instant."""
+        owner_id = principal_of(request).user_id
+        if as_of is None:
+            return key_view(ledger.key(key_id, owner_id=owner_id), ledger)
+        instant = parse_instant(as_of, "as_of")
+        then = key_as_of(ledger.history(key_id, owner_id=owner_id), instant)
+        if then is None:
+            raise KeyNotFound(f"{key_id} (it did not exist at {instant.isoformat()})")
+        return KeyAsOfView(
+            id=str(then.key_id),
+            prefix=then.prefix,
+            name=then.name,
+            scopes=list(then.scopes),
+            status=then.status,
+            created_at=then.created_at,
+            expires_at=then.expires_at,
+            revoked_at=then.revoked_at,
+            as_of=then.as_of,
+        )
 
     @put("/{key_id:str}/scopes", guards=[requires_session], sync_to_thread=True)
     def set_scopes(

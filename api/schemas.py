@@ -34,6 +34,7 @@ class VerifyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     token: Annotated[str, Meta(max_length=512)]
     scopes: Annotated[list[str], Meta(max_length=6)] = []
+    as_of: datetime | None = None
 
 
 Status = Literal["active", "revoked", "expired"]
@@ -64,6 +65,20 @@ class MintedKey(msgspec.Struct, frozen=True):
     expires_at: datetime | None
 
 
+class KeyAsOf(msgspec.Struct, frozen=True):
+    """A key as it was at an instant in the past."""
+
+    id: str
+    prefix: str
+    name: str
+    scopes: list[str]
+    status: Status
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    as_of: datetime
+
+
 class KeyList(msgspec.Struct, frozen=True):
     keys: list[Key]
 
@@ -86,6 +101,9 @@ class ScopesSetEvent(msgspec.Struct, frozen=True, tag="ScopesSet", tag_field="ty
     context: dict[str, str] | None
     scopes: list[str]
     previous_scopes: list[str]
+    added: list[str]
+    removed: list[str]
+    widened: bool
 
 
 class RevokedEvent(msgspec.Struct, frozen=True, tag="Revoked", tag_field="type"):

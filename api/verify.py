@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+import anyio
 from litestar import Controller, Request, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
@@ -13,6 +14,7 @@ from api import problems
 from api.schemas import VerifyRequest, VerifyResponse
 from domain.errors import InvalidInput
 from domain.scopes import ALL_SCOPES
+from domain.timeline import key_as_of, verify_as_of
 from infra.ledger import KeyLedger
 
 
@@ -34,6 +36,8 @@ class VerifyController(Controller):
         unknown = [s for s in data.scopes if s not in ALL_SCOPES]
         if unknown:
             raise InvalidInput("scopes", f"unknown scope {unknown[0]!r}")
+        if data.as_of is not None:
+            return await anyio.to_thread.run_sync(_verify_as_of, ledger, data)
         verification = ledger.verify(data.token, data.scopes)
         record = verification.record
         if record is None:
@@ -59,3 +63,29 @@ def _require_verify_secret(headers: list[str], secret: str) -> None:
         raise problems.invalid_request("use Authorization: Bearer <verify secret>")
     if not hmac.compare_digest(credential.strip().encode(), secret.encode()):
         raise problems.AuthProblem(401, "invalid_token", "the verify secret is wrong")
+
+
+def _verify_as_of(ledger: KeyLedger, data: VerifyRequest) -> VerifyResponse:
+    """Whether the token would have been accepted for those scopes at that instant."""
+    assert data.as_of is not None
+    if data.as_of.tzinfo is None:
+        raise InvalidInput("as_of", "give the instant's offset, e.g. Z or +01:00")
+    record = ledger.index.holder(data.token)
+    if record is None:
+        return VerifyResponse(valid=False, code="invalid_token")
+    events = ledger.history(record.key_id)
+    code = verify_as_of(events, data.as_of, data.scopes)
+    then = key_as_of(events, data.as_of)
+    if then is None or code == "invalid_token":
+        # As live: a token that would have been refused learns nothing about its key.
+        return VerifyResponse(valid=False, code="invalid_token")
+    missing = [s for s in data.scopes if s not in then.scopes]
+    return VerifyResponse(
+        valid=code == "valid",
+        code=code,
+        key_id=str(then.key_id),
+        owner_id=then.owner_id,
+        scopes=sorted(then.scopes),
+        expires_at=then.expires_at,
+        missing_scopes=missing or None,
+    )

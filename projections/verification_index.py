@@ -150,6 +150,12 @@ class VerificationIndex(TrackingRecorder):
             self._scope_sets[shared] = shared
         return shared
 
+    def holder(self, token: str) -> KeyRecord | None:
+        """The key a well-formed token belongs to, whatever its status (for questions about
+        the past)."""
+        raw = checked_bytes(token)
+        return None if raw is None else self._by_digest.get(sha256(raw).digest())
+
     def key(self, key_id: UUID) -> KeyRecord | None:
         return self._by_id.get(key_id)
 

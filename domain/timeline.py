@@ -1,0 +1,182 @@
+"""Answers about a key's past, computed from its events alone: no store, no clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from eventsourcing.domain import DomainEventProtocol
+
+from domain.api_key import ApiKey
+from domain.scopes import SCOPES
+
+Status = Literal["active", "revoked", "expired"]
+Code = Literal["valid", "invalid_token", "insufficient_scope"]
+Events = Sequence[DomainEventProtocol[Any]]
+Interval = tuple[datetime, datetime]
+Later = ApiKey.ScopesSet | ApiKey.Revoked | ApiKey.Expired
+
+_RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAsOf:
+    """A key as it stood at one instant of its history."""
+
+    key_id: UUID
+    owner_id: str
+    name: str
+    prefix: str
+    status: Status
+    scopes: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    as_of: datetime
+
+
+def canonical(scopes: Iterable[str]) -> tuple[str, ...]:
+    """Scopes deduplicated, in the order of domain.scopes.SCOPES; retired ones last, sorted."""
+    # Old events may hold a scope that has since been withdrawn: keep it visible, never drop it.
+    return tuple(sorted(set(scopes), key=lambda s: (_RANK.get(s, len(_RANK)), s)))
+
+
+def scope_change(
+    previous: Sequence[str], new: Sequence[str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The scopes a change added and the scopes it removed, each in canonical order."""
+    before, after = set(previous), set(new)
+    return canonical(after - before), canonical(before - after)
+
+
+def widened(previous: Sequence[str], new: Sequence[str]) -> bool:
+    """Whether a change granted any scope the key did not hold before."""
+    return bool(scope_change(previous, new)[0])
+
+
+def key_as_of(events: Events, instant: datetime) -> KeyAsOf | None:
+    """The key as it was at instant, from the events with at <= instant; None before minting."""
+    instant = _utc(instant, "instant")
+    checked = _checked(events)
+    if checked is None or checked[0].at > instant:
+        return None
+    minted, later = checked
+    scopes: Sequence[str] = minted.scopes
+    revoked_at: datetime | None = None
+    expired = False
+    # Events are taken in the order they were recorded, not sorted by at: if the clock ever
+    # stepped back, the later record is still the later decision.
+    for e in later:
+        if e.at > instant:
+            continue
+        if isinstance(e, ApiKey.ScopesSet):
+            scopes = e.scopes
+        elif isinstance(e, ApiKey.Revoked):
+            revoked_at = e.at if revoked_at is None else min(revoked_at, e.at)
+        elif isinstance(e, ApiKey.Expired):
+            expired = True
+    # The aggregate's own rule (ApiKey.status): revoked first, then expired, swept or not.
+    status: Status
+    if revoked_at is not None:
+        status = "revoked"
+    elif expired or (minted.expires_at is not None and instant >= minted.expires_at):
+        status = "expired"
+    else:
+        status = "active"
+    return KeyAsOf(
+        key_id=minted.originator_id,
+        owner_id=minted.owner_id,
+        name=minted.name,
+        prefix=minted.prefix,
+        status=status,
+        scopes=canonical(scopes),
+        created_at=minted.at,
+        expires_at=minted.expires_at,
+        revoked_at=revoked_at,
+        as_of=instant,
+    )
+
+
+def verify_as_of(events: Events, instant: datetime, required: Sequence[str]) -> Code:
+    """Whether the key's token would have been accepted for required at instant."""
+    key = key_as_of(events, instant)
+    if key is None or key.status != "active":
+        return "invalid_token"
+    # As live verification: any required scope not held, known or not, is insufficient.
+    if any(scope not in key.scopes for scope in required):
+        return "insufficient_scope"
+    return "valid"
+
+
+def scope_intervals(events: Events, scope: str, since: datetime, until: datetime) -> list[Interval]:
+    """Half-open intervals within [since, until) when the key was usable and held scope."""
+    since, until = _utc(since, "since"), _utc(until, "until")
+    checked = _checked(events)
+    if checked is None or since >= until:
+        return []
+    minted, later = checked
+    # Usable from minting until the first of revocation, recorded expiry and the expiry instant.
+    stops = [e.at for e in later if isinstance(e, ApiKey.Revoked | ApiKey.Expired)]
+    if minted.expires_at is not None:
+        stops.append(minted.expires_at)
+    lo = max(since, minted.at)
+    hi = min([until, *stops])
+    if lo >= hi:
+        return []
+    # Scopes at t are those of the latest-recorded grant with at <= t (as in key_as_of), so
+    # sweep the grants by at, keeping the latest-recorded one seen so far.
+    grants = [(minted.at, 0, scope in minted.scopes)]
+    grants += [
+        (e.at, position, scope in e.scopes)
+        for position, e in enumerate(later, start=1)
+        if isinstance(e, ApiKey.ScopesSet)
+    ]
+    grants.sort(key=lambda g: g[0])
+    changes: list[tuple[datetime, bool]] = []
+    latest = -1
+    for at, position, holds in grants:
+        if position > latest:
+            latest = position
+            if changes and changes[-1][0] == at:
+                changes[-1] = (at, holds)
+            else:
+                changes.append((at, holds))
+    intervals: list[Interval] = []
+    for i, (start, holds) in enumerate(changes):
+        end = changes[i + 1][0] if i + 1 < len(changes) else hi
+        start, end = max(start, lo), min(end, hi)
+        if not holds or start >= end:
+            continue
+        if intervals and intervals[-1][1] == start:
+            intervals[-1] = (intervals[-1][0], end)
+        else:
+            intervals.append((start, end))
+    return intervals
+
+
+def _checked(events: Events) -> tuple[ApiKey.Minted, list[Later]] | None:
+    """Minted and the events after it, checked to be one key's; None for no events."""
+    if not events:
+        return None
+    minted, *rest = events
+    if not isinstance(minted, ApiKey.Minted):
+        raise ValueError(f"a key's history starts with Minted, not {type(minted).__name__}")
+    later: list[Later] = []
+    for e in rest:
+        # An event type this module does not know could change the answer: refuse, not guess.
+        if not isinstance(e, ApiKey.ScopesSet | ApiKey.Revoked | ApiKey.Expired):
+            raise ValueError(f"unknown key event {type(e).__name__}")
+        if e.originator_id != minted.originator_id:
+            raise ValueError("events of more than one key")
+        later.append(e)
+    return minted, later
+
+
+def _utc(instant: datetime, name: str) -> datetime:
+    """An aware instant in UTC; a naive one names no instant at all."""
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return instant.astimezone(UTC)
