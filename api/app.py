@@ -16,6 +16,7 @@ from litestar.openapi import OpenAPIConfig
 
 from api import problems
 from api.account import AccountController
+from api.audit import AuditController
 from api.auth import Authenticator, KeyAuthMiddleware, RefuseTokensInUrl, problem_response
 from api.authjs import SessionCookieCodec
 from api.authjs_database import DatabaseSessions
@@ -26,6 +27,7 @@ from api.page import AccountPage
 from api.request_context import RequestIds
 from api.verify import VerifyController
 from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
+from infra.audit import AuditTrail
 from infra.event_store import redacted_url, store_env
 from infra.follower import IndexFollower
 from infra.ledger import Clock, KeyLedger, LedgerStore
@@ -101,6 +103,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         max_staleness=settings.max_staleness,
     )
     sweeper = ExpirySweeper(ledger, interval=settings.sweep_interval)
+    audit = AuditTrail(store)
+    follower.also(audit.catch_up)
     if settings.dev_mode:
         # One secret per run, shared by every worker through the environment `serve` sets.
         secrets_in_use: tuple[str, ...] = (settings.dev_secret or secrets.token_urlsafe(32),)
@@ -139,8 +143,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             HealthController,
             local_sign_in,
             AccountPage,
+            AuditController,
         ],
-        dependencies={"ledger": Provide(lambda: ledger, use_cache=True, sync_to_thread=False)},
+        dependencies={
+            "ledger": Provide(lambda: ledger, use_cache=True, sync_to_thread=False),
+            "audit": Provide(lambda: audit, use_cache=True, sync_to_thread=False),
+        },
         middleware=[DefineMiddleware(KeyAuthMiddleware, authenticator=authenticator)],
         exception_handlers={
             problems.AuthProblem: problem_response,
@@ -161,6 +169,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "verify_secret": settings.verify_secret,
                 "session_codec": codec,
                 "authenticator": authenticator,
+                "audit": audit,
                 "dev_mode": settings.dev_mode,
                 "dev_sign_in_code": sign_in_code,
                 "dev_user": settings.dev_user,

@@ -18,9 +18,11 @@ import msgspec
 
 from domain.errors import LedgerError
 from domain.scopes import SCOPES
+from infra.ledger import parse_key_id
 from infra.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
+    from infra.audit import AuditTrail
     from infra.ledger import KeyLedger
 
 
@@ -164,6 +166,64 @@ class _Parser(argparse.ArgumentParser):
         super().error(redact(message))
 
 
+def _audit() -> AuditTrail:
+    from infra.audit import AuditTrail
+    from infra.event_store import store_env
+    from infra.ledger import LedgerStore
+
+    return AuditTrail(LedgerStore(env=store_env(load_settings())))
+
+
+def audit_list(args: argparse.Namespace) -> int:
+    from api.audit import audit_event
+    from api.keys import parse_instant
+    from projections.audit import AuditQuery
+
+    query = AuditQuery(
+        owner_id=args.owner,
+        key_id=parse_key_id(args.key) if args.key else None,
+        types=tuple(args.type or ()),
+        since=parse_instant(args.since, "since") if args.since else None,
+        until=parse_instant(args.until, "until") if args.until else None,
+        newest_first=not args.oldest,
+        cursor=args.cursor,
+        limit=args.limit,
+    )
+    rows = _audit().query(query)
+    _print_json(
+        {
+            "events": [audit_event(r) for r in rows],
+            "next": str(rows[-1].position) if len(rows) == args.limit else None,
+        }
+    )
+    return 0
+
+
+def audit_export(args: argparse.Namespace) -> int:
+    from api.audit import EXPORT_BATCH, export_line
+
+    audit = _audit()
+    audit.catch_up()
+    position, encode = args.after, msgspec.json.Encoder().encode
+    while rows := audit.rows_after(position, EXPORT_BATCH, args.owner):
+        sys.stdout.write(b"".join(encode(export_line(r)) + b"\n" for r in rows).decode())
+        position = rows[-1].position
+    sys.stdout.flush()
+    return 0
+
+
+def audit_verify(args: argparse.Namespace) -> int:
+    report = _audit().verify()
+    _print_json(report)
+    if not report.ok:
+        print(
+            f"anthra-keys: the audit chain breaks at position {report.first_bad_position}: "
+            f"{report.reason}",
+            file=sys.stderr,
+        )
+    return 0 if report.ok else 1
+
+
 def parser() -> argparse.ArgumentParser:
     root = _Parser(prog="anthra-keys", description="The Anthra key ledger.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -212,6 +272,25 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scope", action="append", choices=list(SCOPES))
     p.set_defaults(run=verify)
+
+    audit = commands.add_parser("audit", help="read, export and verify the audit trail")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    p = audit_commands.add_parser("list", help="events, newest first, a page at a time")
+    p.add_argument("--owner", help="one owner's keys (default: every owner)")
+    p.add_argument("--key", help="one key's events")
+    p.add_argument("--type", action="append", choices=["Minted", "ScopesSet", "Revoked", "Expired"])
+    p.add_argument("--since", help="RFC 3339 instant, inclusive")
+    p.add_argument("--until", help="RFC 3339 instant, exclusive")
+    p.add_argument("--oldest", action="store_true", help="oldest first")
+    p.add_argument("--cursor", type=int, help="the `next` of the previous page")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(run=audit_list)
+    p = audit_commands.add_parser("export", help="NDJSON of every event after a position")
+    p.add_argument("--after", type=int, default=0, help="the last position already exported")
+    p.add_argument("--owner", help="one owner's keys (default: every owner)")
+    p.set_defaults(run=audit_export)
+    p = audit_commands.add_parser("verify", help="recompute the hash chain from the stored events")
+    p.set_defaults(run=audit_verify)
     return root
 
 

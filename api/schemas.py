@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -165,3 +165,91 @@ class Readiness(msgspec.Struct, frozen=True):
     position: int
     keys: int
     lag_seconds: float
+
+
+class _AuditCommon(msgspec.Struct, frozen=True, kw_only=True):
+    position: int
+    key_id: str
+    at: datetime
+    actor: str
+    version: int
+    context: dict[str, str] | None = None
+    chain: str
+
+
+class AuditMinted(_AuditCommon, frozen=True, tag="Minted", tag_field="type"):
+    name: str
+    prefix: str
+    scopes: list[str]
+    expires_at: datetime | None
+
+
+class AuditScopesSet(_AuditCommon, frozen=True, tag="ScopesSet", tag_field="type"):
+    scopes: list[str]
+    previous_scopes: list[str]
+    added: list[str]
+    removed: list[str]
+    widened: bool
+
+
+class AuditRevoked(_AuditCommon, frozen=True, tag="Revoked", tag_field="type"):
+    reason: str
+
+
+class AuditExpired(_AuditCommon, frozen=True, tag="Expired", tag_field="type"):
+    expires_at: datetime
+
+
+AuditEvent = AuditMinted | AuditScopesSet | AuditRevoked | AuditExpired
+
+
+class AuditPage(msgspec.Struct, frozen=True):
+    """A page of the caller's audit trail; pass `next` as `cursor` for the page after."""
+
+    events: list[AuditEvent]
+    next: str | None
+
+
+class ExportLine(msgspec.Struct, frozen=True):
+    """One line of an NDJSON export: the event, its store position and its chain value."""
+
+    position: int
+    chain: str
+    type: str
+    key_id: str
+    owner_id: str
+    at: datetime
+    actor: str
+    event: dict[str, Any]
+
+
+class Interval(msgspec.Struct, frozen=True):
+    start: datetime
+    end: datetime
+
+
+class ExposedKey(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    prefix: str
+    intervals: list[Interval]
+
+
+class Exposure(msgspec.Struct, frozen=True):
+    """Every key of the caller that held a scope at any moment in a window, and when."""
+
+    scope: str
+    since: datetime
+    until: datetime
+    keys: list[ExposedKey]
+
+
+class ChainVerification(msgspec.Struct, frozen=True):
+    """The audit hash chain recomputed from the stored events."""
+
+    ok: bool
+    checked: int
+    head_position: int
+    head_chain: str
+    first_bad_position: int | None
+    reason: str

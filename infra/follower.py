@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from infra.ledger import KeyLedger
 
@@ -31,8 +32,13 @@ class IndexFollower:
         self._threads: list[threading.Thread] = []
         self._subscription: object | None = None
         self.ready = threading.Event()
+        self._also: list[Callable[[], object]] = []
         # Only this process writes to an in-memory store, and it applies its own writes at once.
         ledger.index.max_staleness = float("inf") if backend == "memory" else max_staleness
+
+    def also(self, follow: Callable[[], object]) -> None:
+        """Another read model to catch up on every poll (after the index, which comes first)."""
+        self._also.append(follow)
 
     def start(self) -> None:
         """Catch up from the store, then follow it in background threads."""
@@ -78,6 +84,11 @@ class IndexFollower:
                 log.warning("index catch-up failed; will retry", exc_info=True)
                 continue
             self.ledger.index.confirm(started)
+            for follow in self._also:
+                try:
+                    follow()
+                except Exception:
+                    log.warning("read model catch-up failed; will retry", exc_info=True)
 
     def _subscribe(self) -> None:
         """Follow LISTEN/NOTIFY; when the connection dies, subscribe again from the position."""

@@ -70,9 +70,13 @@ def start_server(tmp_path: Path, secrets_seen: Secrets) -> Iterator[StartServer]
         assert not leaked, f"a log line holds part of a session cookie: {line[:200]!r}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Debian Chromium for the session, driven by Playwright."""
+    """One headless Debian Chromium per test module, driven by Playwright.
+
+    Not per session: Playwright's sync API keeps an event loop running in this thread while it
+    is open, and async tests elsewhere in the suite need to start their own.
+    """
     from playwright.sync_api import sync_playwright
 
     executable = chromium_path()

@@ -102,3 +102,41 @@ def test_mistakes_get_a_clear_message_and_no_trace(run) -> None:  # type: ignore
     as_arg = run("keys", "verify", "ant_live_" + "A" * 50)
     assert as_arg.returncode == 2
     assert "ant_live_AAAA" not in as_arg.stderr
+
+
+def test_an_operator_reads_exports_and_verifies_the_audit_trail(run, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    minted = run("keys", "mint", "--owner", "u1", "--name", "a", "--scope", "books:read")
+    key = json.loads("\n".join(minted.stdout.strip().splitlines()[:-1]))
+    run("keys", "mint", "--owner", "u2", "--name", "b", "--scope", "books:read")
+    run("keys", "revoke", key["id"])
+
+    # List: newest first, every owner unless one is named
+    every = json.loads(run("audit", "list").stdout)["events"]
+    assert [e["type"] for e in every] == ["Revoked", "Minted", "Minted"]
+    mine = json.loads(run("audit", "list", "--owner", "u1", "--oldest").stdout)["events"]
+    assert [e["type"] for e in mine] == ["Minted", "Revoked"]
+
+    # Export: NDJSON with positions and chain values, resumable
+    lines = [json.loads(line) for line in run("audit", "export").stdout.splitlines()]
+    assert [line["position"] for line in lines] == [1, 2, 3]
+    resumed = run("audit", "export", "--after", "2").stdout.splitlines()
+    assert [json.loads(line)["position"] for line in resumed] == [3]
+
+    # Verify: the head is the last chain value
+    verified = run("audit", "verify")
+    assert verified.returncode == 0
+    assert json.loads(verified.stdout)["head_chain"] == lines[-1]["chain"]
+
+    # Someone edits a stored event behind the ledger's back: verify says where
+    path = sqlite_url.removeprefix("sqlite:")
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE stored_events SET state = CAST(replace(CAST(state AS TEXT), 'books:read', "
+            "'publish:write') AS BLOB) WHERE rowid = 2"
+        )
+    tampered = run("audit", "verify")
+    assert tampered.returncode == 1
+    assert json.loads(tampered.stdout)["first_bad_position"] == 2
+    assert "position 2" in tampered.stderr
