@@ -34,6 +34,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_staleness: float = 0.75
     sweep_interval: float = 30.0
     sign_in_url: str = "/api/auth/signin"
+    policy_file: str = ""
+    public_url: str = ""
     dev_secret: str = ""
     dev_sign_in_code: str = ""
     dev_user: str = "local-developer"
@@ -132,6 +134,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_staleness=_float(env, "ANTHRA_MAX_STALENESS", 0.75, 0.05, 1.0),
         sweep_interval=_float(env, "ANTHRA_SWEEP_INTERVAL", 30.0, 0.05, 86400.0),
         sign_in_url=env.get("ANTHRA_SIGN_IN_URL", "/api/auth/signin"),
+        policy_file=env.get("ANTHRA_POLICY_FILE", ""),
+        public_url=env.get("ANTHRA_PUBLIC_URL", "").rstrip("/"),
         dev_secret=env.get("ANTHRA_DEV_SECRET", ""),
         dev_sign_in_code=env.get("ANTHRA_DEV_SIGN_IN_CODE", ""),
         dev_user=env.get("ANTHRA_DEV_USER", "local-developer"),
