@@ -25,6 +25,7 @@ from api.keys import KeysController
 from api.local_sign_in import local_sign_in
 from api.page import AccountPage
 from api.request_context import RequestIds
+from api.resource_metadata import protected_resource_metadata
 from api.verify import VerifyController
 from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
 from infra.audit import AuditTrail
@@ -144,12 +145,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             local_sign_in,
             AccountPage,
             AuditController,
+            protected_resource_metadata,
         ],
         dependencies={
             "ledger": Provide(lambda: ledger, use_cache=True, sync_to_thread=False),
             "audit": Provide(lambda: audit, use_cache=True, sync_to_thread=False),
         },
-        middleware=[DefineMiddleware(KeyAuthMiddleware, authenticator=authenticator)],
+        middleware=[
+            DefineMiddleware(
+                KeyAuthMiddleware, authenticator=authenticator, public_url=settings.public_url
+            )
+        ],
         exception_handlers={
             problems.AuthProblem: problem_response,
             InvalidInput: _invalid_input,
@@ -174,6 +180,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "dev_sign_in_code": sign_in_code,
                 "dev_user": settings.dev_user,
                 "sign_in_url": settings.sign_in_url,
+                "public_url": settings.public_url,
+                "authorization_servers": settings.authorization_servers,
             }
         ),
         on_startup=[start],

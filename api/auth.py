@@ -190,10 +190,12 @@ class KeyAuthMiddleware:
         app: ASGIApp,
         authenticator: Authenticator,
         protected: Sequence[str] = ("/api/", "/mcp"),
+        public_url: str = "",
     ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.protected = tuple(protected)
+        self.public_url = public_url
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -205,7 +207,7 @@ class KeyAuthMiddleware:
         try:
             principal = await self.authenticator.authenticate(scope)
         except problems.AuthProblem as problem:
-            await _send_problem(send, problem)
+            await _send_problem(send, problem, metadata_url_of(scope, self.public_url))
             return
         except Unavailable:
             await _send_unavailable(send)
@@ -241,8 +243,16 @@ async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
     await send(end)
 
 
-async def _send_problem(send: Send, problem: problems.AuthProblem) -> None:
-    await _send(send, problem.status, problem.headers(), problem.body())
+def metadata_url_of(scope: Scope, public_url: str = "") -> str:
+    """The protected-resource metadata URL for a request's challenges."""
+    host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
+    return problems.resource_metadata_url(public_url, scope.get("scheme", "http"), host)
+
+
+async def _send_problem(
+    send: Send, problem: problems.AuthProblem, resource_metadata: str = ""
+) -> None:
+    await _send(send, problem.status, problem.headers(resource_metadata), problem.body())
 
 
 async def _send_unavailable(send: Send) -> None:
@@ -260,13 +270,17 @@ async def _send_unavailable(send: Send) -> None:
     await _send(send, 503, headers, body)
 
 
-def problem_response(_: Request[Any, Any, Any], exc: problems.AuthProblem) -> Response[Any]:
+def problem_response(request: Request[Any, Any, Any], exc: problems.AuthProblem) -> Response[Any]:
     """Exception handler for guards' AuthProblem: mount it with the middleware."""
+    public_url = request.app.state.get("public_url", "")
     return Response(
         content=exc.body(),
         status_code=exc.status,
         media_type=MediaType.JSON,
-        headers={"WWW-Authenticate": exc.challenge(), "Cache-Control": "no-store"},
+        headers={
+            "WWW-Authenticate": exc.challenge(metadata_url_of(request.scope, public_url)),
+            "Cache-Control": "no-store",
+        },
     )
 
 

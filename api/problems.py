@@ -38,25 +38,38 @@ class AuthProblem(Exception):
         self.scope = tuple(scope)
         self.body_error = body_error or error or "unauthorized"
 
-    def challenge(self) -> str:
-        """The WWW-Authenticate value: realm, then error, description and scope if any."""
+    def challenge(self, resource_metadata: str = "") -> str:
+        """The WWW-Authenticate value: realm, error, description, scope, and on 401 and 403 where
+        the protected-resource metadata is (RFC 9728, as MCP clients look for it)."""
         parts = [REALM]
         if self.error:
             parts.append(f'error="{self.error}"')
             parts.append(f'error_description="{self.description}"')
         if self.scope:
             parts.append(f'scope="{" ".join(self.scope)}"')
+        if resource_metadata and self.status in (401, 403):
+            parts.append(f'resource_metadata="{resource_metadata}"')
         return ", ".join(parts)
 
     def body(self) -> bytes:
         return _encode(ErrorBody(error=self.body_error, error_description=self.description))
 
-    def headers(self) -> list[tuple[bytes, bytes]]:
+    def headers(self, resource_metadata: str = "") -> list[tuple[bytes, bytes]]:
         return [
             (b"content-type", b"application/json"),
-            (b"www-authenticate", self.challenge().encode("latin-1")),
+            (b"www-authenticate", self.challenge(resource_metadata).encode("latin-1")),
             (b"cache-control", b"no-store"),
         ]
+
+
+METADATA_PATH = "/.well-known/oauth-protected-resource"
+
+
+def resource_metadata_url(public_url: str, scheme: str, host: str) -> str:
+    """Where this resource's RFC 9728 metadata is: under the configured public URL, else the
+    request's own origin."""
+    base = public_url or (f"{scheme}://{host}" if host else "")
+    return f"{base}{METADATA_PATH}" if base else ""
 
 
 def no_credentials() -> AuthProblem:

@@ -36,6 +36,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sign_in_url: str = "/api/auth/signin"
     policy_file: str = ""
     public_url: str = ""
+    authorization_servers: tuple[str, ...] = ()
     dev_secret: str = ""
     dev_sign_in_code: str = ""
     dev_user: str = "local-developer"
@@ -136,6 +137,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sign_in_url=env.get("ANTHRA_SIGN_IN_URL", "/api/auth/signin"),
         policy_file=env.get("ANTHRA_POLICY_FILE", ""),
         public_url=env.get("ANTHRA_PUBLIC_URL", "").rstrip("/"),
+        authorization_servers=_list(env.get("ANTHRA_AUTHORIZATION_SERVERS")),
         dev_secret=env.get("ANTHRA_DEV_SECRET", ""),
         dev_sign_in_code=env.get("ANTHRA_DEV_SIGN_IN_CODE", ""),
         dev_user=env.get("ANTHRA_DEV_USER", "local-developer"),

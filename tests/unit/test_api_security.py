@@ -17,11 +17,13 @@ from tests.api_support import (
 from tests.conftest import FakeClock
 
 REALM = 'Bearer realm="anthra"'
+METADATA = 'resource_metadata="http://testserver.local/.well-known/oauth-protected-resource"'
+NO_CREDENTIALS = f"{REALM}, {METADATA}"
 
 
 def challenge(error: str, description: str, scope: str | None = None) -> str:
     value = f'{REALM}, error="{error}", error_description="{description}"'
-    return value + (f', scope="{scope}"' if scope else "")
+    return value + (f', scope="{scope}"' if scope else "") + f", {METADATA}"
 
 
 INVALID_TOKEN = challenge("invalid_token", "the access token is invalid, revoked or expired")
@@ -31,7 +33,7 @@ def test_no_credentials_is_401_with_a_bare_challenge() -> None:
     with api_client() as client:
         response = client.get("/api/v1/keys")
         assert response.status_code == 401
-        assert response.headers["www-authenticate"] == REALM
+        assert response.headers["www-authenticate"] == NO_CREDENTIALS
         assert response.json()["error"] == "unauthorized"
 
 
@@ -207,7 +209,7 @@ def test_a_bad_or_expired_session_cookie_is_signed_out() -> None:
         ]:
             response = client.get("/api/v1/keys", headers={"Cookie": f"{COOKIE}={cookie}"})
             assert response.status_code == 401
-            assert response.headers["www-authenticate"] == REALM
+            assert response.headers["www-authenticate"] == NO_CREDENTIALS
 
 
 def test_errors_never_carry_a_stack_trace() -> None:
@@ -277,3 +279,26 @@ def test_an_internal_error_is_a_plain_500_and_its_logged_trace_is_redacted(
     assert "RuntimeError" in logged
     assert token[:12] in logged
     assert token[12:25] not in logged
+
+
+def test_mcp_clients_find_the_protected_resource_metadata() -> None:
+    with api_client() as client:
+        # RFC 9728 metadata: the six scopes, tokens in the header only
+        body = client.get("/.well-known/oauth-protected-resource").json()
+        assert body["resource"] == "http://testserver.local"
+        assert body["scopes_supported"] == [
+            "books:read",
+            "books:write",
+            "generation:run",
+            "publish:write",
+            "account:read",
+            "analytics:read",
+        ]
+        assert body["bearer_methods_supported"] == ["header"]
+        # Every 401 and 403 challenge points at it; a 400 does not
+        assert METADATA in client.get("/api/v1/keys").headers["www-authenticate"]
+        key = mint(client, scopes=["books:read"])
+        forbidden = client.get("/api/v1/account", headers=bearer(key["token"]))
+        assert forbidden.headers["www-authenticate"].endswith(METADATA)
+        malformed = client.get("/api/v1/keys", headers={"Authorization": "Basic x"})
+        assert "resource_metadata" not in malformed.headers["www-authenticate"]
