@@ -8,6 +8,7 @@ COPY domain ./domain
 COPY projections ./projections
 COPY infra ./infra
 COPY api ./api
+COPY deploy ./deploy
 RUN pip install . && useradd --system --uid 10001 anthra && mkdir -p /app/var && chown anthra /app/var
 USER anthra
 

@@ -17,6 +17,7 @@ from litestar.openapi import OpenAPIConfig
 from api import problems
 from api.account import AccountController
 from api.audit import AuditController
+from api.forward_auth import ForwardAuth
 from api.auth import Authenticator, KeyAuthMiddleware, RefuseTokensInUrl, problem_response
 from api.authjs import SessionCookieCodec
 from api.authjs_database import DatabaseSessions
@@ -31,6 +32,7 @@ from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
 from infra.audit import AuditTrail
 from infra.event_store import redacted_url, store_env
 from infra.follower import IndexFollower
+from infra.policy import Policy
 from infra.ledger import Clock, KeyLedger, LedgerStore
 from infra.settings import Settings, load_settings
 from infra.sweeper import ExpirySweeper
@@ -146,6 +148,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             AccountPage,
             AuditController,
             protected_resource_metadata,
+            ForwardAuth,
         ],
         dependencies={
             "ledger": Provide(lambda: ledger, use_cache=True, sync_to_thread=False),
@@ -176,6 +179,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "session_codec": codec,
                 "authenticator": authenticator,
                 "audit": audit,
+                "policy": Policy.load(settings.policy_file) if settings.policy_file else None,
                 "dev_mode": settings.dev_mode,
                 "dev_sign_in_code": sign_in_code,
                 "dev_user": settings.dev_user,

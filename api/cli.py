@@ -19,6 +19,7 @@ import msgspec
 from domain.errors import LedgerError
 from domain.scopes import SCOPES
 from infra.ledger import parse_key_id
+from infra.policy import PolicyError
 from infra.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -298,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except SettingsError as e:
+    except (SettingsError, PolicyError) as e:
         print(f"anthra-keys: configuration: {e}", file=sys.stderr)
         return 2
     except LedgerError as e:

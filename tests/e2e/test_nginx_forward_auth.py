@@ -1,0 +1,392 @@
+"""deploy/nginx.conf on a real nginx: two ledgers answer its auth_request, an echo is the API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api_support import COOKIE, session_cookie
+from tests.conftest import IN_CI
+from tests.e2e.conftest import Secrets, StartServer
+from tests.e2e.server import ServerProcess, free_port, windows
+
+pytestmark = [pytest.mark.e2e]
+
+NGINX = "/usr/sbin/nginx"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+REALM = 'Bearer realm="anthra"'
+
+
+@pytest.fixture(scope="session")
+def nginx_binary() -> str:
+    """Debian's nginx; in CI a missing one fails the test instead of skipping it."""
+    if not os.access(NGINX, os.X_OK):
+        message = (
+            f"nginx is not installed at {NGINX}. Install Debian's package (apt-get install nginx) "
+            "to run the forward-auth tests through a real nginx."
+        )
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return NGINX
+
+
+class Upstream:
+    """The stand-in for the books service: answers every request with what reached it, as JSON."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        upstream = self
+
+        class Echo(BaseHTTPRequestHandler):
+            def echo(self) -> None:
+                seen = {
+                    "method": self.command,
+                    "path": self.path,
+                    "anthra": {
+                        k: v for k, v in self.headers.items() if k.lower().startswith("x-anthra-")
+                    },
+                    "authorization": self.headers.get("Authorization"),
+                }
+                upstream.requests.append(seen)
+                body = json.dumps(seen).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = echo  # noqa: N815
+
+            def log_message(self, *_: Any) -> None:
+                pass  # the gateway's and the ledgers' logs are the ones checked
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Nginx:
+    """nginx in the foreground on deploy/nginx.conf, with this machine's addresses and paths."""
+
+    def __init__(self, binary: str, tmp: Path, ledgers: list[int], upstream: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.access_log = tmp / "access.log"
+        self.error_log = tmp / "error.log"
+        conf = tmp / "nginx.conf"
+        conf.write_text(self._local_conf(tmp, ledgers, upstream))
+        self.output = tmp / "nginx.out"
+        with self.output.open("wb") as output:
+            self.process = subprocess.Popen(
+                [
+                    binary,
+                    "-p",
+                    f"{tmp}/",
+                    "-c",
+                    str(conf),
+                    "-e",
+                    str(self.error_log),
+                    "-g",
+                    f"pid {tmp}/nginx.pid; daemon off;",
+                ],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        self._wait_listening()
+
+    def _local_conf(self, tmp: Path, ledgers: list[int], upstream: int) -> str:
+        # Only addresses, log destinations and scratch paths change: the rest is what deploys.
+        temp_paths = "".join(
+            f"\n    {name}_temp_path {tmp}/{name};"
+            for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        replacements = [
+            ("error_log /dev/stderr crit;", f"error_log {self.error_log} crit;"),
+            ("access_log /dev/stdout anthra;", f"access_log {self.access_log} anthra;"),
+            ("server ledger-a:8000 ", f"server 127.0.0.1:{ledgers[0]} "),
+            ("server ledger-b:8000 ", f"server 127.0.0.1:{ledgers[1]} "),
+            ("server books:8080;", f"server 127.0.0.1:{upstream};"),
+            ("listen 80;", f"listen 127.0.0.1:{self.port};"),
+            ("http {", "http {" + temp_paths),
+        ]
+        conf = (DEPLOY / "nginx.conf").read_text()
+        for old, new in replacements:
+            assert conf.count(old) == 1, f"deploy/nginx.conf no longer has {old!r} once"
+            conf = conf.replace(old, new)
+        # Workers as root can use the root-only scratch directory; nginx ignores it otherwise.
+        return ("user root;\n" if os.geteuid() == 0 else "") + conf
+
+    def _wait_listening(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nginx exited early:\n{self.output.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"nginx not listening in {timeout} s:\n{self.output.read_text()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)  # graceful: the logs are flushed
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_lines(self) -> list[str]:
+        paths = [self.access_log, self.error_log, self.output]
+        return [
+            line
+            for path in paths
+            if path.exists()
+            for line in path.read_text(errors="replace").splitlines()
+        ]
+
+
+Gateway = tuple[Nginx, list[ServerProcess], Upstream]
+
+
+@pytest.fixture
+def gateway(
+    nginx_binary: str,
+    sqlite_url: str,
+    start_server: StartServer,
+    secrets_seen: Secrets,
+    tmp_path: Path,
+) -> Iterator[Gateway]:
+    """nginx on deploy/nginx.conf, two ledgers on one store with deploy/policy.toml, an echo."""
+    policy = str(DEPLOY / "policy.toml")
+    ledgers = [start_server(sqlite_url, ANTHRA_POLICY_FILE=policy) for _ in range(2)]
+    upstream = Upstream()
+    nginx_dir = tmp_path / "nginx"
+    nginx_dir.mkdir()
+    try:
+        nginx = Nginx(nginx_binary, nginx_dir, [s.port for s in ledgers], upstream.port)
+    except Exception:
+        upstream.stop()
+        raise
+    yield nginx, ledgers, upstream
+    nginx.stop()
+    upstream.stop()
+    # No run of 13 characters of a token in anything nginx wrote (start_server checks the
+    # ledgers' logs), nor any part of a session cookie.
+    lines = nginx.log_lines()
+    assert any("/api/v1/books/" in line for line in lines), "nginx logged nothing to check"
+    for line in lines:
+        for token in secrets_seen.tokens:
+            leaked = [run for run in windows(token, 13) if run in line]
+            assert not leaked, f"an nginx log line holds 13+ characters of a token: {line[:200]!r}"
+        for cookie in secrets_seen.cookies:
+            leaked = [run for run in windows(cookie, 16) if run in line]
+            assert not leaked, f"an nginx log line holds part of a session cookie: {line[:200]!r}"
+
+
+def signed_in(base_url: str, secrets_seen: Secrets) -> httpx.Client:
+    cookie = session_cookie("alice")
+    secrets_seen.cookies.append(cookie)
+    return httpx.Client(
+        base_url=base_url,
+        headers={"Cookie": f"{COOKIE}={cookie}", "Sec-Fetch-Site": "same-origin"},
+        timeout=10,
+    )
+
+
+def mint(
+    account: httpx.Client, ledgers: list[ServerProcess], secrets_seen: Secrets, *scopes: str
+) -> dict[str, Any]:
+    """A key minted through the gateway, once every replica knows it."""
+    response = account.post(
+        "/api/v1/keys", json={"name": "gateway", "scopes": list(scopes), "expires_in_days": 7}
+    )
+    assert response.status_code == 201, response.text
+    key: dict[str, Any] = response.json()
+    secrets_seen.tokens.append(key["token"])
+    # A new key may take a moment to reach the other replica; no contract bounds it.
+    every_ledger_answers(ledgers, key["token"], "valid", within=5.0)
+    return key
+
+
+def every_ledger_answers(
+    ledgers: list[ServerProcess], token: str, code: str, within: float = 1.0
+) -> None:
+    """Wait until each replica verifies the token so; by default at most the second it may lag."""
+    for ledger in ledgers:
+
+        def answers(url: str = f"{ledger.url}/v1/verify") -> bool:
+            return bool(httpx.post(url, json={"token": token}).json()["code"] == code)
+
+        eventually(answers, within)
+
+
+def eventually(condition: Callable[[], bool], within: float = 1.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"not so within {within} s"
+        time.sleep(0.01)
+
+
+def test_nginx_passes_on_only_what_the_policy_and_the_ledger_allow(
+    gateway: Gateway, secrets_seen: Secrets
+) -> None:
+    nginx, ledgers, upstream = gateway
+    metadata = f'resource_metadata="{nginx.url}/.well-known/oauth-protected-resource"'
+    with (
+        signed_in(nginx.url, secrets_seen) as account,
+        httpx.Client(base_url=nginx.url, timeout=10) as client,
+    ):
+        # Mint a books:read key through the gateway, with the page's session
+        key = mint(account, ledgers, secrets_seen, "books:read")
+        bearer = {"Authorization": f"Bearer {key['token']}"}
+
+        # Granted, on either replica: the upstream sees who calls, never the token nor a forgery
+        for _ in range(2):
+            granted = client.get(
+                "/api/v1/books/42", headers=bearer | {"X-Anthra-Owner-Id": "mallory"}
+            )
+            assert granted.status_code == 200, granted.text
+            seen = granted.json()
+            assert seen["path"] == "/api/v1/books/42"
+            assert seen["anthra"] == {
+                "X-Anthra-Key-Id": key["id"],
+                "X-Anthra-Owner-Id": "alice",
+                "X-Anthra-Scopes": "books:read",
+            }
+            assert seen["authorization"] is None
+
+        # A public route needs no token, and carries no identity, forged or not
+        public = client.get("/api/v1/published/books/42", headers={"X-Anthra-Key-Id": "forged"})
+        assert public.status_code == 200
+        assert public.json()["anthra"] == {}
+        served = len(upstream.requests)
+
+        # A scope the key lacks: 403 insufficient_scope naming the scope the route needs
+        publish = client.post("/api/v1/books/42/publish", headers=bearer)
+        assert publish.status_code == 403
+        assert publish.headers["www-authenticate"] == (
+            f'{REALM}, error="insufficient_scope", error_description="the token lacks the scope '
+            f'this request needs: publish:write", scope="publish:write", {metadata}'
+        )
+        assert publish.json() == {
+            "error": "insufficient_scope",
+            "error_description": "the token lacks the scope this request needs: publish:write",
+        }
+
+        # No token: 401 with the bare challenge
+        anonymous = client.get("/api/v1/books/42")
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"] == f"{REALM}, {metadata}"
+        assert anonymous.json()["error"] == "unauthorized"
+        # Naming a public route in another proxy's headers changes nothing
+        smuggled = client.get(
+            "/api/v1/books/42",
+            headers={
+                "X-Original-URI": "/api/v1/published/1",
+                "X-Forwarded-Uri": "/api/v1/published/1",
+                "X-Forwarded-Method": "GET",
+                "X-Envoy-Original-Path": "/api/v1/published/1",
+            },
+        )
+        assert smuggled.status_code == 401
+        assert (
+            client.get(f"{nginx.url}/.well-known/oauth-protected-resource").json()["resource"]
+            == nginx.url
+        )
+
+        # A malformed Authorization header: 400 invalid_request
+        malformed = client.get("/api/v1/books/42", headers={"Authorization": "Basic YTpi"})
+        assert malformed.status_code == 400
+        assert malformed.headers["www-authenticate"] == (
+            f'{REALM}, error="invalid_request", error_description="use Authorization: Bearer '
+            '<token>"'
+        )
+        assert "retry-after" not in malformed.headers
+
+        # A route the policy does not name, and a dot segment out of a public route: denied
+        for path in ("/api/v1/secrets", "/v1/authz", "/api/v1/published/%2e%2e/books/42"):
+            denied = client.get(path, headers=bearer)
+            assert denied.status_code == 403, path
+            assert "www-authenticate" not in denied.headers
+            assert denied.json()["error"] == "access_denied"
+
+        # The token in the query string, plain or percent-encoded, or in the path: 400, not served
+        encoded = "".join(f"%{ord(c):02x}" for c in key["token"])
+        for target in (
+            f"/api/v1/books/42?access_token={key['token']}",
+            f"/api/v1/books/42?q={encoded}",
+            f"/api/v1/published/{key['token']}",
+        ):
+            refused = client.get(target, headers=bearer)
+            assert refused.status_code == 400, target[:24]
+            assert refused.headers["www-authenticate"] == (
+                f'{REALM}, error="invalid_request", error_description="tokens are accepted only '
+                'in the Authorization header, never in the URL"'
+            )
+            assert refused.json()["error"] == "invalid_request"
+        assert len(upstream.requests) == served, "a refused request reached the upstream"
+
+        # Revoke it through the gateway: within a second neither replica accepts it
+        assert account.delete(f"/api/v1/keys/{key['id']}").status_code == 200
+        every_ledger_answers(ledgers, key["token"], "invalid_token")
+        for _ in range(4):
+            revoked = client.get("/api/v1/books/42", headers=bearer)
+            assert revoked.status_code == 401
+            assert revoked.headers["www-authenticate"] == (
+                f'{REALM}, error="invalid_token", error_description="the access token is '
+                f'invalid, revoked or expired", {metadata}'
+            )
+            assert revoked.json() == {
+                "error": "invalid_token",
+                "error_description": "the access token is invalid, revoked or expired",
+            }
+        assert len(upstream.requests) == served
+
+
+def test_nginx_fails_over_to_the_other_ledger_and_fails_closed_without_one(
+    gateway: Gateway, secrets_seen: Secrets
+) -> None:
+    nginx, ledgers, upstream = gateway
+    with (
+        signed_in(nginx.url, secrets_seen) as account,
+        httpx.Client(base_url=nginx.url, timeout=10) as client,
+    ):
+        key = mint(account, ledgers, secrets_seen, "books:read")
+        bearer = {"Authorization": f"Bearer {key['token']}"}
+
+        # One replica down: every request is still decided, by the other
+        ledgers[0].stop()
+        for _ in range(4):
+            assert client.get("/api/v1/books/7", headers=bearer).status_code == 200
+
+        # Both down: 503, never a request passed on unchecked
+        ledgers[1].stop()
+        served = len(upstream.requests)
+        for headers in (bearer, {}):
+            unavailable = client.get("/api/v1/books/7", headers=headers)
+            assert unavailable.status_code == 503
+            assert unavailable.headers["retry-after"] == "1"
+            assert unavailable.json()["error"] == "temporarily_unavailable"
+        public = client.get("/api/v1/published/books/7")
+        assert public.status_code == 503
+        assert len(upstream.requests) == served
