@@ -1,4 +1,4 @@
-"""The account summary: who the caller is and how many keys they hold in each state."""
+"""The account summary: who the caller is, their keys by status, and each key's recent use."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 
 from api.auth import principal_of, requires_scopes
-from api.schemas import Account, KeyCounts
+from api.schemas import Account, DayUsage, KeyCounts, KeyUsage
 from infra.ledger import KeyLedger
+from infra.usage import UsageReport
+
+USAGE_DAYS = 30
 
 
 class AccountController(Controller):
@@ -19,18 +22,40 @@ class AccountController(Controller):
 
     @get(
         "/",
+        sync_to_thread=True,
         guards=[requires_scopes("account:read")],
         response_headers={"Cache-Control": "no-store"},
     )
-    async def account(
-        self, request: Request[Any, Any, Any], ledger: NamedDependency[KeyLedger]
+    def account(
+        self,
+        request: Request[Any, Any, Any],
+        ledger: NamedDependency[KeyLedger],
+        usage: NamedDependency[UsageReport],
     ) -> Account:
-        """The caller's user id and key counts by status."""
+        """The caller's user id, key counts by status, and requests per key per day (30 days)."""
         principal = principal_of(request)
-        counts = Counter(ledger.status(r) for r in ledger.keys_of(principal.user_id))
+        records = ledger.keys_of(principal.user_id)
+        counts = Counter(ledger.status(r) for r in records)
+        key_ids = [r.key_id for r in records]
+        last_used = usage.last_used(key_ids)
+        daily = usage.daily(key_ids, days=USAGE_DAYS)
+        per_key = []
+        for record in records:
+            days = sorted(daily.get(record.key_id, {}).items())
+            per_key.append(
+                KeyUsage(
+                    key_id=str(record.key_id),
+                    name=record.name,
+                    prefix=record.prefix,
+                    last_used_at=last_used.get(record.key_id),
+                    requests=sum(n for _, n in days),
+                    days=[DayUsage(day=day, requests=n) for day, n in days],
+                )
+            )
         return Account(
             user_id=principal.user_id,
             keys=KeyCounts(
                 active=counts["active"], revoked=counts["revoked"], expired=counts["expired"]
             ),
+            usage=per_key,
         )

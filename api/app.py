@@ -17,10 +17,10 @@ from litestar.openapi import OpenAPIConfig
 from api import problems
 from api.account import AccountController
 from api.audit import AuditController
-from api.forward_auth import ForwardAuth
 from api.auth import Authenticator, KeyAuthMiddleware, RefuseTokensInUrl, problem_response
 from api.authjs import SessionCookieCodec
 from api.authjs_database import DatabaseSessions
+from api.forward_auth import ForwardAuth
 from api.health import HealthController
 from api.keys import KeysController
 from api.local_sign_in import local_sign_in
@@ -32,10 +32,11 @@ from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
 from infra.audit import AuditTrail
 from infra.event_store import redacted_url, store_env
 from infra.follower import IndexFollower
-from infra.policy import Policy
 from infra.ledger import Clock, KeyLedger, LedgerStore
+from infra.policy import Policy
 from infra.settings import Settings, load_settings
 from infra.sweeper import ExpirySweeper
+from infra.usage import UsageCounter, UsageFlusher, UsageReport, usage_store_for
 from projections.verification_index import IndexStale
 
 log = logging.getLogger("anthra.api")
@@ -108,6 +109,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     sweeper = ExpirySweeper(ledger, interval=settings.sweep_interval)
     audit = AuditTrail(store)
     follower.also(audit.catch_up)
+    usage_counter = UsageCounter()
+    usage_store = usage_store_for(settings)
+    usage_flusher = UsageFlusher(usage_counter, usage_store, interval=settings.usage_flush_interval)
+    usage = UsageReport(usage_store, usage_counter, clock)
+    ledger.on_use = usage_counter.used
     if settings.dev_mode:
         # One secret per run, shared by every worker through the environment `serve` sets.
         secrets_in_use: tuple[str, ...] = (settings.dev_secret or secrets.token_urlsafe(32),)
@@ -130,8 +136,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         )
         follower.start()
         sweeper.start()
+        usage_flusher.start()
 
     async def stop() -> None:
+        usage_flusher.stop()
+        usage_store.close()
         sweeper.stop()
         follower.stop()
         store.close()
@@ -153,6 +162,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         dependencies={
             "ledger": Provide(lambda: ledger, use_cache=True, sync_to_thread=False),
             "audit": Provide(lambda: audit, use_cache=True, sync_to_thread=False),
+            "usage": Provide(lambda: usage, use_cache=True, sync_to_thread=False),
         },
         middleware=[
             DefineMiddleware(
@@ -179,6 +189,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "session_codec": codec,
                 "authenticator": authenticator,
                 "audit": audit,
+                "usage": usage,
                 "policy": Policy.load(settings.policy_file) if settings.policy_file else None,
                 "dev_mode": settings.dev_mode,
                 "dev_sign_in_code": sign_in_code,

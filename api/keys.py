@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
+from uuid import UUID
 
 from litestar import Controller, Request, delete, get, post, put
 from litestar.di import NamedDependency
@@ -31,12 +32,15 @@ from domain.errors import InvalidInput, KeyNotFound
 from domain.scopes import SCOPES
 from domain.timeline import key_as_of, scope_change
 from infra.ledger import KeyLedger
+from infra.usage import UsageReport
 from projections.verification_index import KeyRecord
 
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def key_view(record: KeyRecord, ledger: NamedDependency[KeyLedger]) -> Key:
+def key_view(
+    record: KeyRecord, ledger: KeyLedger, last_used: dict[UUID, datetime] | None = None
+) -> Key:
     return Key(
         id=str(record.key_id),
         prefix=record.prefix,
@@ -46,6 +50,7 @@ def key_view(record: KeyRecord, ledger: NamedDependency[KeyLedger]) -> Key:
         created_at=record.created_at,
         expires_at=record.expires_at,
         revoked_at=record.revoked_at,
+        last_used_at=(last_used or {}).get(record.key_id),
     )
 
 
@@ -139,13 +144,31 @@ class KeysController(Controller):
             expires_at=record.expires_at,
         )
 
-    @get("/", guards=[requires_scopes("account:read")], response_headers=NO_STORE)
-    async def list_keys(
-        self, request: Request[Any, Any, Any], ledger: NamedDependency[KeyLedger]
+    @get(
+        "/",
+        guards=[requires_scopes("account:read")],
+        response_headers=NO_STORE,
+        sync_to_thread=True,
+    )
+    def list_keys(
+        self,
+        request: Request[Any, Any, Any],
+        ledger: NamedDependency[KeyLedger],
+        usage: NamedDependency[UsageReport],
+        unused_days: Annotated[
+            int | None, QueryParameter(name="unused_days", ge=1, le=3650)
+        ] = None,
     ) -> KeyList:
-        """The caller's keys, oldest first."""
+        """The caller's keys, oldest first; with unused_days, only those not used for that long."""
         principal = principal_of(request)
-        return KeyList(keys=[key_view(r, ledger) for r in ledger.keys_of(principal.user_id)])
+        records = ledger.keys_of(principal.user_id)
+        last_used = usage.last_used([r.key_id for r in records])
+        if unused_days is not None:
+            cutoff = ledger.now() - timedelta(days=unused_days)
+            records = [
+                r for r in records if r.key_id not in last_used or last_used[r.key_id] < cutoff
+            ]
+        return KeyList(keys=[key_view(r, ledger, last_used) for r in records])
 
     @get("/{key_id:str}", guards=[requires_scopes("account:read")], sync_to_thread=True)
     def show(
@@ -153,12 +176,14 @@ class KeysController(Controller):
         request: Request[Any, Any, Any],
         key_id: FromPath[str],
         ledger: NamedDependency[KeyLedger],
+        usage: NamedDependency[UsageReport],
         as_of: Annotated[str | None, QueryParameter(name="as_of", max_length=64)] = None,
     ) -> Key | KeyAsOfView:
         """One of the caller's keys; with as_of (RFC 3339), the key as it was at that instant."""
         owner_id = principal_of(request).user_id
         if as_of is None:
-            return key_view(ledger.key(key_id, owner_id=owner_id), ledger)
+            record = ledger.key(key_id, owner_id=owner_id)
+            return key_view(record, ledger, usage.last_used([record.key_id]))
         instant = parse_instant(as_of, "as_of")
         then = key_as_of(ledger.history(key_id, owner_id=owner_id), instant)
         if then is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -51,6 +51,7 @@ class Key(msgspec.Struct, frozen=True):
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    last_used_at: datetime | None = None
 
 
 class MintedKey(msgspec.Struct, frozen=True):
@@ -138,9 +139,26 @@ class KeyCounts(msgspec.Struct, frozen=True):
     expired: int
 
 
+class DayUsage(msgspec.Struct, frozen=True):
+    day: date
+    requests: int
+
+
+class KeyUsage(msgspec.Struct, frozen=True):
+    """One key's use over the last 30 days; last_used_at null means never used."""
+
+    key_id: str
+    name: str
+    prefix: str
+    last_used_at: datetime | None
+    requests: int
+    days: list[DayUsage]
+
+
 class Account(msgspec.Struct, frozen=True):
     user_id: str
     keys: KeyCounts
+    usage: list[KeyUsage]
 
 
 class VerifyResponse(msgspec.Struct, frozen=True):

@@ -74,6 +74,8 @@ class KeyLedger:
         self.projection = KeyProjection(view=self.index)
         self.clock = clock
         self._catch_up_lock = threading.Lock()
+        # Usage counting (last used, requests per day): in memory, never I/O on this path.
+        self.on_use: Callable[[KeyRecord, float], None] | None = None
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -180,7 +182,13 @@ class KeyLedger:
         return events
 
     def verify(self, token: str, scopes: Sequence[str] = ()) -> Verification:
-        return self.index.verify(token, scopes, self.clock())
+        """Verify against the index; a request made with a live key counts as a use of it."""
+        now = self.clock()
+        verification = self.index.verify(token, scopes, now)
+        record = verification.record
+        if record is not None and self.on_use is not None:
+            self.on_use(record, now)
+        return verification
 
     def status(self, record: KeyRecord) -> str:
         return record.status(self.clock())

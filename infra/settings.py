@@ -33,6 +33,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_interval: float = 0.25
     max_staleness: float = 0.75
     sweep_interval: float = 30.0
+    usage_flush_interval: float = 10.0
     sign_in_url: str = "/api/auth/signin"
     policy_file: str = ""
     public_url: str = ""
@@ -134,6 +135,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         heartbeat_interval=_float(env, "ANTHRA_HEARTBEAT_INTERVAL", 0.25, 0.01, 5.0),
         max_staleness=_float(env, "ANTHRA_MAX_STALENESS", 0.75, 0.05, 1.0),
         sweep_interval=_float(env, "ANTHRA_SWEEP_INTERVAL", 30.0, 0.05, 86400.0),
+        usage_flush_interval=_float(env, "ANTHRA_USAGE_FLUSH_INTERVAL", 10.0, 0.05, 60.0),
         sign_in_url=env.get("ANTHRA_SIGN_IN_URL", "/api/auth/signin"),
         policy_file=env.get("ANTHRA_POLICY_FILE", ""),
         public_url=env.get("ANTHRA_PUBLIC_URL", "").rstrip("/"),

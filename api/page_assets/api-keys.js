@@ -558,7 +558,9 @@
       el(
         "td",
         { "data-label": "Last used", class: "key-last-used" },
-        el("span", { "data-testid": "key-last-used", title: "Not recorded yet" }, "—"),
+        key.last_used_at
+          ? el("span", { "data-testid": "key-last-used" }, timeEl(key.last_used_at, dateTimeFormat))
+          : el("span", { "data-testid": "key-last-used", class: "muted" }, "never used"),
       ),
       el(
         "td",

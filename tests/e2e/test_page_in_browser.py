@@ -82,6 +82,8 @@ def test_a_person_manages_a_key_in_the_page(
     assert row.get_by_test_id("key-prefix").inner_text().startswith(token[:12])
     assert row.get_by_test_id("key-status").inner_text().strip().lower() == "active"
 
+    assert row.get_by_test_id("key-last-used").inner_text().strip() == "never used"
+
     # The token works against the API for a granted scope, and cannot manage keys
     with api(dev_server, token) as client:
         assert client.get("/api/v1/account").status_code == 200
@@ -93,9 +95,11 @@ def test_a_person_manages_a_key_in_the_page(
         verdict = client.post("/v1/verify", json={"token": token, "scopes": ["publish:write"]})
         assert verdict.json()["code"] == "insufficient_scope"
 
-    # Reload: the token is gone for good
+    # Reload: the token is gone for good, and the key shows it was used
     page.reload()
     page.get_by_test_id("key-row").first.wait_for()
+    used = page.get_by_test_id("key-row").filter(has_text="Nightly export")
+    assert used.get_by_test_id("key-last-used").inner_text().strip() != "never used"
     assert (
         page.get_by_test_id("token-panel").count() == 0
         or not page.get_by_test_id("token-panel").is_visible()

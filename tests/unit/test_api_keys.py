@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+
+import pytest
 
 from domain.scopes import SCOPES
 from tests.api_support import SAME_ORIGIN, api_client, bearer, mint, signed_in_as
+from tests.conftest import FakeClock
 
 
 def test_a_key_from_mint_to_revocation() -> None:
@@ -37,6 +41,7 @@ def test_a_key_from_mint_to_revocation() -> None:
             "created_at",
             "expires_at",
             "revoked_at",
+            "last_used_at",
         }
         # Narrow its scopes with the session; the token loses account:read at once
         response = client.put(
@@ -73,10 +78,9 @@ def test_the_account_counts_keys_by_status() -> None:
         client.delete(f"/api/v1/keys/{gone['id']}", headers=bearer(gone["token"]))
         response = client.get("/api/v1/account", headers=bearer(keep["token"]))
         assert response.status_code == 200
-        assert response.json() == {
-            "user_id": "alice",
-            "keys": {"active": 1, "revoked": 1, "expired": 0},
-        }
+        body = response.json()
+        assert body["user_id"] == "alice"
+        assert body["keys"] == {"active": 1, "revoked": 1, "expired": 0}
 
 
 def test_another_users_key_is_not_found() -> None:
@@ -237,3 +241,39 @@ def test_every_event_records_who_and_from_where_but_never_a_token() -> None:
         # A request id that is not plainly an id is replaced with one of ours
         odd = client.get("/healthz", headers={"X-Request-Id": other["token"]})
         assert odd.headers["x-request-id"] != other["token"]
+
+
+def test_usage_is_counted_per_key_per_day_and_shown_with_last_used() -> None:
+    clock = FakeClock()
+    with api_client(clock=clock) as client:
+        used = mint(client, scopes=["account:read"])
+        idle = mint(client, scopes=["books:read"])
+        # A key never used says so
+        keys = {
+            k["id"]: k
+            for k in client.get("/api/v1/keys", headers=signed_in_as("alice")).json()["keys"]
+        }
+        assert keys[idle["id"]]["last_used_at"] is None
+        # Three requests today, two tomorrow
+        for _ in range(3):
+            assert client.get("/api/v1/account", headers=bearer(used["token"])).status_code == 200
+        clock.advance(86_400)
+        for _ in range(2):
+            client.get("/api/v1/keys", headers=bearer(used["token"]))
+        account = client.get("/api/v1/account", headers=bearer(used["token"])).json()
+        by_key = {u["key_id"]: u for u in account["usage"]}
+        assert by_key[used["id"]]["requests"] == 6
+        assert [d["requests"] for d in by_key[used["id"]]["days"]] == [3, 3]
+        assert by_key[idle["id"]] == by_key[idle["id"]] | {"requests": 0, "last_used_at": None}
+        listed = client.get("/api/v1/keys", headers=signed_in_as("alice")).json()["keys"]
+        last = {k["id"]: k["last_used_at"] for k in listed}
+        assert datetime.fromisoformat(last[used["id"]]).timestamp() == pytest.approx(
+            clock.now, abs=1
+        )
+        # Filter: keys unused for a day are the idle one only
+        unused = client.get(
+            "/api/v1/keys", params={"unused_days": 1}, headers=signed_in_as("alice")
+        )
+        assert [k["id"] for k in unused.json()["keys"]] == [idle["id"]]
+        bad = client.get("/api/v1/keys", params={"unused_days": 0}, headers=signed_in_as("alice"))
+        assert bad.status_code == 400
