@@ -1,0 +1,401 @@
+"""HTTP benchmark: the ledger's authenticated GET and verify POST against Litestar floors, same run.
+
+    .venv/bin/python -m bench.http [--workers 1 2] [--runs 3] [--duration 8] [--json]
+
+Two servers per worker count, both uvicorn started the way an operator starts them, with the
+same workers, `server_header` off, httptools and uvloop as installed, and uvicorn's access log at
+its default level (INFO, on for both; written to a log file in a temp dir): `anthra-keys serve`
+on a SQLite file in a temp dir, and `bench/floors.py` (a Litestar hello world and msgspec echo).
+One load generator, wrk, with the same threads, connections and duration for every row.
+
+Rows, each the median of R runs of D seconds, interleaved so that a noisy neighbour hits every
+row alike, after a warm-up of every row:
+- `GET /api/v1/account` with `Authorization: Bearer` (a key holding `account:read`), against
+  the floor `GET /` sent the same header bytes; budget >= 0.9x the floor's req/s;
+- `POST /v1/verify` with a valid token, against the floor `POST /echo` of a body of the same
+  size and shape; budget >= 0.9x;
+- unless `--no-breakdown`, `GET /healthz` without credentials (no budget; its ratio is to the
+  hello world): the ledger's app and middleware stack without any key work, which splits a gap
+  to the floor into the stack's share and the authentication and handler's share.
+
+The key is minted through the ledger's API with an Auth.js session cookie before any timing;
+its token lives only in this process and in wrk's Lua scripts (mode 0600 in the temp dir,
+deleted at the end): it is never printed and never on a command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from bench.common import (
+    Server,
+    at_least,
+    command_line,
+    emit_summary,
+    floor_server,
+    ledger_server,
+    machine_lines,
+    mint_over_http,
+    session_headers,
+    summary_row,
+)
+from bench.verify import table
+from domain import token as token_format
+
+BUDGET_RATIO = 0.9
+SCOPES = ("account:read",)
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+@dataclass
+class Target:
+    """One row: what wrk hits, with which script, on which server."""
+
+    key: str
+    name: str
+    side: str  # "ledger" or "floor"
+    path: str
+    script: Path | None = None
+    runs: list[WrkResult] = field(default_factory=list)
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+
+
+# wrk
+
+
+def ensure_wrk() -> str:
+    """The wrk binary; installed from Debian's registry when missing and running as root."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        sys.exit(
+            "bench.http needs wrk (the HTTP load generator): install it with "
+            "`sudo apt-get install -y wrk`, or run this benchmark as root to have it installed"
+        )
+    print("wrk is missing; installing it: apt-get install -y wrk", flush=True)
+    subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, capture_output=True)
+    found = shutil.which("wrk")
+    if not found:
+        sys.exit("apt-get install -y wrk finished but wrk is still not on PATH")
+    return found
+
+
+def lua_script(path: Path, method: str, headers: dict[str, str], body: str | None) -> Path:
+    """A wrk script setting the method, headers and body of every request; readable by us only."""
+    lines = [f'wrk.method = "{method}"']
+    for name, value in headers.items():
+        lines.append(f'wrk.headers["{name}"] = [==[{value}]==]')
+    if body is not None:
+        lines.append(f"wrk.body = [==[{body}]==]")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    return path
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not match:
+        raise ValueError(f"unexpected wrk duration {text!r}")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """Requests/s, p50 and p99 latency, and the error counts from wrk --latency output."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE)
+    total = re.search(r"(\d+) requests in", output)
+    if not (rps and p50 and p99 and total):
+        raise RuntimeError(f"could not read wrk's output:\n{output}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    return WrkResult(
+        rps=float(rps[1]),
+        p50_ms=_ms(p50[1]),
+        p99_ms=_ms(p99[1]),
+        requests=int(total[1]),
+        non_2xx=int(non_2xx[1]) if non_2xx else 0,
+        socket_errors=sum(int(x) for x in sockets.groups()) if sockets else 0,
+    )
+
+
+def run_wrk(
+    wrk: str, url: str, script: Path | None, threads: int, connections: int, seconds: float
+) -> WrkResult:
+    argv = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--latency"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    done = subprocess.run([*argv, url], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
+    return parse_wrk(done.stdout)
+
+
+# Checks before timing: every row must answer what its name says, or its numbers mean nothing.
+
+
+def check_ledger(base: str, token: str, workers: int) -> None:
+    """Account and verify both accept the token, on fresh connections (so on every worker)."""
+    deadline = time.monotonic() + 15
+    good = 0
+    while good < 10 * workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the ledger did not accept the freshly minted token in 15 s")
+        account = httpx.get(
+            f"{base}/api/v1/account", headers={"Authorization": f"Bearer {token}"}, timeout=5
+        )
+        verify = httpx.post(
+            f"{base}/v1/verify", json={"token": token, "scopes": list(SCOPES)}, timeout=5
+        )
+        if account.status_code == 200 and verify.status_code == 200 and verify.json()["valid"]:
+            good += 1
+        else:
+            good = 0
+            time.sleep(0.05)
+
+
+def check_floor(base: str, body: dict[str, object]) -> None:
+    hello = httpx.get(base + "/", timeout=5)
+    echo = httpx.post(base + "/echo", json=body, timeout=5)
+    if hello.status_code != 200 or echo.status_code != 200 or echo.json() != body:
+        raise RuntimeError(f"the floor answered {hello.status_code} / {echo.status_code}")
+
+
+# The run
+
+
+def scripts_for(workdir: Path, token: str) -> dict[str, Path]:
+    """One Lua script per row; the floor rows send requests of the same size and shape."""
+    stand_in = token_format.generate()  # well-formed, same length, no key: the floor's token
+    real_body = json.dumps({"token": token, "scopes": list(SCOPES)}, separators=(",", ":"))
+    floor_body = json.dumps({"token": stand_in, "scopes": list(SCOPES)}, separators=(",", ":"))
+    json_type = {"Content-Type": "application/json"}
+    return {
+        "account": lua_script(
+            workdir / "account.lua", "GET", {"Authorization": f"Bearer {token}"}, None
+        ),
+        "floor_get": lua_script(
+            workdir / "floor_get.lua", "GET", {"Authorization": f"Bearer {stand_in}"}, None
+        ),
+        # Sent without credentials: the health check is public and a token would be refused.
+        "healthz": lua_script(workdir / "healthz.lua", "GET", {}, None),
+        "verify": lua_script(workdir / "verify.lua", "POST", json_type, real_body),
+        "floor_echo": lua_script(workdir / "floor_echo.lua", "POST", json_type, floor_body),
+    }
+
+
+def targets(breakdown: bool) -> list[Target]:
+    rows = [
+        Target("floor_get", "FLOOR: hello world GET /", "floor", "/"),
+        Target("account", "GET /api/v1/account, Bearer", "ledger", "/api/v1/account"),
+        Target("floor_echo", "FLOOR: msgspec echo POST /echo", "floor", "/echo"),
+        Target("verify", "POST /v1/verify, valid token", "ledger", "/v1/verify"),
+    ]
+    if breakdown:
+        # The ledger's app and middleware stack with no key work: splits any gap in two.
+        rows.insert(2, Target("healthz", "GET /healthz, no key work", "ledger", "/healthz"))
+    return rows
+
+
+PAIRS = (("account", "floor_get"), ("verify", "floor_echo"))
+
+
+def measure(
+    args: argparse.Namespace, wrk: str, workdir: Path, secret: str, token: list[str], workers: int
+) -> list[Target]:
+    """Every row for one worker count: servers up, token checked, warm-up, R interleaved runs."""
+    log_env = {} if args.access_log == "on" else {"ANTHRA_LOG_LEVEL": "WARNING"}
+    ledger = ledger_server(
+        f"ledger-{workers}w",
+        f"sqlite:{workdir / 'ledger.sqlite3'}",
+        secret,
+        workdir,
+        workers,
+        **log_env,
+    )
+    floor_level = "info" if args.access_log == "on" else "warning"
+    floor = floor_server(f"floor-{workers}w", workdir, workers, floor_level)
+    servers: list[Server] = [ledger, floor]
+    try:
+        for server in servers:
+            server.wait_ready()
+        if not token:
+            with httpx.Client(timeout=10) as client:
+                _, minted = mint_over_http(
+                    client, ledger.url, session_headers("bench-http", secret), "bench http", SCOPES
+                )
+            token.append(minted)
+        check_ledger(ledger.url, token[0], workers)
+        scripts = scripts_for(workdir, token[0])
+        check_floor(floor.url, {"token": "x" * len(token[0]), "scopes": list(SCOPES)})
+        rows = targets(args.breakdown)
+        base = {"ledger": ledger.url, "floor": floor.url}
+        for row in rows:
+            row.script = scripts[row.key]
+            run_wrk(wrk, base[row.side] + row.path, row.script, args.threads, args.connections, 2)
+        for run in range(args.runs):
+            # Rotate the order each run so that no row always follows the same neighbour.
+            for row in rows[run % len(rows) :] + rows[: run % len(rows)]:
+                url = base[row.side] + row.path
+                row.runs.append(
+                    run_wrk(wrk, url, row.script, args.threads, args.connections, args.duration)
+                )
+            print(f"  {workers} worker(s): run {run + 1}/{args.runs} done", flush=True)
+        return rows
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def report(
+    by_workers: dict[int, list[Target]], args: argparse.Namespace
+) -> tuple[str, list[dict[str, object]], list[str]]:
+    """The table, the summary rows and any warnings."""
+    body: list[list[str]] = []
+    summary: list[dict[str, object]] = []
+    warnings: list[str] = []
+    for workers, rows in by_workers.items():
+        named = {r.key: r for r in rows}
+        medians = {r.key: statistics.median(x.rps for x in r.runs) for r in rows}
+        for row in rows:
+            errors = sum(x.non_2xx for x in row.runs)
+            sockets = sum(x.socket_errors for x in row.runs)
+            if errors or sockets:
+                warnings.append(
+                    f"{workers} worker(s), {row.name}: {errors} non-2xx responses, "
+                    f"{sockets} socket errors over {args.runs} runs"
+                )
+            floor_key = dict(PAIRS).get(row.key)
+            ratio = medians[row.key] / medians[floor_key] if floor_key else None
+            if row.key == "healthz":
+                ratio = medians[row.key] / medians["floor_get"]
+            verdict = "-"
+            if ratio is not None and floor_key:
+                verdict = "INVALID" if errors else at_least(ratio, BUDGET_RATIO)
+            p50 = statistics.median(x.p50_ms for x in row.runs)
+            p99 = statistics.median(x.p99_ms for x in row.runs)
+            body.append(
+                [
+                    str(workers),
+                    row.name,
+                    f"{medians[row.key]:,.0f}",
+                    f"{min(x.rps for x in row.runs):,.0f} / {max(x.rps for x in row.runs):,.0f}",
+                    f"{p50:.2f}",
+                    f"{p99:.2f}",
+                    f"{ratio:.2f}x" if ratio is not None else "1.00x",
+                    f"≥ {BUDGET_RATIO:.1f}x" if floor_key else "-",
+                    verdict,
+                ]
+            )
+            if floor_key and ratio is not None:
+                floor_row = named[floor_key]
+                f50 = statistics.median(x.p50_ms for x in floor_row.runs)
+                f99 = statistics.median(x.p99_ms for x in floor_row.runs)
+                summary.append(
+                    summary_row(
+                        f"http: {row.name}, {workers} worker{'s' if workers > 1 else ''}",
+                        f"{medians[row.key]:,.0f} req/s (p50 {p50:.1f} / p99 {p99:.1f} ms)",
+                        f"{medians[floor_key]:,.0f} req/s (p50 {f50:.1f} / p99 {f99:.1f} ms)",
+                        f"{ratio:.2f}x",
+                        f"≥ {BUDGET_RATIO:.1f}x floor",
+                        verdict,
+                        value=medians[row.key],
+                        floor_value=medians[floor_key],
+                        unit="req/s",
+                    )
+                )
+    header = ["workers", "measurement", "req/s median", "min / max", "p50 ms", "p99 ms"]
+    return table([*header, "ratio to floor", "budget", "verdict"], body), summary, warnings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.http", description=__doc__)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per row")
+    parser.add_argument("--duration", type=float, default=8, help="seconds per wrk run")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument(
+        "--access-log", choices=("on", "off"), default="on", help="uvicorn's access log, both sides"
+    )
+    parser.add_argument(
+        "--no-breakdown",
+        dest="breakdown",
+        action="store_false",
+        help="leave out the GET /healthz row (the ledger's stack without key work)",
+    )
+    parser.add_argument("--json", action="store_true", help="end with a bench-summary line")
+    args = parser.parse_args(argv)
+    wrk = ensure_wrk()
+    wrk_version = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
+
+    shown = [f"--workers={' '.join(map(str, args.workers))}", "--runs", str(args.runs)]
+    shown += ["--duration", f"{args.duration:g}", "--threads", str(args.threads)]
+    shown += ["--connections", str(args.connections), "--access-log", args.access_log]
+    shown += [] if args.breakdown else ["--no-breakdown"]
+    print("\n".join(machine_lines()))
+    print(f"command: {command_line('bench.http', shown)}")
+    print(f"load generator: {wrk_version.stdout.splitlines()[0].split(' Copyright')[0]}")
+    print(
+        f"load: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency; "
+        f"median of {args.runs} runs per row, rows interleaved, 2 s warm-up each",
+    )
+    print(
+        "servers: uvicorn (httptools, uvloop), server header off, access log "
+        f"{'on at INFO, to a file, for both' if args.access_log == 'on' else 'off for both'}",
+        flush=True,
+    )
+
+    secret = secrets.token_urlsafe(32)
+    token: list[str] = []  # minted once, shared by every worker count; never printed
+    by_workers: dict[int, list[Target]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
+        workdir = Path(tmp)
+        for workers in args.workers:
+            by_workers[workers] = measure(args, wrk, workdir, secret, token, workers)
+    rendered, summary, warnings = report(by_workers, args)
+    print()
+    print(rendered)
+    print()
+    for warning in warnings:
+        print(f"warning: {warning}")
+    print(f"load average at end {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("notes: both servers run during every row (the idle one only polls its store); wrk")
+    print("  shares the 2 cores with the server under test, alike for floor and ledger; the")
+    print("  ledger's access log passes through its redacting filter, the floor's does not;")
+    print("  the ledger runs on a SQLite file (the verify and account paths read no database)")
+    if args.json:
+        emit_summary(summary)
+    return 0 if all(r["verdict"] == "meets" for r in summary) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
