@@ -7,7 +7,6 @@ from typing import Any
 
 import anyio
 from litestar import Controller, Request, post
-from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from api import problems
@@ -27,10 +26,11 @@ class VerifyController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[VerifyRequest],
-        ledger: NamedDependency[KeyLedger],
     ) -> VerifyResponse:
         """Whether the token is live and holds every scope asked for; no database round trip."""
-        secret: str = request.app.state.verify_secret
+        state = request.app.state
+        ledger: KeyLedger = state.ledger
+        secret: str = state.verify_secret
         if secret:
             _require_verify_secret(request.headers.getall("authorization", []), secret)
         unknown = [s for s in data.scopes if s not in ALL_SCOPES]
