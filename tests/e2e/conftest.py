@@ -33,7 +33,7 @@ def start_server(tmp_path: Path, secrets_seen: Secrets) -> Iterator[StartServer]
     """Starts servers; afterwards stops them and proves no log line holds a secret."""
     servers: list[ServerProcess] = []
 
-    def start(database_url: str, **env: str) -> ServerProcess:
+    def start(database_url: str, *args: str, **env: str) -> ServerProcess:
         server = ServerProcess(
             {
                 "ANTHRA_DATABASE_URL": database_url,
@@ -43,6 +43,7 @@ def start_server(tmp_path: Path, secrets_seen: Secrets) -> Iterator[StartServer]
             },
             tmp_path / f"server-{len(servers)}.log",
             tmp_path,
+            args,
         )
         servers.append(server)
         server.wait_ready()

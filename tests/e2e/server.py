@@ -22,13 +22,15 @@ def free_port() -> int:
 class ServerProcess:
     """`anthra-keys serve` in a child process, its stdout and stderr in one log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, workdir: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, workdir: Path, args: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), *args],
             env=os.environ | env | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -123,3 +123,33 @@ def test_two_processes_on_one_sqlite_file_agree_within_a_second(
             assert time.monotonic() - revoked_at < 1.0, "B still accepts a revoked token"
             time.sleep(0.01)
     browser.close()
+
+
+@pytest.mark.postgres
+def test_every_worker_of_a_multi_worker_server_refuses_a_revoked_token(
+    postgres_url: str, start_server: StartServer, secrets_seen: Secrets
+) -> None:
+    # Two worker processes behind one port, each with its own index
+    server = start_server(postgres_url, "--workers", "2")
+    browser = signed_in(server.url, "alice", secrets_seen)
+    key = browser.post("/api/v1/keys", json={"name": "workers", "scopes": ["account:read"]}).json()
+    secrets_seen.tokens.append(key["token"])
+    with httpx.Client(base_url=server.url, timeout=5) as api:
+        # Both workers learn of the key (new connections spread across them)
+        deadline = time.monotonic() + 2.0
+        accepted = 0
+        while accepted < 20:
+            assert time.monotonic() < deadline, "a worker never saw the minted key"
+            with httpx.Client(base_url=server.url, timeout=5) as fresh:
+                if fresh.get("/api/v1/account", headers=bearer(key["token"])).status_code == 200:
+                    accepted += 1
+        # Revoke; within a second no worker accepts it, on any new connection
+        assert browser.delete(f"/api/v1/keys/{key['id']}").status_code == 200
+        time.sleep(1.0)
+        for _ in range(40):
+            with httpx.Client(base_url=server.url, timeout=5) as fresh:
+                assert fresh.get("/api/v1/account", headers=bearer(key["token"])).status_code == 401
+        ready = api.get("/readyz").json()
+        assert ready["ready"] is True
+        assert ready["position"] >= 2
+    browser.close()
