@@ -32,6 +32,7 @@ from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
 from infra.audit import AuditTrail
 from infra.event_store import redacted_url, store_env
 from infra.follower import IndexFollower
+from infra.index_snapshots import IndexSnapshot
 from infra.ledger import Clock, KeyLedger, LedgerStore
 from infra.policy import Policy
 from infra.settings import Settings, load_settings
@@ -99,9 +100,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     settings = settings or load_settings()
     store = LedgerStore(env=store_env(settings))
     ledger = KeyLedger(store, clock=clock)
+    snapshot = IndexSnapshot.beside(store)
     follower = IndexFollower(
         ledger,
         settings.backend,
+        snapshot=snapshot,
         poll_interval=settings.poll_interval,
         heartbeat_interval=settings.heartbeat_interval,
         max_staleness=settings.max_staleness,
@@ -109,6 +112,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     sweeper = ExpirySweeper(ledger, interval=settings.sweep_interval)
     audit = AuditTrail(store)
     follower.also(audit.catch_up)
+    if snapshot is not None:
+        follower.also(snapshot.catch_up)
     usage_counter = UsageCounter()
     usage_store = usage_store_for(settings)
     usage_flusher = UsageFlusher(usage_counter, usage_store, interval=settings.usage_flush_interval)

@@ -1,0 +1,418 @@
+"""The index snapshot: a process that starts from the table holds the index a replay builds."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+from uuid import UUID
+
+import psycopg
+import pytest
+from eventsourcing.persistence import IntegrityError, OperationalError, Tracking
+from psycopg.sql import SQL, Identifier
+
+from domain.api_key import ACTIVE
+from domain.scopes import SCOPES
+from infra.event_store import store_env
+from infra.index_snapshots import IndexSnapshot, warm_start
+from infra.ledger import KeyLedger, LedgerStore
+from projections.index_snapshot import KeyState
+from projections.verification_index import KeyRecord, VerificationIndex
+from tests.conftest import POSTGRES_URL, FakeClock, settings_for
+
+HOUR = 3600.0
+OWNERS = ("u0", "u1", "u2", "u3")
+
+
+@dataclass
+class Process:
+    """One ledger process: its store connection, ledger (with its index) and snapshot handle."""
+
+    store: LedgerStore
+    ledger: KeyLedger
+    snapshot: IndexSnapshot
+
+    def head(self) -> int:
+        return self.store.recorder.max_notification_id() or 0
+
+
+Opener = Callable[[], Process]
+
+
+class Life:
+    """Random commands on keys, as people and the sweeper issue them, on one process's ledger."""
+
+    def __init__(self, p: Process, clock: FakeClock, seed: int) -> None:
+        self.p = p
+        self.clock = clock
+        self.rng = random.Random(seed)
+        self.keys: list[UUID] = []
+        self.tokens: list[str] = []
+
+    def scopes(self) -> list[str]:
+        return self.rng.sample(list(SCOPES), self.rng.randint(1, 3))
+
+    def step(self) -> None:
+        rng, ledger = self.rng, self.p.ledger
+        self.clock.advance(rng.uniform(0, 12 * HOUR))
+        roll = rng.random()
+        active = [k for k in self.keys if ledger.status(ledger.key(k)) == ACTIVE]
+        if roll < 0.4 or not active:
+            minted = ledger.mint(
+                owner_id=rng.choice(OWNERS),
+                name=f"key {len(self.keys)}",
+                scopes=self.scopes(),
+                expires_in_days=rng.choice([None, None, 1, 2, 30]),
+                actor="user:x",
+            )
+            self.keys.append(minted.record.key_id)
+            self.tokens.append(minted.token)
+        elif roll < 0.65:
+            ledger.set_scopes(rng.choice(active), self.scopes(), actor="user:x")
+        elif roll < 0.85:
+            ledger.revoke(rng.choice(self.keys), actor="user:x", reason="rotated")
+        else:
+            for key_id in ledger.due_for_expiry():
+                ledger.expire(key_id)
+
+    def run(self, steps: int) -> None:
+        for _ in range(steps):
+            self.step()
+
+
+def replayed_up_to(store: LedgerStore, position: int | None = None) -> KeyLedger:
+    """A ledger whose new index is built by replaying the store (up to a position)."""
+    ledger = KeyLedger(store)
+    if position is None:
+        ledger.catch_up()
+        return ledger
+    for n in store.recorder.select_notifications(start=1, limit=100_000, stop=position):
+        ledger.apply_notification(n)
+    return ledger
+
+
+def same_index(a: KeyLedger, b: KeyLedger) -> bool:
+    """The same records, and each owner's keys listed in the same order."""
+    return a.index.snapshot() == b.index.snapshot() and all(
+        [r.key_id for r in a.keys_of(o)] == [r.key_id for r in b.keys_of(o)] for o in OWNERS
+    )
+
+
+def answer(ledger: KeyLedger, token: str) -> tuple[object, ...]:
+    """What verifying a token for books:read answers, with the record it names."""
+    v = ledger.verify(token, ["books:read"])
+    return v.code, v.missing, v.record.snapshot() if v.record is not None else None
+
+
+class SnapshotContract:
+    """Every backend with a snapshot passes these; subclasses provide `database_url`."""
+
+    @pytest.fixture
+    def database_url(self) -> str:
+        raise NotImplementedError
+
+    def stored_rows(self) -> str:
+        """Everything in the snapshot table, as text."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def open_process(self, database_url: str, clock: FakeClock) -> Iterator[Opener]:
+        stores: list[LedgerStore] = []
+
+        def open_one() -> Process:
+            store = LedgerStore(env=store_env(settings_for(database_url)))
+            stores.append(store)
+            snapshot = IndexSnapshot.beside(store)
+            assert snapshot is not None
+            return Process(store, KeyLedger(store, clock=clock), snapshot)
+
+        yield open_one
+        for store in stores:
+            store.close()
+
+    @pytest.mark.parametrize("seed", [1, 2, 3])
+    def test_a_warm_started_index_equals_a_replayed_one(
+        self, open_process: Opener, clock: FakeClock, seed: int
+    ) -> None:
+        p = open_process()
+        life = Life(p, clock, seed)
+        # Keys live their lives; now and then the snapshot catches up, in uneven batches
+        for _ in range(6):
+            life.run(20)
+            p.snapshot.projector.catch_up(batch=life.rng.randint(1, 7))
+        life.run(15)
+        behind = p.head() - (p.snapshot.view.max_tracking_id("ledger") or 0)
+        assert behind > 0
+        # A new process starts from the snapshot
+        q = open_process()
+        started = warm_start(q.ledger, q.snapshot)
+        # It brought the snapshot up to date first, and loaded it all
+        assert started.projected == behind
+        assert started.snapshot_position == started.position == p.head()
+        assert started.replayed == 0
+        assert started.keys == len(life.keys)
+        # Its index is the one a replay builds, and the one the writing process holds
+        replayed = replayed_up_to(p.store)
+        assert same_index(q.ledger, replayed)
+        assert same_index(q.ledger, p.ledger)
+        assert q.ledger.index.position == replayed.index.position
+        # It verifies each key's token as the writing process does
+        for token in life.tokens:
+            assert answer(q.ledger, token) == answer(p.ledger, token)
+        # The table holds digests and prefixes, never a token
+        stored = self.stored_rows()
+        assert all(t not in stored and t[12:] not in stored for t in life.tokens)
+
+    def test_events_after_the_snapshot_are_replayed_over_it(
+        self, open_process: Opener, clock: FakeClock
+    ) -> None:
+        p = open_process()
+        life = Life(p, clock, 7)
+        life.run(40)
+        p.snapshot.catch_up()
+        taken_at = p.head()
+        # Keys in the snapshot change after it was taken, and new ones are minted
+        life.run(40)
+        assert p.head() > taken_at
+        # Loading alone gives the index as it stood at the snapshot's position
+        q = open_process()
+        assert q.snapshot.view.load(q.ledger.index) == taken_at == q.ledger.index.position
+        assert same_index(q.ledger, replayed_up_to(p.store, taken_at))
+        # Catching up from there applies only what came after, and ends at the store's state
+        assert q.ledger.catch_up() == p.head() - taken_at
+        assert same_index(q.ledger, replayed_up_to(p.store))
+        # A loaded index takes no second load
+        with pytest.raises(ValueError, match="empty index"):
+            q.snapshot.view.load(q.ledger.index)
+
+    def test_a_snapshot_far_behind_is_loaded_as_it_is_and_the_rest_replayed(
+        self, open_process: Opener, clock: FakeClock
+    ) -> None:
+        p = open_process()
+        life = Life(p, clock, 13)
+        life.run(30)
+        p.snapshot.catch_up()
+        taken_at = p.head()
+        life.run(30)
+        behind = p.head() - taken_at
+        # Further behind than the limit: the start does not wait for the table to catch up
+        q = open_process()
+        started = warm_start(q.ledger, q.snapshot, catch_up_limit=behind - 1)
+        assert (started.projected, started.snapshot_position) == (0, taken_at)
+        assert started.replayed == behind
+        assert same_index(q.ledger, replayed_up_to(p.store))
+        assert q.snapshot.view.max_tracking_id("ledger") == taken_at
+        # Within it, the table is caught up first and nothing is left to replay
+        r = open_process()
+        started = warm_start(r.ledger, r.snapshot, catch_up_limit=behind)
+        assert (started.projected, started.replayed) == (behind, 0)
+        assert same_index(r.ledger, q.ledger)
+
+    def test_two_processes_projecting_at_once_write_each_position_once(
+        self, open_process: Opener, clock: FakeClock
+    ) -> None:
+        a, b = open_process(), open_process()
+        Life(a, clock, 11).run(60)
+        total = a.head()
+        # Both catch up at once, in small batches, racing for every position
+        written: list[int] = []
+        start = threading.Barrier(2)
+
+        def run(p: Process) -> None:
+            start.wait()
+            written.append(p.snapshot.projector.catch_up(batch=2))
+
+        threads = [threading.Thread(target=run, args=(p,)) for p in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        # Each position was written once, by one of them, and the snapshot is complete
+        assert sum(written) == total
+        assert a.snapshot.catch_up() == b.snapshot.catch_up() == 0
+        c = open_process()
+        assert c.snapshot.view.load(c.ledger.index) == total
+        assert same_index(c.ledger, replayed_up_to(a.store))
+        # A new event goes to whichever process catches up first, once
+        a.ledger.mint(
+            owner_id="u1", name="late", scopes=["books:read"], expires_in_days=None, actor="x"
+        )
+        assert b.snapshot.catch_up() == 1
+        assert a.snapshot.catch_up() == 0
+
+    def test_a_process_started_while_another_is_writing_ends_up_equal(
+        self, open_process: Opener, clock: FakeClock
+    ) -> None:
+        writer, projector = open_process(), open_process()
+        life = Life(writer, clock, 23)
+        life.run(30)
+        writer.snapshot.catch_up()
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def keep(action: Callable[[], object]) -> None:
+            try:
+                while not stop.is_set():
+                    action()
+            except BaseException as e:
+                failures.append(e)
+
+        # One process keeps writing while another keeps the snapshot current, an event at a time
+        threads = [
+            threading.Thread(target=keep, args=(life.step,)),
+            threading.Thread(target=keep, args=(lambda: projector.snapshot.projector.catch_up(1),)),
+        ]
+        for t in threads:
+            t.start()
+        started: list[tuple[Process, int]] = []
+        deadline = time.monotonic() + 60
+        try:
+            # Processes start meanwhile, one after another, the writer writing before each
+            for _ in range(8):
+                mark = writer.head()
+                while writer.head() < mark + 10:
+                    assert time.monotonic() < deadline, "the writer stopped writing"
+                    time.sleep(0.001)
+                q = open_process()
+                warm_start(q.ledger, q.snapshot)
+                started.append((q, q.ledger.index.position))
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
+        assert not failures
+        # Each was, as it became ready, exactly the store as of its position
+        for q, position in started:
+            assert same_index(q.ledger, replayed_up_to(writer.store, position))
+        # And after catching up, each holds what a replay of the whole store holds
+        replayed = replayed_up_to(writer.store)
+        for q, _ in started:
+            q.ledger.catch_up()
+            assert same_index(q.ledger, replayed)
+
+    def test_a_load_reads_the_rows_and_their_position_as_of_one_moment(
+        self, open_process: Opener, clock: FakeClock
+    ) -> None:
+        writer = open_process()
+        life = Life(writer, clock, 31)
+        life.run(30)
+        writer.snapshot.catch_up()
+        taken_at = writer.head()
+        other = open_process()
+
+        class CommitsMidway(VerificationIndex):
+            """An index during whose load another process changes the store and the table."""
+
+            def add(self, record: KeyRecord) -> None:
+                if not len(self):
+                    life.run(10)
+                    assert other.snapshot.catch_up() > 0
+                super().add(record)
+
+        q = open_process()
+        q.ledger = KeyLedger(q.store, CommitsMidway(), clock)
+        # The rows and the position come from before the other process's commit
+        assert q.snapshot.view.load(q.ledger.index) == taken_at
+        assert same_index(q.ledger, replayed_up_to(writer.store, taken_at))
+        # Catching up brings it to the store's state as usual
+        q.ledger.catch_up()
+        assert same_index(q.ledger, replayed_up_to(writer.store))
+
+    def test_a_snapshot_that_cannot_be_read_leaves_a_full_replay(
+        self, open_process: Opener, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        p = open_process()
+        life = Life(p, clock, 5)
+        life.run(40)
+        p.snapshot.catch_up()
+        life.run(10)
+        q = open_process()
+        states = q.snapshot.view.states(life.keys)
+
+        # The connection dies halfway through loading
+        def load_half(into: VerificationIndex) -> int:
+            for state in list(states.values())[: len(states) // 2]:
+                into.add(state.record(into))
+            raise OperationalError("connection lost")
+
+        monkeypatch.setattr(q.snapshot.view, "load", load_half)
+        started = warm_start(q.ledger, q.snapshot)
+        # Every event was replayed over the half that loaded, to the same index
+        assert started.snapshot_position == 0
+        assert started.replayed == p.head()
+        assert q.ledger.index.snapshot() == replayed_up_to(p.store).index.snapshot()
+
+    def test_the_view_keeps_the_newest_state_and_moves_only_from_where_it_is(
+        self, open_process: Opener, clock: FakeClock
+    ) -> None:
+        p = open_process()
+        Life(p, clock, 3).run(5)
+        view = p.snapshot.view
+        p.snapshot.catch_up()
+        position = view.max_tracking_id("ledger") or 0
+        key_id = next(iter(p.ledger.index.records())).key_id
+        newest = view.states([key_id])[key_id]
+        older = KeyState(
+            key_id=key_id,
+            owner_id=newest.owner_id,
+            name="older",
+            prefix=newest.prefix,
+            digest=newest.digest,
+            scopes=("account:read",),
+            created_at=newest.created_at,
+            version=newest.version - 1,
+            minted_position=newest.minted_position,
+        )
+        # A move from a position the view is no longer at fails, and writes nothing
+        with pytest.raises(IntegrityError):
+            view.apply([older], Tracking("ledger", position + 2), after=position - 1)
+        # So does a position the view has passed
+        with pytest.raises(IntegrityError):
+            view.apply([older], Tracking("ledger", position))
+        assert view.max_tracking_id("ledger") == position
+        # An older state of a key never replaces a newer one
+        view.apply([older], Tracking("ledger", position + 1), after=position)
+        assert view.max_tracking_id("ledger") == position + 1
+        assert view.states([key_id]) == {key_id: newest}
+        assert view.states([UUID(int=0)]) == {}
+
+
+def test_the_memory_store_has_no_snapshot_and_starts_by_replay(clock: FakeClock) -> None:
+    store = LedgerStore(env=store_env(settings_for("memory:")))
+    ledger = KeyLedger(store, clock=clock)
+    ledger.mint(owner_id="u1", name="k", scopes=["books:read"], expires_in_days=None, actor="x")
+    assert IndexSnapshot.beside(store) is None
+    fresh = KeyLedger(store, clock=clock)
+    started = warm_start(fresh)
+    assert (started.snapshot_position, started.replayed, started.keys) == (0, 1, 1)
+    assert fresh.index.snapshot() == ledger.index.snapshot()
+
+
+class TestSQLite(SnapshotContract):
+    @pytest.fixture
+    def database_url(self, sqlite_url: str) -> str:
+        self.path = sqlite_url.removeprefix("sqlite:")
+        return sqlite_url
+
+    def stored_rows(self) -> str:
+        with sqlite3.connect(self.path) as conn:
+            return repr(conn.execute("SELECT * FROM index_snapshot").fetchall())
+
+
+@pytest.mark.postgres
+class TestPostgres(SnapshotContract):
+    @pytest.fixture
+    def database_url(self, postgres_url: str) -> str:
+        self.schema = parse_qs(urlsplit(postgres_url).query)["schema"][0]
+        # A pool of one for each of the dozen processes a test opens, not five.
+        return f"{postgres_url}&pool_size=1"
+
+    def stored_rows(self) -> str:
+        query = SQL("SELECT * FROM {}").format(Identifier(self.schema, "index_snapshot"))
+        with psycopg.connect(POSTGRES_URL) as conn:
+            return repr(conn.execute(query).fetchall())
