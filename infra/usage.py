@@ -93,7 +93,7 @@ class _Slot:
         self.end = end
         self.day = day
         self.keys: list[UUID | KeyRecord] = []
-        self.taken = 0  # keys[:taken] have been drained
+        self.taken = 0  # keys[:taken] have been counted
         self.retired = False  # no longer current, and found drained once already
 
 
@@ -106,7 +106,7 @@ class UsageCounter:
 
     `used` takes no lock and touches only the current slot, which the previous call left in the
     cache. Counting happens in `drain`, in C (`Counter`), on the flusher's thread. A dict of
-    per-key counters on the verify path, with or without a lock, cost three to five times as
+    per-key counters on the verify path, with or without a lock, cost four to six times as
     much here: its lookups miss the cache on every call (bench/usage.py).
 
     No use is lost to a concurrent drain: a drain never swaps or clears a list that `used` may
@@ -125,9 +125,9 @@ class UsageCounter:
         self._slot = _NO_SLOT
         self._slots: dict[float, _Slot] = {}
         self._slots_lock = threading.Lock()  # opening and retiring slots
-        self._drain_lock = threading.Lock()  # one reader of `taken` at a time
+        self._drain_lock = threading.Lock()  # one counter of `keys[taken:]` at a time
         self._flush_lock = threading.RLock()  # a flush, from drain to commit
-        self._returned = UsageBatch()
+        self._held = UsageBatch()  # counted but not drained: given back, or counted by pending
 
     def used(self, key: UUID | KeyRecord, now: float) -> None:
         """Count one verified request of a key at `now` (epoch seconds): no lock, no I/O.
@@ -156,22 +156,22 @@ class UsageCounter:
     def drain(self) -> UsageBatch:
         """Take every use counted since the last drain, and any batch given back by restore."""
         with self._drain_lock:
-            batch = self._collect(take=True)
-            batch.merge(self._returned)
-            self._returned = UsageBatch()
+            batch = self._collect(retire=True)
+            batch.merge(self._held)
+            self._held = UsageBatch()
             return batch
 
     def restore(self, batch: UsageBatch) -> None:
         """Give back a drained batch that could not be stored; the next drain includes it."""
         with self._drain_lock:
-            self._returned.merge(batch)
+            self._held.merge(batch)
 
     def pending(self) -> UsageBatch:
-        """Uses counted here and not drained yet (including batches given back), as a copy."""
+        """A copy of the uses counted here and not drained yet, batches given back included."""
         with self._drain_lock:
-            batch = self._collect(take=False)
-            batch.merge(self._returned)
-            return batch
+            # Counted once: the next drain hands out what this counts, without counting again.
+            self._held.merge(self._collect())
+            return UsageBatch(dict(self._held.counts), dict(self._held.last_used))
 
     @contextmanager
     def flushing(self) -> Iterator[UsageBatch]:
@@ -194,7 +194,8 @@ class UsageCounter:
         with self._flush_lock:
             yield self.pending()
 
-    def _collect(self, take: bool) -> UsageBatch:
+    def _collect(self, retire: bool = False) -> UsageBatch:
+        """Count the uses appended since the last collect; a drain also retires slots."""
         with self._slots_lock:
             slots = sorted(self._slots.values(), key=lambda s: s.start)
             current = self._slot
@@ -205,8 +206,7 @@ class UsageCounter:
             end = len(slot.keys)
             if end > slot.taken:
                 counted = Counter(islice(slot.keys, slot.taken, end))
-                if take:
-                    slot.taken = end
+                slot.taken = end
                 # Slots run oldest first, so each key ends with the start of its latest slot.
                 latest.update(dict.fromkeys(counted, slot.start))
                 same_day = per_day.get(slot.day)
@@ -214,7 +214,9 @@ class UsageCounter:
                     per_day[slot.day] = counted
                 else:
                     same_day.update(counted)
-            elif take and slot is not current:
+            elif retire and slot is not current:
+                # Only drains retire: a slot's grace is then flush intervals, however often
+                # reports read.
                 if slot.retired:
                     emptied.append(slot)
                 slot.retired = True
