@@ -82,7 +82,12 @@ def _stale(_: Request[Any, Any, Any], __: IndexStale) -> Response[Any]:
 
 
 def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+    codes = {
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "request_too_large",
+        429: "too_many_requests",
+    }
     response = _error(exc.status_code, codes.get(exc.status_code, "invalid_request"), exc.detail)
     if exc.headers:
         response.headers.update(exc.headers)

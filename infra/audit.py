@@ -15,6 +15,10 @@ from projections.audit import (
 )
 
 
+class VerificationRunning(Exception):
+    """A chain verification is already running in this process."""
+
+
 class AuditTrail:
     """Queries, export and chain verification over the audit read model, caught up on demand."""
 
@@ -23,6 +27,7 @@ class AuditTrail:
         self.view = audit_view_for(store)
         self.projector = AuditProjector(store.recorder, store.mapper, store.name, self.view)
         self._lock = threading.Lock()
+        self._verifying = threading.Lock()
 
     def catch_up(self) -> int:
         """Project what the store holds beyond the view; one projector at a time per process."""
@@ -38,11 +43,20 @@ class AuditTrail:
         return self.view.rows_after(position, limit, owner_id)
 
     def verify(self) -> ChainReport:
-        """Recompute the chain from the stored events, and each row's fields from its event."""
-        self.catch_up()
-        return verify_chain(
-            self.store.recorder,
-            self.view,
-            application_name=self.store.name,
-            mapper=self.store.mapper,
-        )
+        """Recompute the chain from the stored events, and each row's fields from its event.
+
+        It reads the whole store (tens of seconds at a million events), so one runs at a time
+        per process; a second caller is told to come back rather than queue behind it.
+        """
+        if not self._verifying.acquire(blocking=False):
+            raise VerificationRunning
+        try:
+            self.catch_up()
+            return verify_chain(
+                self.store.recorder,
+                self.view,
+                application_name=self.store.name,
+                mapper=self.store.mapper,
+            )
+        finally:
+            self._verifying.release()

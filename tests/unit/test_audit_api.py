@@ -139,3 +139,22 @@ def test_a_token_needs_account_read_for_the_trail() -> None:
         assert client.get("/api/v1/audit", headers=bearer(key["token"])).status_code == 403
         reader = mint(client, scopes=["account:read"])
         assert client.get("/api/v1/audit", headers=bearer(reader["token"])).status_code == 200
+
+
+def test_verifying_the_whole_chain_takes_a_session_and_runs_one_at_a_time() -> None:
+    with api_client() as client:
+        reader = mint(client, scopes=["account:read"])
+        # It reads every owner's events: a token is not enough
+        assert (
+            client.get("/api/v1/audit/verify", headers=bearer(reader["token"])).status_code == 403
+        )
+        # While one runs, a second caller is told to come back
+        audit = client.app.state.audit
+        audit._verifying.acquire()
+        try:
+            busy = client.get("/api/v1/audit/verify", headers=signed_in_as("alice"))
+        finally:
+            audit._verifying.release()
+        assert busy.status_code == 429
+        assert busy.headers["retry-after"] == "5"
+        assert client.get("/api/v1/audit/verify", headers=signed_in_as("alice")).json()["ok"]
