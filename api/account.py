@@ -9,7 +9,8 @@ from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 
 from api.auth import principal_of, requires_scopes
-from api.schemas import Account, DayUsage, KeyCounts, KeyUsage
+from api.schemas import Account, DayUsage, KeyCounts, KeyUsage, WhoAmI
+from domain.scopes import SCOPES
 from infra.ledger import KeyLedger
 from infra.usage import UsageReport
 
@@ -19,6 +20,17 @@ USAGE_DAYS = 30
 class AccountController(Controller):
     path = "/api/v1/account"
     tags = ["account"]
+
+    @get("/whoami", response_headers={"Cache-Control": "no-store"})
+    async def whoami(self, request: Request[Any, Any, Any]) -> WhoAmI:
+        """Who is calling: any valid token may ask what it is and what it may do; no I/O."""
+        principal = principal_of(request)
+        return WhoAmI(
+            user_id=principal.user_id,
+            via=principal.via,
+            key_id=str(principal.key_id) if principal.key_id else None,
+            scopes=[s for s in SCOPES if s in principal.scopes],
+        )
 
     @get(
         "/",

@@ -155,6 +155,15 @@ class KeyUsage(msgspec.Struct, frozen=True):
     days: list[DayUsage]
 
 
+class WhoAmI(msgspec.Struct, frozen=True):
+    """The caller of this request: a key (its id and scopes) or a signed-in user (all scopes)."""
+
+    user_id: str
+    via: Literal["token", "session"]
+    key_id: str | None
+    scopes: list[str]
+
+
 class Account(msgspec.Struct, frozen=True):
     user_id: str
     keys: KeyCounts

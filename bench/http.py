@@ -10,7 +10,8 @@ One load generator, wrk, with the same threads, connections and duration for eve
 
 Rows, each the median of R runs of D seconds, interleaved so that a noisy neighbour hits every
 row alike, after a warm-up of every row:
-- `GET /api/v1/account` with `Authorization: Bearer` (a key holding `account:read`), against
+- `GET /api/v1/account/whoami` with `Authorization: Bearer` (any valid key; authentication and
+  a small JSON answer, no I/O), against
   the floor `GET /` sent the same header bytes; budget >= 0.9x the floor's req/s;
 - `POST /v1/verify` with a valid token, against the floor `POST /echo` of a body of the same
   size and shape; budget >= 0.9x;
@@ -170,7 +171,9 @@ def check_ledger(base: str, token: str, workers: int) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError("the ledger did not accept the freshly minted token in 15 s")
         account = httpx.get(
-            f"{base}/api/v1/account", headers={"Authorization": f"Bearer {token}"}, timeout=5
+            f"{base}/api/v1/account/whoami",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
         )
         verify = httpx.post(
             f"{base}/v1/verify", json={"token": token, "scopes": list(SCOPES)}, timeout=5
@@ -215,7 +218,7 @@ def scripts_for(workdir: Path, token: str) -> dict[str, Path]:
 def targets(breakdown: bool) -> list[Target]:
     rows = [
         Target("floor_get", "FLOOR: hello world GET /", "floor", "/"),
-        Target("account", "GET /api/v1/account, Bearer", "ledger", "/api/v1/account"),
+        Target("account", "GET /api/v1/account/whoami, Bearer", "ledger", "/api/v1/account/whoami"),
         Target("floor_echo", "FLOOR: msgspec echo POST /echo", "floor", "/echo"),
         Target("verify", "POST /v1/verify, valid token", "ledger", "/v1/verify"),
     ]

@@ -277,3 +277,20 @@ def test_usage_is_counted_per_key_per_day_and_shown_with_last_used() -> None:
         assert [k["id"] for k in unused.json()["keys"]] == [idle["id"]]
         bad = client.get("/api/v1/keys", params={"unused_days": 0}, headers=signed_in_as("alice"))
         assert bad.status_code == 400
+
+
+def test_a_token_can_ask_who_it_is_and_what_it_may_do() -> None:
+    with api_client() as client:
+        key = mint(client, scopes=["publish:write", "books:read"])
+        body = client.get("/api/v1/account/whoami", headers=bearer(key["token"])).json()
+        assert body == {
+            "user_id": "alice",
+            "via": "token",
+            "key_id": key["id"],
+            "scopes": ["books:read", "publish:write"],
+        }
+        session = client.get("/api/v1/account/whoami", headers=signed_in_as("alice")).json()
+        assert session["via"] == "session"
+        assert session["key_id"] is None
+        assert len(session["scopes"]) == 6
+        assert client.get("/api/v1/account/whoami").status_code == 401
