@@ -74,6 +74,19 @@ def test_mint_use_scope_revoke_over_http(
 
     history = browser.get(f"/api/v1/keys/{key['id']}/history").json()["events"]
     assert [e["type"] for e in history] == ["Minted", "ScopesSet", "Revoked"]
+
+    # The audit trail on PostgreSQL: the same events, chained, exportable, verifiable
+    trail = browser.get("/api/v1/audit", params={"order": "oldest"}).json()["events"]
+    assert [e["type"] for e in trail] == ["Minted", "ScopesSet", "Revoked"]
+    exported = browser.get("/api/v1/audit/export").text.splitlines()
+    assert len(exported) == 3
+    report = browser.get("/api/v1/audit/verify").json()
+    assert report["ok"] is True
+    assert report["head_chain"] == trail[-1]["chain"]
+    # The key was used: the account shows it, counted before the flush
+    usage = browser.get("/api/v1/account").json()["usage"]
+    assert usage[0]["requests"] >= 2
+    assert usage[0]["last_used_at"] is not None
     browser.close()
 
 
