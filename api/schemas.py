@@ -84,22 +84,27 @@ class KeyList(msgspec.Struct, frozen=True):
     keys: list[Key]
 
 
-class MintedEvent(msgspec.Struct, frozen=True, tag="Minted", tag_field="type"):
+class _EventCommon(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What every event shows: when, who, the key's version after it, and where from; in the
+    audit trail also its store position, its key and its chain value."""
+
     at: datetime
     actor: str
     version: int
-    context: dict[str, str] | None
+    context: dict[str, str] | None = None
+    position: int | None = None
+    key_id: str | None = None
+    chain: str | None = None
+
+
+class MintedEvent(_EventCommon, frozen=True, tag="Minted", tag_field="type"):
     name: str
     prefix: str
     scopes: list[str]
     expires_at: datetime | None
 
 
-class ScopesSetEvent(msgspec.Struct, frozen=True, tag="ScopesSet", tag_field="type"):
-    at: datetime
-    actor: str
-    version: int
-    context: dict[str, str] | None
+class ScopesSetEvent(_EventCommon, frozen=True, tag="ScopesSet", tag_field="type"):
     scopes: list[str]
     previous_scopes: list[str]
     added: list[str]
@@ -107,19 +112,11 @@ class ScopesSetEvent(msgspec.Struct, frozen=True, tag="ScopesSet", tag_field="ty
     widened: bool
 
 
-class RevokedEvent(msgspec.Struct, frozen=True, tag="Revoked", tag_field="type"):
-    at: datetime
-    actor: str
-    version: int
-    context: dict[str, str] | None
+class RevokedEvent(_EventCommon, frozen=True, tag="Revoked", tag_field="type"):
     reason: str
 
 
-class ExpiredEvent(msgspec.Struct, frozen=True, tag="Expired", tag_field="type"):
-    at: datetime
-    actor: str
-    version: int
-    context: dict[str, str] | None
+class ExpiredEvent(_EventCommon, frozen=True, tag="Expired", tag_field="type"):
     expires_at: datetime
 
 
@@ -194,40 +191,7 @@ class Readiness(msgspec.Struct, frozen=True):
     lag_seconds: float
 
 
-class _AuditCommon(msgspec.Struct, frozen=True, kw_only=True):
-    position: int
-    key_id: str
-    at: datetime
-    actor: str
-    version: int
-    context: dict[str, str] | None = None
-    chain: str
-
-
-class AuditMinted(_AuditCommon, frozen=True, tag="Minted", tag_field="type"):
-    name: str
-    prefix: str
-    scopes: list[str]
-    expires_at: datetime | None
-
-
-class AuditScopesSet(_AuditCommon, frozen=True, tag="ScopesSet", tag_field="type"):
-    scopes: list[str]
-    previous_scopes: list[str]
-    added: list[str]
-    removed: list[str]
-    widened: bool
-
-
-class AuditRevoked(_AuditCommon, frozen=True, tag="Revoked", tag_field="type"):
-    reason: str
-
-
-class AuditExpired(_AuditCommon, frozen=True, tag="Expired", tag_field="type"):
-    expires_at: datetime
-
-
-AuditEvent = AuditMinted | AuditScopesSet | AuditRevoked | AuditExpired
+AuditEvent = HistoryEvent
 
 
 class AuditPage(msgspec.Struct, frozen=True):
