@@ -135,6 +135,15 @@ def test_two_processes_on_one_sqlite_file_agree_within_a_second(
         while other.post("/v1/verify", json={"token": key["token"]}).json()["valid"]:
             assert time.monotonic() - revoked_at < 1.0, "B still accepts a revoked token"
             time.sleep(0.01)
+
+    # Both processes serve one audit trail on the SQLite file, each position once
+    b_browser = signed_in(b.url, "alice", secrets_seen)
+    from_a = browser.get("/api/v1/audit", params={"order": "oldest"}).json()["events"]
+    from_b = b_browser.get("/api/v1/audit", params={"order": "oldest"}).json()["events"]
+    assert [e["type"] for e in from_a] == ["Minted", "Revoked"]
+    assert from_a == from_b
+    assert b_browser.get("/api/v1/audit/verify").json()["ok"] is True
+    b_browser.close()
     browser.close()
 
 
