@@ -46,7 +46,7 @@ def key_view(
         prefix=record.prefix,
         name=record.name,
         scopes=sorted(record.scopes, key=_scope_order),
-        status=ledger.status(record),  # type: ignore[arg-type]
+        status=ledger.status(record),
         created_at=record.created_at,
         expires_at=record.expires_at,
         revoked_at=record.revoked_at,

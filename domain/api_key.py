@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime, timedelta
+from typing import Final, Literal, TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -15,7 +16,21 @@ MIN_EXPIRY_DAYS = 1
 MAX_EXPIRY_DAYS = 3650
 MAX_NAME_LENGTH = 100
 
-ACTIVE, REVOKED, EXPIRED = "active", "revoked", "expired"
+Status = Literal["active", "revoked", "expired"]
+ACTIVE: Final = "active"
+REVOKED: Final = "revoked"
+EXPIRED: Final = "expired"
+# Instants as datetimes (the aggregate, the timeline) or epoch seconds (the index's hot path).
+Instant = TypeVar("Instant", datetime, float)
+
+
+def key_status(revoked: bool, expired: bool, expires: Instant | None, now: Instant) -> Status:
+    """Revoked and expired are terminal; expiry holds from its instant, swept or not."""
+    if revoked:
+        return REVOKED
+    if expired or (expires is not None and now >= expires):
+        return EXPIRED
+    return ACTIVE
 
 
 def user(user_id: str) -> str:
@@ -158,13 +173,11 @@ class ApiKey(Aggregate):
             context=context,
         )
 
-    def status(self, now: datetime) -> str:
-        """Revoked and expired are terminal; expiry holds from its instant, swept or not."""
-        if self.revoked_at is not None:
-            return REVOKED
-        if self.expired_at is not None or (self.expires_at is not None and now >= self.expires_at):
-            return EXPIRED
-        return ACTIVE
+    def status(self, now: datetime) -> Status:
+        """Active, revoked or expired at an instant (see key_status)."""
+        return key_status(
+            self.revoked_at is not None, self.expired_at is not None, self.expires_at, now
+        )
 
     def set_scopes(
         self, scopes: list[str], actor: str, at: datetime, context: dict[str, str] | None = None

@@ -10,10 +10,9 @@ from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 
-from domain.api_key import ApiKey
+from domain.api_key import ApiKey, Status, key_status
 from domain.scopes import SCOPES
 
-Status = Literal["active", "revoked", "expired"]
 Code = Literal["valid", "invalid_token", "insufficient_scope"]
 Events = Sequence[DomainEventProtocol[Any]]
 Interval = tuple[datetime, datetime]
@@ -78,14 +77,7 @@ def key_as_of(events: Events, instant: datetime) -> KeyAsOf | None:
             revoked_at = e.at if revoked_at is None else min(revoked_at, e.at)
         elif isinstance(e, ApiKey.Expired):
             expired = True
-    # The aggregate's own rule (ApiKey.status): revoked first, then expired, swept or not.
-    status: Status
-    if revoked_at is not None:
-        status = "revoked"
-    elif expired or (minted.expires_at is not None and instant >= minted.expires_at):
-        status = "expired"
-    else:
-        status = "active"
+    status = key_status(revoked_at is not None, expired, minted.expires_at, instant)
     return KeyAsOf(
         key_id=minted.originator_id,
         owner_id=minted.owner_id,

@@ -15,7 +15,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, Notification, Tracking
 
 from domain import token as token_format
-from domain.api_key import ApiKey
+from domain.api_key import ApiKey, Status
 from domain.errors import KeyNotFound
 from projections.key_projection import KeyProjection
 from projections.verification_index import KeyRecord, Verification, VerificationIndex
@@ -190,7 +190,7 @@ class KeyLedger:
             self.on_use(record, now)
         return verification
 
-    def status(self, record: KeyRecord) -> str:
+    def status(self, record: KeyRecord) -> Status:
         return record.status(self.clock())
 
     def due_for_expiry(self) -> list[UUID]:

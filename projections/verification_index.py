@@ -13,7 +13,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Tracking, TrackingRecorder
 
-from domain.api_key import ACTIVE, EXPIRED, REVOKED
+from domain.api_key import Status, key_status
 from domain.scopes import SCOPES
 from domain.token import checked_bytes
 
@@ -70,13 +70,11 @@ class KeyRecord:
         # The "valid" answer, made on first use: the checks above it still run every time.
         self.answer: Verification | None = None
 
-    def status(self, now: float) -> str:
-        """Revoked and expired are terminal; expiry holds from its instant, swept or not."""
-        if self.revoked_at is not None:
-            return REVOKED
-        if self.expired_at is not None or (self.expires_ts is not None and now >= self.expires_ts):
-            return EXPIRED
-        return ACTIVE
+    def status(self, now: float) -> Status:
+        """Active, revoked or expired at an instant in epoch seconds (see key_status)."""
+        return key_status(
+            self.revoked_at is not None, self.expired_at is not None, self.expires_ts, now
+        )
 
     def snapshot(self) -> tuple[object, ...]:
         """Every field but the cached answer, for comparing two indexes."""
