@@ -30,7 +30,7 @@ from api.resource_metadata import protected_resource_metadata
 from api.verify import VerifyController
 from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
 from infra.audit import AuditTrail
-from infra.event_store import redacted_url, store_env
+from infra.event_store import describe_store, store_env
 from infra.follower import IndexFollower
 from infra.index_snapshots import IndexSnapshot
 from infra.ledger import Clock, KeyLedger, LedgerStore
@@ -141,9 +141,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     )
 
     def start() -> None:
-        log.info(
-            "event store: %s (%s)", settings.backend, redacted_url(settings.database_url) or "var/"
-        )
+        log.info("event store: %s (%s)", settings.backend, describe_store(settings))
         follower.start()
         sweeper.start()
         usage_flusher.start()

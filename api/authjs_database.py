@@ -6,23 +6,19 @@ import asyncio
 import logging
 import re
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from psycopg import AsyncConnection
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolClosed
 
 from api.authjs import SessionClaims
+from infra.database_url import parse_postgres_url
 
 log = logging.getLogger("anthra.authjs_database")
 
 # Auth.js mints UUIDs; anything else printable is allowed for custom generateSessionToken, but a
 # NUL would be a psycopg error (a 503) rather than "signed out", and 255 is the column's width.
 _WELL_FORMED: Final = re.compile(r"[\x20-\x7e]{1,255}")
-# Keys of this project's database URLs that are not libpq parameters.
-_OUR_KEYS: Final = frozenset({"schema", "pool_size"})
-_CONNECT_TIMEOUT: Final = "5"
-_POOL_WAIT: Final = 5.0
 _STATEMENT_TIMEOUT: Final = "2s"
 # The adapter puts no unique index on "sessionToken": fetch two so a shared token is refused
 # rather than resolved to whichever row the scan meets first.
@@ -38,13 +34,15 @@ class DatabaseSessions:
     """Auth.js database sessions read from @auth/pg-adapter's tables."""
 
     def __init__(self, database_url: str, *, max_size: int = 4) -> None:
-        conninfo, schema = _split_schema(database_url)
-        self._schema = schema
+        database = parse_postgres_url(database_url, "ANTHRA_AUTHJS_DATABASE_URL")
+        params = dict(database.params)
+        params.setdefault("application_name", "anthra-authjs-sessions")
+        self._schema = database.schema
         self._lock = asyncio.Lock()
         self._opened = False
         self._closed = False
         self._pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
-            conninfo,
+            make_conninfo("", **params),
             kwargs={"autocommit": True},
             min_size=1,
             max_size=max_size,
@@ -53,7 +51,7 @@ class DatabaseSessions:
             # A database restart leaves dead connections in the pool; testing each before use
             # turns what would be a 503 into a reconnect (about a second of backoff).
             check=AsyncConnectionPool.check_connection,
-            timeout=_POOL_WAIT,
+            timeout=database.connect_timeout,
             name="authjs-sessions",
         )
 
@@ -87,8 +85,8 @@ class DatabaseSessions:
                 if self._closed:
                     raise PoolClosed("the Auth.js session pool is closed")
                 if not self._opened:
-                    # Only starts the workers: the lookup's wait for a connection (5 s) is then
-                    # the one bound on how long an unreachable database holds a request.
+                    # Only starts the workers: the lookup's wait for a connection (the URL's
+                    # connect_timeout) is then the one bound on how long a request is held.
                     await self._pool.open(wait=False)
                     self._opened = True
         return self._pool
@@ -105,18 +103,6 @@ class DatabaseSessions:
                 " set_config('search_path', %s, false)",
                 (_STATEMENT_TIMEOUT, _quote_identifier(self._schema)),
             )
-
-
-def _split_schema(database_url: str) -> tuple[str, str | None]:
-    """libpq conninfo for the URL and the schema it names, if any."""
-    parts = urlsplit(database_url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schemas = [value for key, value in query if key == "schema" and value]
-    kept = [(key, value) for key, value in query if key not in _OUR_KEYS]
-    params = conninfo_to_dict(parts._replace(query=urlencode(kept)).geturl())
-    params.setdefault("connect_timeout", _CONNECT_TIMEOUT)
-    params.setdefault("application_name", "anthra-authjs-sessions")
-    return make_conninfo("", **params), schemas[0] if schemas else None
 
 
 def _quote_identifier(name: str) -> str:

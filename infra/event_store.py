@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
 
-from infra.settings import DEFAULT_SQLITE_PATH, Settings, SettingsError
+from infra.database_url import parse_postgres_url
+from infra.postgres_store import CONNINFO, POOL_MAX, POOL_WAIT
+from infra.settings import DEFAULT_SQLITE_PATH, Settings
 
 
 def store_env(settings: Settings) -> dict[str, str]:
@@ -22,38 +23,34 @@ def store_env(settings: Settings) -> dict[str, str]:
             "SQLITE_DBNAME": str(path),
             "SQLITE_LOCK_TIMEOUT": "10",
         }
-    return postgres_env(url)
+    return postgres_env(settings)
 
 
-def postgres_env(url: str) -> dict[str, str]:
-    """postgresql://user:password@host:port/dbname?schema=… as the library's POSTGRES_* keys."""
-    parts = urlsplit(url)
-    dbname = unquote(parts.path.lstrip("/"))
-    if not dbname:
-        raise SettingsError("ANTHRA_DATABASE_URL needs a database name: postgresql://host/DBNAME")
-    query = parse_qs(parts.query)
+def postgres_env(settings: Settings) -> dict[str, str]:
+    """The library's POSTGRES_* keys, and the whole connection string for our factory's pool."""
+    url = parse_postgres_url(settings.database_url)
+    params = url.params
     env = {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
-        "POSTGRES_DBNAME": dbname,
-        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
-        "POSTGRES_PORT": str(parts.port or 5432),
-        "POSTGRES_USER": unquote(parts.username or "postgres"),
-        "POSTGRES_PASSWORD": unquote(parts.password or ""),
-        "POSTGRES_CONNECT_TIMEOUT": query.get("connect_timeout", ["5"])[0],
-        # LISTEN holds one connection; the pool must have room for commands beside it.
-        "POSTGRES_POOL_SIZE": query.get("pool_size", ["5"])[0],
-        "POSTGRES_MAX_OVERFLOW": "10",
-        "POSTGRES_PRE_PING": "y",
+        "PERSISTENCE_MODULE": "infra.postgres_store:LedgerPostgresFactory",
+        CONNINFO: url.conninfo,
+        # The library insists on these; the pool connects with the connection string above.
+        "POSTGRES_DBNAME": params.get("dbname", ""),
+        "POSTGRES_HOST": params.get("host", ""),
+        "POSTGRES_USER": params.get("user", ""),
+        "POSTGRES_PASSWORD": "",
+        "POSTGRES_POOL_SIZE": str(settings.db_pool_size),
+        POOL_MAX: str(settings.db_pool_max),
+        POOL_WAIT: params["connect_timeout"],
     }
-    if "schema" in query:
-        env["POSTGRES_SCHEMA"] = query["schema"][0]
+    if url.schema:
+        env["POSTGRES_SCHEMA"] = url.schema
     return env
 
 
-def redacted_url(url: str) -> str:
-    """The database URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
+def describe_store(settings: Settings) -> str:
+    """Where the events are, for the start-up log line: never a password."""
+    if settings.backend == "postgres":
+        return parse_postgres_url(settings.database_url).describe()
+    if settings.backend == "sqlite":
+        return settings.database_url.removeprefix("sqlite:") or str(DEFAULT_SQLITE_PATH)
+    return "in memory"

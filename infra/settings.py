@@ -41,6 +41,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dev_secret: str = ""
     dev_sign_in_code: str = ""
     dev_user: str = "local-developer"
+    db_pool_size: int = 5
+    db_pool_max: int = 15
 
     @property
     def dev_mode(self) -> bool:
@@ -117,6 +119,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "ANTHRA_DATABASE_URL must be unset (SQLite under ./var/), 'memory:', "
             "'sqlite:PATH' or 'postgresql://…'"
         )
+    from infra.database_url import is_postgres_url, parse_postgres_url
+
+    if is_postgres_url(database_url):
+        parse_postgres_url(database_url)  # a parameter libpq cannot honour stops the start here
+    authjs_database_url = env.get("ANTHRA_AUTHJS_DATABASE_URL", "").strip()
+    if authjs_database_url:
+        if not is_postgres_url(authjs_database_url):
+            raise SettingsError("ANTHRA_AUTHJS_DATABASE_URL must be a postgresql:// URL")
+        parse_postgres_url(authjs_database_url, "ANTHRA_AUTHJS_DATABASE_URL")
+    pool_size = _int(env, "ANTHRA_DB_POOL_SIZE", 5, 1, 100)
+    pool_max = _int(env, "ANTHRA_DB_POOL_MAX", max(15, pool_size), 1, 200)
+    if pool_max < pool_size:
+        raise SettingsError(
+            f"ANTHRA_DB_POOL_MAX ({pool_max}) must be at least ANTHRA_DB_POOL_SIZE ({pool_size})"
+        )
     level = env.get("ANTHRA_LOG_LEVEL", "INFO").upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise SettingsError(f"ANTHRA_LOG_LEVEL must be a logging level, got {level!r}")
@@ -126,7 +143,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         port=_int(env, "ANTHRA_PORT", 8000, 0, 65535),
         workers=_int(env, "ANTHRA_WORKERS", 1, 1, 64),
         auth_secrets=auth_secrets(env),
-        authjs_database_url=env.get("ANTHRA_AUTHJS_DATABASE_URL", ""),
+        authjs_database_url=authjs_database_url,
         verify_secret=env.get("ANTHRA_VERIFY_SECRET", ""),
         allowed_origins=_list(env.get("ANTHRA_ALLOWED_ORIGINS")),
         log_level=level,
@@ -143,4 +160,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dev_secret=env.get("ANTHRA_DEV_SECRET", ""),
         dev_sign_in_code=env.get("ANTHRA_DEV_SIGN_IN_CODE", ""),
         dev_user=env.get("ANTHRA_DEV_USER", "local-developer"),
+        db_pool_size=pool_size,
+        db_pool_max=pool_max,
     )

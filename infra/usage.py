@@ -22,13 +22,14 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
 from uuid import UUID
 
 from psycopg import Connection, sql
-from psycopg_pool import ConnectionPool
+from psycopg.rows import tuple_row
 
+from infra.database_url import parse_postgres_url
 from infra.event_store import store_env
+from infra.postgres_store import pool
 from infra.settings import Settings
 from projections.verification_index import KeyRecord
 
@@ -327,8 +328,13 @@ class SQLiteUsageStore(UsageStore):
             str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
         with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            # Switching the journal mode needs the file to itself and fails at once, "database
+            # is locked", while another process writes: the event store has usually switched
+            # it already, so only ask when it has not.
+            (mode,) = self._conn.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != "wal":
+                self._conn.execute("PRAGMA journal_mode=WAL")
             types = {"uuid": "TEXT", "day": "TEXT", "count": "INTEGER", "instant": "REAL"}
             self._conn.execute(_DAILY_TABLE.format(**types))
             self._conn.execute(_LAST_USED_TABLE.format(**types))
@@ -390,44 +396,34 @@ class SQLiteUsageStore(UsageStore):
             self._conn.close()
 
 
-def postgres_conninfo(url: str) -> tuple[str, str | None]:
-    """The libpq URL without this project's own parameters, and the schema it names."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in query if k == "schema"), None)
-    kept = [(k, v) for k, v in query if k not in {"schema", "pool_size"}]
-    if not any(k == "connect_timeout" for k, _ in kept):
-        kept.append(("connect_timeout", "5"))
-    return parts._replace(query=urlencode(kept)).geturl(), schema
-
-
 class PostgresUsageStore(UsageStore):
     """The two tables in the ledger's PostgreSQL database (and `?schema=`), via a small pool."""
 
-    def __init__(self, url: str, max_connections: int = 2, timeout: float = 5.0) -> None:
-        conninfo, schema = postgres_conninfo(url)
+    def __init__(self, url: str, max_connections: int = 2) -> None:
+        database = parse_postgres_url(url)
+        schema = database.schema
         set_path = (
             sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)) if schema else None
         )
 
         def configure(conn: Connection[Any]) -> None:
+            conn.autocommit = True
             if set_path is not None:
                 conn.execute(set_path)
 
         self._tables_ready = False
         # Opening does not wait for a connection: a database down at start only fails flushes,
         # which keep their batches and try again.
-        self._pool: ConnectionPool[Connection[Any]] = ConnectionPool(
-            conninfo,
+        self._pool = pool(
+            database.conninfo,
+            name="anthra-usage",
             min_size=1,
             max_size=max_connections,
-            kwargs={"autocommit": True},
+            wait=database.connect_timeout,
             configure=configure,
-            check=ConnectionPool.check_connection,
-            timeout=timeout,
-            name="anthra-usage",
-            open=True,
+            row_factory=tuple_row,
         )
+        self._pool.open(wait=False)
 
     @contextmanager
     def _connection(self) -> Iterator[Connection[Any]]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from infra.settings import Settings
+from tests.postgres_cluster import Certificates, PostgresCluster
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 POSTGRES_URL = os.environ.get(
@@ -54,9 +55,7 @@ def postgres_server() -> str:
             f"PostgreSQL is not reachable at {POSTGRES_URL} ({problem}). Start PostgreSQL, or set "
             "ANTHRA_TEST_POSTGRES_URL to one you have, to run these tests."
         )
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        _require(message)
     return POSTGRES_URL
 
 
@@ -79,3 +78,35 @@ def sqlite_url(tmp_path: Path) -> str:
 
 def settings_for(database_url: str, **overrides: object) -> Settings:
     return Settings(database_url=database_url, **overrides)  # type: ignore[arg-type]
+
+
+def _require(problem: str) -> None:
+    """In CI a missing prerequisite fails the test; on a developer machine it skips, saying why."""
+    if IN_CI:
+        pytest.fail(problem)
+    pytest.skip(problem)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Callable[..., PostgresCluster]]:
+    """Starts PostgreSQL clusters of the test's own (initdb, a free port), destroyed afterwards."""
+    from tests.postgres_cluster import postgres_bindir
+
+    bindir = postgres_bindir()
+    if bindir is None:
+        _require(
+            "PostgreSQL's server programs (initdb, pg_ctl) were not found: install Debian's "
+            "postgresql package, or put pg_config on PATH, to run the fault and TLS tests."
+        )
+        raise AssertionError("unreachable")
+    clusters: list[PostgresCluster] = []
+
+    def start(certificates: Certificates | None = None) -> PostgresCluster:
+        cluster = PostgresCluster(bindir, certificates)
+        clusters.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield start
+    for cluster in clusters:
+        cluster.destroy()

@@ -125,7 +125,9 @@ class SnapshotContract:
         stores: list[LedgerStore] = []
 
         def open_one() -> Process:
-            store = LedgerStore(env=store_env(settings_for(database_url)))
+            # A pool of one for each of the dozen processes a test opens, not five.
+            settings = settings_for(database_url, db_pool_size=1, db_pool_max=2)
+            store = LedgerStore(env=store_env(settings))
             stores.append(store)
             snapshot = IndexSnapshot.beside(store)
             assert snapshot is not None
@@ -409,8 +411,7 @@ class TestPostgres(SnapshotContract):
     @pytest.fixture
     def database_url(self, postgres_url: str) -> str:
         self.schema = parse_qs(urlsplit(postgres_url).query)["schema"][0]
-        # A pool of one for each of the dozen processes a test opens, not five.
-        return f"{postgres_url}&pool_size=1"
+        return postgres_url
 
     def stored_rows(self) -> str:
         query = SQL("SELECT * FROM {}").format(Identifier(self.schema, "index_snapshot"))
