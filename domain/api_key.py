@@ -9,12 +9,17 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain import token
 from domain.errors import InvalidInput, KeyNotActive
 from domain.scopes import normalise
 
 MIN_EXPIRY_DAYS = 1
 MAX_EXPIRY_DAYS = 3650
 MAX_NAME_LENGTH = 100
+MAX_REASON_LENGTH = 200
+# Unicode categories refused in text people type: every "other" (control, format, surrogate,
+# private use, unassigned) and the line and paragraph separators.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 Status = Literal["active", "revoked", "expired"]
 ACTIVE: Final = "active"
@@ -52,15 +57,39 @@ SYSTEM = "system"
 
 
 def check_name(name: str) -> str:
-    """A name is 1-100 printable characters, trimmed."""
+    """A name is 1-100 printable characters, trimmed, and never a token."""
     trimmed = name.strip()
     if not trimmed:
         raise InvalidInput("name", "a key needs a name")
     if len(trimmed) > MAX_NAME_LENGTH:
         raise InvalidInput("name", f"at most {MAX_NAME_LENGTH} characters")
-    if any(unicodedata.category(c).startswith("C") for c in trimmed):
-        raise InvalidInput("name", "control characters are not allowed")
+    check_text("name", trimmed)
     return trimmed
+
+
+def check_reason(reason: str) -> str:
+    """A revocation's reason is up to 200 printable characters, trimmed, and never a token."""
+    trimmed = reason.strip()
+    if len(trimmed) > MAX_REASON_LENGTH:
+        raise InvalidInput("reason", f"at most {MAX_REASON_LENGTH} characters")
+    check_text("reason", trimmed)
+    return trimmed
+
+
+def check_text(field: str, text: str) -> None:
+    """Text a person typed, kept in events forever: printable, on one line, and no token.
+
+    Control and format characters (zero-width, bidirectional overrides) and line separators would
+    let a name pass for another or split a log line; a pasted token would be stored for good.
+    """
+    if any(unicodedata.category(c) in _UNPRINTABLE for c in text):
+        raise InvalidInput(field, "control, format and line-separator characters are not allowed")
+    if token.holds_token(text):
+        raise InvalidInput(
+            field,
+            f"it holds a token: at most its first {token.DISPLAY_PREFIX_LENGTH} characters may be "
+            "written anywhere; revoke the token if it was pasted somewhere it should not be",
+        )
 
 
 def check_expiry(expires_in_days: int | None, at: datetime) -> datetime | None:
@@ -160,6 +189,8 @@ class ApiKey(Aggregate):
         """Check every rule, then record Minted."""
         if not owner_id:
             raise InvalidInput("owner_id", "a key needs an owner")
+        if token.holds_token(owner_id):
+            raise InvalidInput("owner_id", "an owner id never holds a token")
         return cls(
             id=key_id,
             owner_id=owner_id,
@@ -209,6 +240,7 @@ class ApiKey(Aggregate):
         self, actor: str, reason: str, at: datetime, context: dict[str, str] | None = None
     ) -> bool:
         """Revoke; a key already revoked or expired is left as it is (idempotent)."""
+        reason = check_reason(reason)
         if self.revoked_at is not None or self.expired_at is not None:
             return False
         self._revoked(actor=actor, reason=reason, at=at, context=context)
