@@ -21,6 +21,7 @@ from domain.scopes import SCOPES
 from infra.ledger import parse_key_id
 from infra.policy import PolicyError
 from infra.settings import SettingsError, load_settings
+from projections.audit import MAX_PAGE, position
 
 if TYPE_CHECKING:
     from infra.audit import AuditTrail
@@ -177,7 +178,7 @@ def _audit() -> AuditTrail:
 
 def audit_list(args: argparse.Namespace) -> int:
     from api.audit import audit_event
-    from api.keys import parse_instant
+    from api.query_values import parse_instant
     from projections.audit import AuditQuery
 
     query = AuditQuery(
@@ -223,6 +224,13 @@ def audit_verify(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0 if report.ok else 1
+
+
+def _page_size(text: str) -> int:
+    size = int(text)
+    if not 1 <= size <= MAX_PAGE:
+        raise ValueError(text)
+    return size
 
 
 def parser() -> argparse.ArgumentParser:
@@ -283,11 +291,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="RFC 3339 instant, inclusive")
     p.add_argument("--until", help="RFC 3339 instant, exclusive")
     p.add_argument("--oldest", action="store_true", help="oldest first")
-    p.add_argument("--cursor", type=int, help="the `next` of the previous page")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--cursor", type=position, help="the `next` of the previous page")
+    p.add_argument("--limit", type=_page_size, default=100, help=f"1-{MAX_PAGE} events")
     p.set_defaults(run=audit_list)
     p = audit_commands.add_parser("export", help="NDJSON of every event after a position")
-    p.add_argument("--after", type=int, default=0, help="the last position already exported")
+    p.add_argument("--after", type=position, default=0, help="the last position already exported")
     p.add_argument("--owner", help="one owner's keys (default: every owner)")
     p.set_defaults(run=audit_export)
     p = audit_commands.add_parser("verify", help="recompute the hash chain from the stored events")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -23,6 +24,11 @@ from eventsourcing.persistence import (
 from domain.api_key import ApiKey
 
 GENESIS = "0" * 64
+# Store positions are 64-bit signed integers in SQLite and PostgreSQL alike.
+MAX_POSITION = 2**63 - 1
+MAX_PAGE = 500
+# Digits, as many as the largest bound has (2**63 - 1 has 19): int() never reads a huge number.
+_DIGITS = re.compile("[0-9]{1,19}")
 # Owners never change, so a cache is always right; bounded so that a long catch-up over
 # millions of keys does not hold them all.
 _OWNER_CACHE_SIZE = 100_000
@@ -56,6 +62,8 @@ class AuditQuery(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.limit < 1:
             raise ValueError("limit must be at least 1")
+        if self.cursor is not None and not 0 <= self.cursor <= MAX_POSITION:
+            raise ValueError("a cursor is a store position, 0 to 2**63 - 1")
 
     def admits(self, row: AuditRow) -> bool:
         """Whether a row passes the filters and lies beyond the cursor (the order is the view's)."""
@@ -72,6 +80,20 @@ class AuditQuery(msgspec.Struct, frozen=True, kw_only=True):
         if self.cursor is not None:
             return row.position < self.cursor if self.newest_first else row.position > self.cursor
         return True
+
+
+def position(text: str) -> int:
+    """A store position (a cursor, an export's start) read from text; raises ValueError. The one
+    reading of the API's `cursor` and `after` and of the command line's."""
+    return whole_number(text, 0, MAX_POSITION)
+
+
+def whole_number(text: str, low: int, high: int) -> int:
+    """Decimal ASCII digits from low to high: no sign, space, exponent, fraction or other digits
+    ("²" and "٣" are digits to str.isdigit); raises ValueError."""
+    if not _DIGITS.fullmatch(text) or not low <= (number := int(text)) <= high:
+        raise ValueError(f"a whole number from {low} to {high}, in decimal digits")
+    return number
 
 
 class ChainReport(msgspec.Struct, frozen=True, kw_only=True):
