@@ -1,47 +1,85 @@
-"""POST /v1/verify: Anthra's own servers ask whether a token may do something."""
+"""POST /v1/verify: Anthra's own servers ask whether a token may do something.
+
+Anyone holding a token may ask whether it is valid, and learns `valid` and `code` only. Who holds
+it, its id, scopes and expiry, and any answer about the past (`as_of`), are told to a service that
+presents the verify secret, or to the signed-in owner of the token; to anyone else a token of
+another person's answers for the past as an unknown one.
+"""
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import anyio
 from litestar import Controller, Request, post
+from litestar.exceptions import HTTPException
 from litestar.params import JSONBody
 
 from api import problems
+from api.auth import Unavailable
+from api.query_values import parse_instant
 from api.schemas import VerifyRequest, VerifyResponse
 from domain.errors import InvalidInput
 from domain.scopes import ALL_SCOPES
 from domain.timeline import key_as_of, verify_as_of
 from infra.ledger import KeyLedger
+from projections.verification_index import KeyRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who asks, which decides what they learn: a service (the verify secret) everything, a
+    signed-in user everything about their own tokens, anyone else `valid` and `code` only."""
+
+    service: bool = False
+    user_id: str | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return not self.service and self.user_id is None
+
+    def may_see(self, record: KeyRecord) -> bool:
+        return self.service or (self.user_id is not None and self.user_id == record.owner_id)
+
+
+ANYONE = Caller()
 
 
 class VerifyController(Controller):
     path = "/v1/verify"
     tags = ["verify"]
+    # Open to anyone (no credential), or the verify secret, or a session cookie.
+    security = [{}, {"verifySecret": []}, {"session": []}]
 
-    @post("/", status_code=200, response_headers={"Cache-Control": "no-store"})
+    @post("/", status_code=200)
     async def verify(
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[VerifyRequest],
     ) -> VerifyResponse:
         """Whether the token is live and holds every scope asked for; no database round trip."""
-        state = request.app.state
-        ledger: KeyLedger = state.ledger
-        secret: str = state.verify_secret
-        if secret:
-            _require_verify_secret(request.headers.getall("authorization", []), secret)
+        ledger: KeyLedger = request.app.state.ledger
+        caller = await _caller(request)
         unknown = [s for s in data.scopes if s not in ALL_SCOPES]
         if unknown:
             raise InvalidInput("scopes", f"unknown scope {unknown[0]!r}")
         if data.as_of is not None:
-            return await anyio.to_thread.run_sync(_verify_as_of, ledger, data)
+            if caller.anonymous:
+                raise problems.AuthProblem(
+                    401,
+                    None,
+                    "answers about the past need the verify secret or a signed-in session",
+                    body_error="unauthorized",
+                )
+            instant = parse_instant(data.as_of, "as_of")
+            return await anyio.to_thread.run_sync(_verify_as_of, ledger, data, instant, caller)
         verification = ledger.verify(data.token, data.scopes)
         record = verification.record
-        if record is None:
-            return VerifyResponse(valid=False, code=verification.code)
+        if record is None or not caller.may_see(record):
+            return VerifyResponse(valid=verification.valid, code=verification.code)
         return VerifyResponse(
             valid=verification.valid,
             code=verification.code,
@@ -53,29 +91,53 @@ class VerifyController(Controller):
         )
 
 
-def _require_verify_secret(headers: list[str], secret: str) -> None:
-    if not headers:
+async def _caller(request: Request[Any, Any, Any]) -> Caller:
+    """Who asks; raises the problem that refuses the request."""
+    secret: str = request.app.state.verify_secret
+    authorization = request.headers.getall("authorization", [])
+    if authorization:
+        _require_verify_secret(authorization, secret)
+        return Caller(service=True)
+    try:
+        principal = await request.app.state.authenticator.session_principal(request.scope)
+    except Unavailable:
+        raise HTTPException(
+            status_code=503,
+            detail="the session could not be checked just now; retry shortly",
+            headers={"Retry-After": "1"},
+        ) from None
+    if principal is not None:
+        return Caller(user_id=principal.user_id)
+    if secret:
         raise problems.no_credentials()
+    return ANYONE
+
+
+def _require_verify_secret(headers: list[str], secret: str) -> None:
     if len(headers) > 1:
         raise problems.invalid_request("send one Authorization header, not several")
     scheme, _, credential = headers[0].strip().partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
         raise problems.invalid_request("use Authorization: Bearer <verify secret>")
+    if not secret:
+        raise problems.AuthProblem(
+            401, "invalid_token", "no verify secret is configured; send no Authorization header"
+        )
     if not hmac.compare_digest(credential.strip().encode(), secret.encode()):
         raise problems.AuthProblem(401, "invalid_token", "the verify secret is wrong")
 
 
-def _verify_as_of(ledger: KeyLedger, data: VerifyRequest) -> VerifyResponse:
+def _verify_as_of(
+    ledger: KeyLedger, data: VerifyRequest, instant: datetime, caller: Caller
+) -> VerifyResponse:
     """Whether the token would have been accepted for those scopes at that instant."""
-    assert data.as_of is not None
-    if data.as_of.tzinfo is None:
-        raise InvalidInput("as_of", "give the instant's offset, e.g. Z or +01:00")
     record = ledger.index.holder(data.token)
-    if record is None:
+    if record is None or not caller.may_see(record):
+        # Another person's token answers as an unknown one: nothing to learn about it.
         return VerifyResponse(valid=False, code="invalid_token")
     events = ledger.history(record.key_id)
-    code = verify_as_of(events, data.as_of, data.scopes)
-    then = key_as_of(events, data.as_of)
+    code = verify_as_of(events, instant, data.scopes)
+    then = key_as_of(events, instant)
     if then is None or code == "invalid_token":
         # As live: a token that would have been refused learns nothing about its key.
         return VerifyResponse(valid=False, code="invalid_token")
