@@ -9,6 +9,7 @@ from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 
 from api.auth import principal_of, requires_scopes
+from api.keys import SESSION_OR_TOKEN
 from api.schemas import Account, DayUsage, KeyCounts, KeyUsage, WhoAmI
 from domain.scopes import SCOPES
 from infra.ledger import KeyLedger
@@ -20,8 +21,9 @@ USAGE_DAYS = 30
 class AccountController(Controller):
     path = "/api/v1/account"
     tags = ["account"]
+    security = SESSION_OR_TOKEN
 
-    @get("/whoami", response_headers={"Cache-Control": "no-store"})
+    @get("/whoami")
     async def whoami(self, request: Request[Any, Any, Any]) -> WhoAmI:
         """Who is calling: any valid token may ask what it is and what it may do; no I/O."""
         principal = principal_of(request)
@@ -32,12 +34,7 @@ class AccountController(Controller):
             scopes=[s for s in SCOPES if s in principal.scopes],
         )
 
-    @get(
-        "/",
-        sync_to_thread=True,
-        guards=[requires_scopes("account:read")],
-        response_headers={"Cache-Control": "no-store"},
-    )
+    @get("/", sync_to_thread=True, guards=[requires_scopes("account:read")])
     def account(
         self,
         request: Request[Any, Any, Any],

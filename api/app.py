@@ -8,11 +8,12 @@ import time
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response
-from litestar.datastructures import State
+from litestar.datastructures import MutableScopeHeaders, State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
+from litestar.routes import HTTPRoute
+from litestar.types import Message, Scope
 
 from api import problems
 from api.account import AccountController
@@ -22,8 +23,10 @@ from api.authjs import SessionCookieCodec
 from api.authjs_database import DatabaseSessions
 from api.forward_auth import ForwardAuth
 from api.health import HealthController
+from api.json_body import JSONBodyRequest
 from api.keys import KeysController
 from api.local_sign_in import local_sign_in
+from api.openapi import openapi_config
 from api.page import AccountPage
 from api.request_context import RequestIds
 from api.resource_metadata import protected_resource_metadata
@@ -86,7 +89,9 @@ def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
         404: "not_found",
         405: "method_not_allowed",
         413: "request_too_large",
+        415: "unsupported_media_type",
         429: "too_many_requests",
+        503: "temporarily_unavailable",
     }
     response = _error(exc.status_code, codes.get(exc.status_code, "invalid_request"), exc.detail)
     if exc.headers:
@@ -98,6 +103,25 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     # The redacting log handlers keep any token in the trace down to its prefix.
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _error(500, "server_error", "an internal error occurred; it has been logged")
+
+
+def _answer_headers(allowed: dict[str, str]) -> Any:
+    """The one place every answer's defaults are set: `Cache-Control: no-store` unless a handler
+    chose otherwise (the public metadata), and an OPTIONS answer's `Allow` listing every method
+    of its path (Litestar 2's own lists only those of the first handler registered there)."""
+
+    async def before_send(message: Message, scope: Scope) -> None:
+        if message["type"] != "http.response.start":
+            return
+        headers = MutableScopeHeaders.from_message(message)
+        if "cache-control" not in headers:
+            headers["Cache-Control"] = "no-store"
+        if scope.get("method") == "OPTIONS" and "allow" in headers:
+            methods = allowed.get(scope.get("path_template", ""))
+            if methods:
+                headers["Allow"] = methods
+
+    return before_send
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock = time.time) -> Litestar:
@@ -155,6 +179,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         if database_sessions is not None:
             await database_sessions.close()
 
+    allowed: dict[str, str] = {}
     app = Litestar(
         route_handlers=[
             KeysController,
@@ -209,10 +234,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         ),
         on_startup=[start],
         on_shutdown=[stop],
-        openapi_config=OpenAPIConfig(title="Anthra key ledger", version="1.0.0", path="/schema"),
+        openapi_config=openapi_config(),
+        request_class=JSONBodyRequest,
+        before_send=[_answer_headers(allowed)],
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,
         debug=False,
+    )
+    allowed.update(
+        (route.path_format, ", ".join(sorted(route.methods)))
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
     )
     # Before routing, so that even an unknown path with a token in its URL is a 400, not a 404.
     app.asgi_handler = RequestIds(RefuseTokensInUrl(app.asgi_handler))

@@ -3,9 +3,10 @@ tamper evidence."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import anyio
@@ -13,11 +14,20 @@ import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 from litestar.response import Stream
 
 from api.auth import principal_of, requires_scopes, requires_session
-from api.keys import parse_instant
+from api.keys import SESSION_ONLY, SESSION_OR_TOKEN
+from api.problems import ErrorBody
+from api.query_values import (
+    InstantQuery,
+    OptionalInstantQuery,
+    PositionQuery,
+    parse_instant,
+    whole_number,
+)
 from api.schemas import (
     AuditEvent,
     AuditPage,
@@ -28,16 +38,18 @@ from api.schemas import (
     Interval,
 )
 from domain.errors import InvalidInput
-from domain.scopes import ALL_SCOPES
+from domain.scopes import ALL_SCOPES, SCOPES
 from domain.timeline import scope_change, scope_intervals
 from infra.audit import AuditTrail, VerificationRunning
 from infra.ledger import KeyLedger
-from projections.audit import AuditQuery, AuditRow
+from projections.audit import MAX_PAGE, MAX_POSITION, AuditQuery, AuditRow
 
-EVENT_TYPES = ("Minted", "ScopesSet", "Revoked", "Expired")
-MAX_PAGE = 500
+EventType = Literal["Minted", "ScopesSet", "Revoked", "Expired"]
 EXPORT_BATCH = 1000
+NDJSON = "application/x-ndjson"
 _encode_line = msgspec.json.Encoder().encode
+_UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_UUID = re.compile(_UUID_PATTERN)
 
 
 def audit_event(row: AuditRow) -> AuditEvent:
@@ -58,31 +70,16 @@ def audit_event(row: AuditRow) -> AuditEvent:
     return event
 
 
+def _position(text: str | None, field: str) -> int | None:
+    return None if text is None else whole_number(text, field, 0, MAX_POSITION)
+
+
 def _key_filter(key_id: str | None) -> UUID | None:
     if key_id is None:
         return None
-    try:
-        return UUID(key_id)
-    except ValueError:
-        raise InvalidInput("key_id", "a key id, as the keys API gives it") from None
-
-
-def _cursor(cursor: str | None, field: str) -> int | None:
-    if cursor is None:
-        return None
-    if not cursor.isdigit() or len(cursor) > 19:
-        raise InvalidInput(field, "pass back the value of `next` from the previous page")
-    return int(cursor)
-
-
-def _types(types: list[str] | None) -> tuple[str, ...]:
-    chosen = tuple(t for given in types or () for t in given.split(",") if t)
-    unknown = [t for t in chosen if t not in EVENT_TYPES]
-    if unknown:
-        raise InvalidInput(
-            "type", f"unknown event type {unknown[0]!r}; one of {', '.join(EVENT_TYPES)}"
-        )
-    return chosen
+    if not _UUID.fullmatch(key_id):
+        raise InvalidInput("key_id", "a key id, as the keys API gives it")
+    return UUID(key_id)
 
 
 class AuditController(Controller):
@@ -91,51 +88,67 @@ class AuditController(Controller):
     path = "/api/v1/audit"
     tags = ["audit"]
     guards = [requires_scopes("account:read")]
+    security = SESSION_OR_TOKEN
 
-    @get("/", sync_to_thread=True, response_headers={"Cache-Control": "no-store"})
+    @get("/", sync_to_thread=True)
     def list_events(
         self,
         request: Request[Any, Any, Any],
         audit: NamedDependency[AuditTrail],
-        key_id: Annotated[str | None, QueryParameter(name="key_id", max_length=64)] = None,
-        type: Annotated[list[str] | None, QueryParameter(name="type")] = None,
-        since: Annotated[str | None, QueryParameter(name="since", max_length=64)] = None,
-        until: Annotated[str | None, QueryParameter(name="until", max_length=64)] = None,
-        order: Annotated[str, QueryParameter(name="order", pattern="^(newest|oldest)$")] = "newest",
-        cursor: Annotated[str | None, QueryParameter(name="cursor", max_length=32)] = None,
-        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=MAX_PAGE)] = 100,
+        key_id: Annotated[
+            str | None,
+            QueryParameter(
+                description="One key's events",
+                schema_extra={"format": "uuid", "pattern": _UUID_PATTERN},
+            ),
+        ] = None,
+        type: Annotated[
+            list[EventType] | None, QueryParameter(description="Event types; repeat for more")
+        ] = None,
+        since: OptionalInstantQuery = None,
+        until: OptionalInstantQuery = None,
+        order: Annotated[
+            Literal["newest", "oldest"], QueryParameter(description="Newest or oldest first")
+        ] = "newest",
+        cursor: PositionQuery = None,
+        limit: Annotated[
+            int, QueryParameter(ge=1, le=MAX_PAGE, description="Events per page")
+        ] = 100,
     ) -> AuditPage:
         """The caller's key events, filtered, newest or oldest first, a page at a time."""
         query = AuditQuery(
             owner_id=principal_of(request).user_id,
             key_id=_key_filter(key_id),
-            types=_types(type),
-            since=parse_instant(since, "since") if since else None,
-            until=parse_instant(until, "until") if until else None,
+            types=tuple(dict.fromkeys(type or ())),
+            since=parse_instant(since, "since") if since is not None else None,
+            until=parse_instant(until, "until") if until is not None else None,
             newest_first=order == "newest",
-            cursor=_cursor(cursor, "cursor"),
+            cursor=_position(cursor, "cursor"),
             limit=limit,
         )
         rows = audit.query(query)
         following = str(rows[-1].position) if len(rows) == limit else None
         return AuditPage(events=[audit_event(r) for r in rows], next=following)
 
-    @get("/exposure", sync_to_thread=True, response_headers={"Cache-Control": "no-store"})
+    @get("/exposure", sync_to_thread=True)
     def exposure(
         self,
         request: Request[Any, Any, Any],
         ledger: NamedDependency[KeyLedger],
-        scope_name: Annotated[str, QueryParameter(name="scope", max_length=64)],
-        since: Annotated[str, QueryParameter(name="since", max_length=64)],
-        until: Annotated[str | None, QueryParameter(name="until", max_length=64)] = None,
+        scope_name: Annotated[
+            str,
+            QueryParameter(
+                name="scope", description="The scope", schema_extra={"enum": list(SCOPES)}
+            ),
+        ],
+        since: InstantQuery,
+        until: OptionalInstantQuery = None,
     ) -> Exposure:
         """Every key of the caller that held a scope at any moment in the window, and when."""
         if scope_name not in ALL_SCOPES:
             raise InvalidInput("scope", f"unknown scope {scope_name!r}")
         start = parse_instant(since, "since")
-        end = parse_instant(until, "until") if until else datetime.now(UTC)
-        if end <= start:
-            raise InvalidInput("until", "the window must end after it starts")
+        end = parse_instant(until, "until") if until is not None else datetime.now(UTC)
         exposed = []
         for record in ledger.keys_of(principal_of(request).user_id):
             intervals = scope_intervals(ledger.history(record.key_id), scope_name, start, end)
@@ -154,7 +167,8 @@ class AuditController(Controller):
         "/verify",
         sync_to_thread=True,
         guards=[requires_session],
-        response_headers={"Cache-Control": "no-store"},
+        security=SESSION_ONLY,
+        responses={429: ResponseSpec(ErrorBody, description="A verification is already running")},
     )
     def verify_chain(self, audit: NamedDependency[AuditTrail]) -> ChainVerification:
         """Recompute the hash chain from the stored events; the head, or where they disagree.
@@ -178,22 +192,29 @@ class AuditController(Controller):
             reason=report.reason,
         )
 
-    @get("/export")
+    @get(
+        "/export",
+        media_type=NDJSON,
+        responses={
+            200: ResponseSpec(
+                ExportLine,
+                description="One ExportLine per line, oldest first",
+                media_type=NDJSON,
+            )
+        },
+    )
     async def export(
         self,
         request: Request[Any, Any, Any],
         audit: NamedDependency[AuditTrail],
-        after: Annotated[str | None, QueryParameter(name="after", max_length=32)] = None,
+        after: PositionQuery = None,
     ) -> Stream:
         """NDJSON of the caller's events after a position, oldest first; resume from the last."""
-        start = _cursor(after, "after") or 0
         owner_id = principal_of(request).user_id
         await anyio.to_thread.run_sync(audit.catch_up)
-        return Stream(
-            export_lines(audit, start, owner_id),
-            media_type="application/x-ndjson",
-            headers={"Cache-Control": "no-store"},
-        )
+        # Every input is read before the first byte: once streaming, a 400 cannot be sent.
+        start = _position(after, "after") or 0
+        return Stream(export_lines(audit, start, owner_id), media_type=NDJSON)
 
 
 async def export_lines(audit: AuditTrail, after: int, owner_id: str | None) -> AsyncIterator[bytes]:

@@ -63,6 +63,7 @@ class ForwardAuth(Controller):
         http_method=_METHODS,
         status_code=200,
         response_headers={"Cache-Control": "no-store"},
+        security=[{}, {"bearer": []}],
     )
     async def authorize(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """200 with X-Anthra-Key-Id, -Owner-Id and -Scopes if the policy lets this caller pass."""

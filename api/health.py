@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from api.schemas import Health, Readiness
 from infra.follower import IndexFollower
@@ -18,7 +19,10 @@ class HealthController(Controller):
         """The process is up."""
         return Health(status="ok")
 
-    @get("/readyz")
+    @get(
+        "/readyz",
+        responses={503: ResponseSpec(Readiness, description="Not ready: the index is catching up")},
+    )
     async def readyz(self, request: Request[Any, Any, Any]) -> Response[Readiness]:
         """Ready once the verification index has caught up with the store and is fresh."""
         follower: IndexFollower = request.app.state.follower

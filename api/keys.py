@@ -8,12 +8,21 @@ from uuid import UUID
 
 from litestar import Controller, Request, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from api import problems
 from api.auth import principal_of, requires_scopes, requires_session
+from api.problems import ErrorBody
+from api.query_values import (
+    OptionalInstantQuery,
+    integer_schema,
+    parse_instant,
+    whole_number,
+)
 from api.request_context import context_of
 from api.schemas import (
+    LINE_PATTERN,
     ExpiredEvent,
     History,
     HistoryEvent,
@@ -27,15 +36,22 @@ from api.schemas import (
     SetScopesRequest,
 )
 from api.schemas import KeyAsOf as KeyAsOfView
-from domain.api_key import ApiKey
-from domain.errors import InvalidInput, KeyNotFound
+from domain.api_key import MAX_EXPIRY_DAYS, MAX_REASON_LENGTH, MIN_EXPIRY_DAYS, ApiKey
+from domain.errors import KeyNotFound
 from domain.scopes import SCOPES
 from domain.timeline import key_as_of, scope_change
 from infra.ledger import KeyLedger
 from infra.usage import UsageReport
 from projections.verification_index import KeyRecord
 
-NO_STORE = {"Cache-Control": "no-store"}
+KeyId = Annotated[
+    str,
+    PathParameter(description="The key's id, as minting gave it", schema_extra={"format": "uuid"}),
+]
+# Who may call: a signed-in session, or a token with the scope the guard names.
+SESSION_OR_TOKEN: list[dict[str, list[str]]] = [{"session": []}, {"bearer": []}]
+SESSION_ONLY: list[dict[str, list[str]]] = [{"session": []}]
+CONFLICT = {409: ResponseSpec(ErrorBody, description="The key is revoked or expired")}
 
 
 def key_view(
@@ -52,17 +68,6 @@ def key_view(
         revoked_at=record.revoked_at,
         last_used_at=(last_used or {}).get(record.key_id),
     )
-
-
-def parse_instant(text: str, field: str) -> datetime:
-    """An RFC 3339 instant with its offset; anything else is the caller's mistake, named."""
-    try:
-        instant = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(field, "an RFC 3339 instant, e.g. 2026-11-28T12:00:00Z") from None
-    if instant.tzinfo is None:
-        raise InvalidInput(field, "give the instant's offset, e.g. Z or +01:00")
-    return instant
 
 
 _ORDER = {scope: i for i, scope in enumerate(SCOPES)}
@@ -109,13 +114,10 @@ class KeysController(Controller):
 
     path = "/api/v1/keys"
     tags = ["keys"]
+    security = SESSION_OR_TOKEN
 
     @post(
-        "/",
-        guards=[requires_session],
-        status_code=201,
-        response_headers=NO_STORE,
-        sync_to_thread=True,
+        "/", guards=[requires_session], status_code=201, security=SESSION_ONLY, sync_to_thread=True
     )
     def mint(
         self,
@@ -144,19 +146,18 @@ class KeysController(Controller):
             expires_at=record.expires_at,
         )
 
-    @get(
-        "/",
-        guards=[requires_scopes("account:read")],
-        response_headers=NO_STORE,
-        sync_to_thread=True,
-    )
+    @get("/", guards=[requires_scopes("account:read")], sync_to_thread=True)
     def list_keys(
         self,
         request: Request[Any, Any, Any],
         ledger: NamedDependency[KeyLedger],
         usage: NamedDependency[UsageReport],
         unused_days: Annotated[
-            int | None, QueryParameter(name="unused_days", ge=1, le=3650)
+            str | None,
+            QueryParameter(
+                description="Only keys not used for this many days (never used included)",
+                schema_extra=integer_schema(MIN_EXPIRY_DAYS, MAX_EXPIRY_DAYS),
+            ),
         ] = None,
     ) -> KeyList:
         """The caller's keys, oldest first; with unused_days, only those not used for that long."""
@@ -164,7 +165,8 @@ class KeysController(Controller):
         records = ledger.keys_of(principal.user_id)
         last_used = usage.last_used([r.key_id for r in records])
         if unused_days is not None:
-            cutoff = ledger.now() - timedelta(days=unused_days)
+            days = whole_number(unused_days, "unused_days", MIN_EXPIRY_DAYS, MAX_EXPIRY_DAYS)
+            cutoff = ledger.now() - timedelta(days=days)
             records = [
                 r for r in records if r.key_id not in last_used or last_used[r.key_id] < cutoff
             ]
@@ -174,10 +176,10 @@ class KeysController(Controller):
     def show(
         self,
         request: Request[Any, Any, Any],
-        key_id: FromPath[str],
+        key_id: KeyId,
         ledger: NamedDependency[KeyLedger],
         usage: NamedDependency[UsageReport],
-        as_of: Annotated[str | None, QueryParameter(name="as_of", max_length=64)] = None,
+        as_of: OptionalInstantQuery = None,
     ) -> Key | KeyAsOfView:
         """One of the caller's keys; with as_of (RFC 3339), the key as it was at that instant."""
         owner_id = principal_of(request).user_id
@@ -200,11 +202,17 @@ class KeysController(Controller):
             as_of=then.as_of,
         )
 
-    @put("/{key_id:str}/scopes", guards=[requires_session], sync_to_thread=True)
+    @put(
+        "/{key_id:str}/scopes",
+        guards=[requires_session],
+        security=SESSION_ONLY,
+        responses=CONFLICT,
+        sync_to_thread=True,
+    )
     def set_scopes(
         self,
         request: Request[Any, Any, Any],
-        key_id: FromPath[str],
+        key_id: KeyId,
         data: JSONBody[SetScopesRequest],
         ledger: NamedDependency[KeyLedger],
     ) -> Key:
@@ -223,9 +231,17 @@ class KeysController(Controller):
     def revoke(
         self,
         request: Request[Any, Any, Any],
-        key_id: FromPath[str],
+        key_id: KeyId,
         ledger: NamedDependency[KeyLedger],
-        reason: Annotated[str, QueryParameter(name="reason", max_length=200)] = "",
+        reason: Annotated[
+            str,
+            QueryParameter(
+                name="reason",
+                max_length=MAX_REASON_LENGTH,
+                description="Why, for the audit history: printable text on one line, never a token",
+                schema_extra={"pattern": LINE_PATTERN},
+            ),
+        ] = "",
     ) -> Key:
         """Revoke a key: a session may revoke any of its keys, a token only itself."""
         principal = principal_of(request)
@@ -248,7 +264,7 @@ class KeysController(Controller):
     def history(
         self,
         request: Request[Any, Any, Any],
-        key_id: FromPath[str],
+        key_id: KeyId,
         ledger: NamedDependency[KeyLedger],
     ) -> History:
         """Every event of the key, oldest first, with who and when."""

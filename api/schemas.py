@@ -6,11 +6,32 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
-Name = Annotated[str, Meta(min_length=1, max_length=100, description="What the key is for")]
+from api.query_values import Instant
+from domain.api_key import MAX_NAME_LENGTH
+from domain.scopes import SCOPES
+
+# Printable text on one line (no control, format or separator character), and for a name
+# something besides spaces: the ledger's text rule, as far as a pattern can say it.
+# (U+2028 and U+2029 are the only line and paragraph separators.)
+LINE_PATTERN = r"^[^\p{C}\u2028\u2029]*$"
+TEXT_PATTERN = r"^[^\p{C}\u2028\u2029]*[^\p{C}\p{Z}][^\p{C}\u2028\u2029]*$"
+NO_TOKEN = "never a token (at most its 12-character display prefix)"  # noqa: S105
+ScopeName = Annotated[str, Meta(extra_json_schema={"enum": list(SCOPES)})]
+Name = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        description=f"What the key is for: printable text on one line, {NO_TOKEN}",
+        # For the schema only: Python's re has no \p{…}; the ledger's own rule decides.
+        extra_json_schema={"pattern": TEXT_PATTERN},
+    ),
+]
 ScopeList = Annotated[
-    list[str], Meta(min_length=1, max_length=6, description="Scopes to grant; at least one")
+    list[ScopeName],
+    Meta(min_length=1, max_length=6, description="Scopes to grant; at least one"),
 ]
 ExpiryDays = Annotated[int, Meta(ge=1, le=3650, description="Whole days until it expires")]
 
@@ -30,11 +51,11 @@ class SetScopesRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class VerifyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Ask whether a token is valid for some scopes."""
+    """Ask whether a token is valid for some scopes, now or at an instant in the past."""
 
     token: Annotated[str, Meta(max_length=512)]
-    scopes: Annotated[list[str], Meta(max_length=6)] = []
-    as_of: datetime | None = None
+    scopes: Annotated[list[ScopeName], Meta(max_length=6)] = []
+    as_of: Instant | None = None
 
 
 Status = Literal["active", "revoked", "expired"]
@@ -167,16 +188,17 @@ class Account(msgspec.Struct, frozen=True):
     usage: list[KeyUsage]
 
 
-class VerifyResponse(msgspec.Struct, frozen=True):
-    """Whether the token may do what was asked; ids and scopes when it is a known, live key."""
+class VerifyResponse(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Whether the token may do what was asked. Who holds it and what it may do are told only to
+    a service with the verify secret, or to the signed-in owner of the token."""
 
     valid: bool
     code: Literal["valid", "invalid_token", "insufficient_scope"]
-    key_id: str | None = None
-    owner_id: str | None = None
-    scopes: list[str] | None = None
-    expires_at: datetime | None = None
-    missing_scopes: list[str] | None = None
+    key_id: str | UnsetType | None = UNSET
+    owner_id: str | UnsetType | None = UNSET
+    scopes: list[str] | UnsetType | None = UNSET
+    expires_at: datetime | UnsetType | None = UNSET
+    missing_scopes: list[str] | UnsetType | None = UNSET
 
 
 class Health(msgspec.Struct, frozen=True):

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from domain.scopes import SCOPES
-from tests.api_support import SAME_ORIGIN, api_client, bearer, mint, signed_in_as
+from infra.settings import Settings
+from tests.api_support import SAME_ORIGIN, SECRET, api_client, bearer, mint, signed_in_as
 from tests.conftest import FakeClock
 
 
@@ -152,45 +153,41 @@ def test_changing_a_revoked_key_is_a_conflict() -> None:
 
 
 def test_verify_answers_for_anthras_own_servers() -> None:
-    with api_client() as client:
+    settings = Settings(
+        database_url="memory:", auth_secrets=(SECRET,), verify_secret="s3cret-verify"
+    )
+    with api_client(settings) as client:
         key = mint(client, scopes=["books:read"])
+        service = bearer("s3cret-verify")
         # valid
         body = client.post(
-            "/v1/verify", json={"token": key["token"], "scopes": ["books:read"]}
+            "/v1/verify", json={"token": key["token"], "scopes": ["books:read"]}, headers=service
         ).json()
         assert body["valid"] is True and body["code"] == "valid"
         assert body["key_id"] == key["id"] and body["owner_id"] == "alice"
         assert body["scopes"] == ["books:read"]
         # insufficient scope
         body = client.post(
-            "/v1/verify", json={"token": key["token"], "scopes": ["publish:write"]}
+            "/v1/verify",
+            json={"token": key["token"], "scopes": ["publish:write"]},
+            headers=service,
         ).json()
         assert body == body | {"valid": False, "code": "insufficient_scope"}
+        assert body["missing_scopes"] == ["publish:write"]
         # unknown and malformed answer alike
-        unknown = client.post("/v1/verify", json={"token": "ant_live_" + "A" * 50}).json()
-        garbage = client.post("/v1/verify", json={"token": "hello"}).json()
-        assert (
-            unknown
-            == garbage
-            == {
-                "valid": False,
-                "code": "invalid_token",
-                "key_id": None,
-                "owner_id": None,
-                "scopes": None,
-                "expires_at": None,
-                "missing_scopes": None,
-            }
-        )
+        unknown = client.post(
+            "/v1/verify", json={"token": "ant_live_" + "A" * 50}, headers=service
+        ).json()
+        garbage = client.post("/v1/verify", json={"token": "hello"}, headers=service).json()
+        assert unknown == garbage == {"valid": False, "code": "invalid_token"}
         # an unknown scope is the caller's mistake
-        response = client.post("/v1/verify", json={"token": key["token"], "scopes": ["nope"]})
+        response = client.post(
+            "/v1/verify", json={"token": key["token"], "scopes": ["nope"]}, headers=service
+        )
         assert response.status_code == 400 and response.json()["field"] == "scopes"
 
 
 def test_verify_can_require_a_shared_secret() -> None:
-    from infra.settings import Settings
-    from tests.api_support import SECRET
-
     settings = Settings(
         database_url="memory:", auth_secrets=(SECRET,), verify_secret="s3cret-verify"
     )

@@ -53,7 +53,7 @@ def test_a_key_as_it_was_and_a_token_as_it_would_have_been_answered() -> None:
 
         def verify(when: str, scopes: list[str]) -> str:
             body = {"token": key["token"], "scopes": scopes, "as_of": when}
-            response = client.post("/v1/verify", json=body)
+            response = client.post("/v1/verify", json=body, headers=signed_in_as("alice"))
             assert response.status_code == 200, response.text
             return str(response.json()["code"])
 
@@ -83,7 +83,9 @@ def test_an_instant_without_an_offset_or_that_is_not_one_is_a_400() -> None:
             assert response.status_code == 400, bad
             assert response.json()["field"] == "as_of"
         response = client.post(
-            "/v1/verify", json={"token": key["token"], "as_of": "2026-11-28T12:00:00"}
+            "/v1/verify",
+            json={"token": key["token"], "as_of": "2026-11-28T12:00:00"},
+            headers=signed_in_as("alice"),
         )
         assert response.status_code == 400
         assert response.json()["field"] == "as_of"

@@ -1,0 +1,190 @@
+"""The OpenAPI document as the API keeps it: JSON at /schema and /schema/openapi.json, YAML at
+/schema/openapi.yaml, no documentation site (no third-party script).
+
+Litestar generates the operations from the handlers; `contract` then writes down, in one place,
+what every operation shares and Litestar does not say: how callers authenticate, that every
+error body is an `ErrorBody`, which error statuses each operation can answer (decided by rule:
+what the middleware and the exception handlers can answer, given the operation's security, path
+parameters and body), and what the forward-auth endpoint reads from its headers.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
+
+from api import problems, resource_metadata, schemas
+from api.forward_auth import AUTHZ_PATH
+
+ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "ant_live_ token",
+        "description": "A personal access token: its scopes apply",
+    },
+    "session": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "authjs.session-token",
+        "description": (
+            "The Auth.js session cookie (also `__Secure-authjs.session-token`, chunked `.0`, "
+            "`.1`, …), sent with no Authorization header: the signed-in user, with every scope. "
+            "A state-changing request must be same-origin"
+        ),
+    },
+    "verifySecret": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "ANTHRA_VERIFY_SECRET, for Anthra's own services",
+    },
+}
+# Why each error status can happen, by the rule that adds it.
+_EVERY_OPERATION = {
+    "400": "Bad input (named in `field`), a malformed Authorization header, or a token in the URL"
+}
+_AUTHENTICATED = {
+    "401": "No credentials, or an invalid, revoked or expired token",
+    "403": "A missing scope, or a cross-site request on a session",
+    "503": "The verification index or the session store cannot vouch for itself just now",
+}
+_PATH_PARAMETERS = {"404": "No such key among the caller's"}
+_BODY = {"413": "The body is larger than 64 KiB", "415": "The body is not application/json"}
+# nginx's convention, of the three /v1/authz reads (see api/forward_auth.py): the one a schema can
+# state as parameters; Envoy's is the path form, `/v1/authz/{original_path}`.
+_AUTHZ_HEADERS = [
+    {
+        "name": "X-Original-URI",
+        "in": "header",
+        "required": True,
+        "description": "The original request target (nginx: `$request_uri`); Traefik's "
+        "X-Forwarded-Uri is read the same way",
+        "schema": {"type": "string", "pattern": "^/[!-~]*$", "maxLength": 2048},
+    },
+    {
+        "name": "X-Original-Method",
+        "in": "header",
+        "required": True,
+        "description": "The original request method (nginx: `$request_method`); Traefik's "
+        "X-Forwarded-Method is read the same way",
+        "schema": {"type": "string", "pattern": "^[A-Za-z]{1,16}$"},
+    },
+]
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Anthra key ledger",
+        version="1.0.0",
+        path="/schema",
+        render_plugins=[
+            ContractJson(path=["/", "/openapi.json"]),
+            ContractYaml(),
+        ],
+    )
+
+
+class ContractJson(JsonRenderPlugin):
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        return self.render_json(request, contract_of(request.app, openapi_schema))
+
+
+class ContractYaml(YamlRenderPlugin):
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        return super().render(request, contract_of(request.app, openapi_schema))
+
+
+def contract_of(app: Litestar, generated: dict[str, Any]) -> dict[str, Any]:
+    """The app's contract, made once from Litestar's document."""
+    made: dict[str, Any] | None = app.state.get("openapi_contract")
+    if made is None:
+        made = app.state["openapi_contract"] = contract(generated)
+    return made
+
+
+def contract(generated: dict[str, Any]) -> dict[str, Any]:
+    """Litestar's document with what every operation shares written down."""
+    document = copy.deepcopy(generated)
+    components = document.setdefault("components", {})
+    components["securitySchemes"] = SECURITY_SCHEMES
+    components.setdefault("schemas", {}).update(_wire_schemas())
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                _complete(path, operation)
+    return document
+
+
+def _complete(path: str, operation: dict[str, Any]) -> None:
+    if path == AUTHZ_PATH:
+        operation["parameters"] = [*operation.get("parameters", []), *_AUTHZ_HEADERS]
+    for parameter in operation.get("parameters", []):
+        parameter["schema"] = _present(parameter.get("schema", {}))
+    security = operation.get("security") or []
+    errors = dict(_EVERY_OPERATION)
+    if security:
+        errors |= _AUTHENTICATED
+    if any(p.get("in") == "path" for p in operation.get("parameters", [])):
+        errors |= _PATH_PARAMETERS
+    if "requestBody" in operation:
+        errors |= _BODY
+    responses: dict[str, Any] = operation["responses"]
+    for status, description in errors.items():
+        responses.setdefault(status, {"description": description})
+    for status, response in responses.items():
+        if status.startswith(("4", "5")) and _is_error(response):
+            response["content"] = {"application/json": {"schema": ERROR_REF}}
+        for media in response.get("content", {}).values():
+            media["schema"] = _any_of_models(media.get("schema", {}))
+
+
+def _is_error(response: dict[str, Any]) -> bool:
+    """Whether a 4xx/5xx answer carries an ErrorBody: all do, unless a handler declared a model
+    of its own for it (readiness answers 503 with its report)."""
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    ref = schema.get("$ref", "")
+    return not ref or ref == ERROR_REF["$ref"]
+
+
+def _present(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter is sent or absent, never null: `T | None` is just T."""
+    alternatives = schema.get("oneOf")
+    if not alternatives:
+        return schema
+    kept = [a for a in alternatives if a.get("type") != "null"]
+    if len(kept) != 1:
+        return schema
+    siblings = {k: v for k, v in schema.items() if k != "oneOf"}
+    return {**kept[0], **siblings}
+
+
+def _any_of_models(schema: dict[str, Any]) -> dict[str, Any]:
+    """A response that is one model or another (a key, or a key as it was): one model may hold
+    every field of the other, so `oneOf` would refuse the very answers it describes."""
+    alternatives = schema.get("oneOf")
+    if alternatives and all("$ref" in a for a in alternatives):
+        return {**{k: v for k, v in schema.items() if k != "oneOf"}, "anyOf": alternatives}
+    return schema
+
+
+def _wire_schemas() -> dict[str, Any]:
+    """Every Struct of the wire as msgspec itself describes it: its constraints, patterns and
+    enums, and `additionalProperties: false` where unknown fields are refused."""
+    structs = [
+        value
+        for module in (schemas, problems, resource_metadata)
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, msgspec.Struct)
+        and value.__module__ == module.__name__
+    ]
+    _, components = msgspec.json.schema_components(
+        structs, ref_template="#/components/schemas/{name}"
+    )
+    return components
