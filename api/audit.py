@@ -88,9 +88,8 @@ class AuditController(Controller):
     path = "/api/v1/audit"
     tags = ["audit"]
     guards = [requires_scopes("account:read")]
-    security = SESSION_OR_TOKEN
 
-    @get("/", sync_to_thread=True)
+    @get("/", sync_to_thread=True, security=SESSION_OR_TOKEN)
     def list_events(
         self,
         request: Request[Any, Any, Any],
@@ -130,7 +129,7 @@ class AuditController(Controller):
         following = str(rows[-1].position) if len(rows) == limit else None
         return AuditPage(events=[audit_event(r) for r in rows], next=following)
 
-    @get("/exposure", sync_to_thread=True)
+    @get("/exposure", sync_to_thread=True, security=SESSION_OR_TOKEN)
     def exposure(
         self,
         request: Request[Any, Any, Any],
@@ -195,6 +194,7 @@ class AuditController(Controller):
     @get(
         "/export",
         media_type=NDJSON,
+        security=SESSION_OR_TOKEN,
         responses={
             200: ResponseSpec(
                 ExportLine,

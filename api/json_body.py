@@ -90,13 +90,13 @@ def _check_structure(body: bytes) -> None:
 
 
 def _key(token: bytes) -> str:
-    # "\u0061" and "a" are the same key.
+    """A key as its object holds it: "\u0061" and "a" are the same key."""
     if b"\\" in token:
         try:
             return str(msgspec.json.decode(token))
         except msgspec.DecodeError:
             pass
-    return token.decode("utf-8", "replace")
+    return token[1:-1].decode("utf-8", "replace")
 
 
 def _invalid(message: str) -> ValidationException:

@@ -114,7 +114,6 @@ class KeysController(Controller):
 
     path = "/api/v1/keys"
     tags = ["keys"]
-    security = SESSION_OR_TOKEN
 
     @post(
         "/", guards=[requires_session], status_code=201, security=SESSION_ONLY, sync_to_thread=True
@@ -146,7 +145,12 @@ class KeysController(Controller):
             expires_at=record.expires_at,
         )
 
-    @get("/", guards=[requires_scopes("account:read")], sync_to_thread=True)
+    @get(
+        "/",
+        guards=[requires_scopes("account:read")],
+        security=SESSION_OR_TOKEN,
+        sync_to_thread=True,
+    )
     def list_keys(
         self,
         request: Request[Any, Any, Any],
@@ -172,7 +176,12 @@ class KeysController(Controller):
             ]
         return KeyList(keys=[key_view(r, ledger, last_used) for r in records])
 
-    @get("/{key_id:str}", guards=[requires_scopes("account:read")], sync_to_thread=True)
+    @get(
+        "/{key_id:str}",
+        guards=[requires_scopes("account:read")],
+        security=SESSION_OR_TOKEN,
+        sync_to_thread=True,
+    )
     def show(
         self,
         request: Request[Any, Any, Any],
@@ -227,7 +236,13 @@ class KeysController(Controller):
         )
         return key_view(record, ledger)
 
-    @delete("/{key_id:str}", status_code=200, sync_to_thread=True)
+    @delete(
+        "/{key_id:str}",
+        status_code=200,
+        security=SESSION_OR_TOKEN,
+        responses={403: ResponseSpec(ErrorBody, description="A token revoking another key")},
+        sync_to_thread=True,
+    )
     def revoke(
         self,
         request: Request[Any, Any, Any],
@@ -260,7 +275,12 @@ class KeysController(Controller):
         )
         return key_view(record, ledger)
 
-    @get("/{key_id:str}/history", guards=[requires_scopes("account:read")], sync_to_thread=True)
+    @get(
+        "/{key_id:str}/history",
+        guards=[requires_scopes("account:read")],
+        security=SESSION_OR_TOKEN,
+        sync_to_thread=True,
+    )
     def history(
         self,
         request: Request[Any, Any, Any],

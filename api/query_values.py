@@ -20,7 +20,7 @@ LAST_YEAR = 9998
 # RFC 3339 date-time with its offset, years 1970-9998: every such instant is also one in UTC (an
 # offset can move it by a day, never past year 1 or 9999, where Python's datetimes end).
 INSTANT_PATTERN = (
-    r"^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-(0[1-9]|1[0-2])-"
+    r"^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])-"
     r"(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?"
     r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )

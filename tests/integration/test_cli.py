@@ -140,3 +140,38 @@ def test_an_operator_reads_exports_and_verifies_the_audit_trail(run, sqlite_url:
     assert tampered.returncode == 1
     assert json.loads(tampered.stdout)["first_bad_position"] == 2
     assert "position 2" in tampered.stderr
+
+
+def test_a_token_is_refused_as_a_name_or_a_reason_and_never_echoed(run) -> None:  # type: ignore[no-untyped-def]
+    minted = run("keys", "mint", "--owner", "u1", "--name", "ops", "--scope", "books:read")
+    *key_json, token = minted.stdout.strip().splitlines()
+    key = json.loads("\n".join(key_json))
+    # A name that holds the token, as pasted or percent-encoded
+    for name in (token, f"deploy {token.replace('_', '%5F')}"):
+        refused = run("keys", "mint", "--owner", "u1", "--name", name, "--scope", "books:read")
+        assert refused.returncode == 1
+        assert "name: it holds a token" in refused.stderr
+        assert token[12:] not in refused.stderr + refused.stdout
+    # A reason that does
+    refused = run("keys", "revoke", key["id"], "--reason", f"leaked: {token}")
+    assert refused.returncode == 1
+    assert "reason: it holds a token" in refused.stderr
+    # Nothing was recorded: one key, still active, its history one event long
+    assert [
+        k["status"] for k in json.loads(run("keys", "list", "--owner", "u1").stdout)["keys"]
+    ] == ["active"]
+    assert token[12:] not in run("audit", "export").stdout
+
+
+def test_a_cursor_or_start_beyond_64_bits_is_refused_before_the_store_is_read(run) -> None:  # type: ignore[no-untyped-def]
+    run("keys", "mint", "--owner", "u1", "--name", "a", "--scope", "books:read")
+    for args in (
+        ("audit", "list", "--cursor", str(2**63)),
+        ("audit", "list", "--cursor", "²"),
+        ("audit", "export", "--after", str(2**63)),
+        ("audit", "list", "--limit", "0"),
+    ):
+        refused = run(*args)
+        assert refused.returncode == 2, args
+        assert "Traceback" not in refused.stderr
+    assert run("audit", "export", "--after", str(2**63 - 1)).returncode == 0

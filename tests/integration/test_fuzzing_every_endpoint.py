@@ -35,7 +35,7 @@ from tests.api_support import COOKIE, ORIGIN, SAME_ORIGIN, SECRET, session_cooki
 
 ROOT = Path(__file__).resolve().parents[2]
 VERIFY_SECRET = "verify-secret-for-the-fuzz-test"
-EXAMPLES = 40
+EXAMPLES = 25
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 from uuid import uuid4
 
 import pytest
@@ -125,3 +127,66 @@ def test_an_expired_but_unswept_key_takes_no_scope_change() -> None:
     with pytest.raises(KeyNotActive) as raised:
         key.set_scopes(["account:read"], "user:u1", T0 + timedelta(days=1))
     assert raised.value.status == "expired"
+
+
+def _pasted(t: str) -> dict[str, str]:
+    """A token as a person might paste it from wherever it was."""
+    full_width = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in t)
+    return {
+        "as it is": t,
+        "in a sentence": f"deploy key {t} for CI",
+        "upper case": t.upper(),
+        "percent-encoded": quote(t, safe=""),
+        "percent-encoded twice": quote(quote(t, safe=""), safe=""),
+        "underscores encoded": t.replace("_", "%5F"),
+        "HTML references": t.replace("_", "&#95;"),
+        "JSON escapes": t.replace("_", "\\u005f"),
+        "full-width": full_width,
+        "base64 (a Kubernetes secret)": base64.b64encode(t.encode()).decode(),
+        "base64 glued to text": "k8s:" + base64.b64encode(b"x" + t.encode()).decode(),
+        "without its prefix": t[len(token.PREFIX) :],
+        "split after its prefix": f"{t[:9]} {t[9:]}",
+        "prefix and four more": t[:13],
+    }
+
+
+@pytest.mark.parametrize("how", list(_pasted("ant_live_" + "A" * 50)))
+def test_a_name_or_reason_that_holds_a_token_is_refused_however_it_was_pasted(how: str) -> None:
+    t = token.generate()
+    pasted = _pasted(t)[how]
+    with pytest.raises(InvalidInput) as raised:
+        mint(name=pasted)
+    assert raised.value.field == "name"
+    assert "holds a token" in raised.value.message
+    assert t[12:] not in str(raised.value)
+    key = mint()
+    key.collect_events()
+    with pytest.raises(InvalidInput) as raised:
+        key.revoke("user:u1", pasted, T0)
+    assert (raised.value.field, "holds a token" in raised.value.message) == ("reason", True)
+    assert event_names(key) == []
+    with pytest.raises(InvalidInput) as raised:
+        mint(owner_id=pasted)
+    assert raised.value.field == "owner_id"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "deploy (ant_live_aB3)",  # the display prefix, which the API shows anyway
+        "ant_live_ keys for CI",
+        "A" * 100,  # long runs of token characters that are no token
+        "Déploiement — 本番 🚀",
+        "ant-live-123456789",
+    ],
+)
+def test_names_that_hold_no_token_are_kept(name: str) -> None:
+    assert mint(name=name).name == name
+
+
+@pytest.mark.parametrize("reason", ["bad\x00reason", "line\nbreak", "a\u202eb", "x" * 201])
+def test_a_reason_is_printable_on_one_line_and_short(reason: str) -> None:
+    key = mint()
+    with pytest.raises(InvalidInput) as raised:
+        key.revoke("user:u1", reason, T0)
+    assert raised.value.field == "reason"

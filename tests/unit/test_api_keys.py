@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Any
 
@@ -291,3 +292,31 @@ def test_a_token_can_ask_who_it_is_and_what_it_may_do() -> None:
         assert session["key_id"] is None
         assert len(session["scopes"]) == 6
         assert client.get("/api/v1/account/whoami").status_code == 401
+
+
+def test_a_token_pasted_as_a_name_or_reason_is_refused_and_kept_nowhere() -> None:
+    with api_client() as client:
+        alice = SAME_ORIGIN | signed_in_as("alice")
+        key = mint(client)
+        token = key["token"]
+        # Mint a key named with a token, as pasted or upper-cased or base64-encoded
+        for name in (token, f"CI {token.upper()}", base64.b64encode(token.encode()).decode()):
+            response = client.post(
+                "/api/v1/keys", json={"name": name, "scopes": ["books:read"]}, headers=alice
+            )
+            assert response.status_code == 400
+            assert response.json()["field"] == "name"
+            assert token[12:] not in response.text
+        # Revoke with a reason that holds it (the plain token in a URL is refused before)
+        encoded = base64.b64encode(f"leaked {token}".encode()).decode()
+        response = client.delete(
+            f"/api/v1/keys/{key['id']}", params={"reason": encoded}, headers=alice
+        )
+        assert response.status_code == 400
+        assert response.json()["field"] == "reason"
+        # Nothing was recorded: the one key, active, and no trace in the list or the trail
+        listed = client.get("/api/v1/keys", headers=alice)
+        assert [k["status"] for k in listed.json()["keys"]] == ["active"]
+        trail = client.get("/api/v1/audit", headers=alice)
+        assert [e["type"] for e in trail.json()["events"]] == ["Minted"]
+        assert token[12:] not in listed.text + trail.text

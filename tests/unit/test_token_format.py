@@ -57,3 +57,9 @@ def test_wrong_length_prefix_or_alphabet_is_rejected_without_lookup() -> None:
 
 def test_two_tokens_differ() -> None:
     assert len({token.generate() for _ in range(1000)}) == 1000
+
+
+@given(tokens, st.text(max_size=20), st.text(max_size=20))
+def test_text_around_a_token_still_holds_it(t: str, before: str, after: str) -> None:
+    assert token.holds_token(before + t + after)
+    assert token.holds_token(before + t[len(token.PREFIX) :] + after)

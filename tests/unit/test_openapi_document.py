@@ -1,0 +1,131 @@
+"""The contract the API publishes, and the headers every answer carries, checked route by route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from litestar.routes import HTTPRoute
+
+from tests.api_support import SAME_ORIGIN, api_client, mint, signed_in_as
+
+PUBLIC = {"/healthz", "/readyz", "/.well-known/oauth-protected-resource"}
+ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def _document() -> dict[str, Any]:
+    with api_client() as client:
+        response = client.get("/schema/openapi.json")
+        assert response.status_code == 200
+        return dict(response.json())
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (path, method, operation)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+    ]
+
+
+def test_the_schema_is_json_and_yaml_with_no_documentation_site_and_no_third_party_script() -> None:
+    with api_client() as client:
+        root = client.get("/schema")
+        assert root.status_code == 200
+        assert "json" in root.headers["content-type"]
+        assert "<script" not in root.text and "cdn." not in root.text
+        as_yaml = client.get("/schema/openapi.yaml")
+        assert yaml.safe_load(as_yaml.text) == root.json()
+        for site in ("/schema/swagger", "/schema/redoc", "/schema/elements", "/schema/rapidoc"):
+            page = client.get(site)
+            assert page.status_code == 404 and "<script" not in page.text
+
+
+def test_callers_authenticate_as_the_document_says() -> None:
+    document = _document()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["bearer"] == schemes["bearer"] | {"type": "http", "scheme": "bearer"}
+    assert schemes["session"] == schemes["session"] | {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "authjs.session-token",
+    }
+    for path, method, operation in _operations(document):
+        security = operation.get("security")
+        if path in PUBLIC:
+            assert not security, (method, path)
+        else:
+            assert security, (method, path)
+            assert all(set(r) <= set(schemes) for r in security), (method, path)
+    keys = document["paths"]["/api/v1/keys"]
+    assert keys["post"]["security"] == [{"session": []}]
+    assert {"bearer": []} in keys["get"]["security"]
+    assert {} in document["paths"]["/v1/verify"]["post"]["security"]
+
+
+def test_every_error_an_operation_can_answer_is_documented_as_an_error_body() -> None:
+    document = _document()
+    for path, method, operation in _operations(document):
+        responses = operation["responses"]
+        assert "400" in responses, (method, path)
+        if operation.get("security"):
+            assert {"401", "403"} <= set(responses), (method, path)
+        if "{" in path:
+            assert "404" in responses, (method, path)
+        if "requestBody" in operation:
+            assert {"413", "415"} <= set(responses), (method, path)
+        for status, response in responses.items():
+            if status[0] in "45" and (path, status) != ("/readyz", "503"):
+                schema = response["content"]["application/json"]["schema"]
+                assert schema == ERROR_BODY, (method, path, status)
+    # The ones a rule cannot guess, declared by their handlers
+    assert "403" in document["paths"]["/api/v1/keys/{key_id}"]["delete"]["responses"]
+    assert "409" in document["paths"]["/api/v1/keys/{key_id}/scopes"]["put"]["responses"]
+    assert "429" in document["paths"]["/api/v1/audit/verify"]["get"]["responses"]
+    ready = document["paths"]["/readyz"]["get"]["responses"]["503"]["content"]
+    assert ready["application/json"]["schema"] == {"$ref": "#/components/schemas/Readiness"}
+
+
+def test_the_export_is_documented_as_ndjson_and_authz_with_the_headers_it_reads() -> None:
+    document = _document()
+    export = document["paths"]["/api/v1/audit/export"]["get"]["responses"]["200"]["content"]
+    assert list(export) == ["application/x-ndjson"]
+    authz = document["paths"]["/v1/authz"]["get"]["parameters"]
+    required = {p["name"] for p in authz if p["in"] == "header" and p["required"]}
+    assert required == {"X-Original-URI", "X-Original-Method"}
+    # A query parameter is sent or absent, never null
+    for _, _, operation in _operations(document):
+        for parameter in operation.get("parameters", []):
+            assert "null" not in str(parameter["schema"]), parameter
+
+
+def test_every_answer_of_every_route_is_no_store_and_options_lists_every_method() -> None:
+    with api_client() as client:
+        key = mint(client)
+        alice = SAME_ORIGIN | signed_in_as("alice")
+        # The ones that went without before (the loop below revokes the key)
+        for url in [f"/api/v1/keys/{key['id']}", f"/api/v1/keys/{key['id']}/history"]:
+            assert client.get(url, headers=alice).headers["cache-control"] == "no-store"
+        then = client.get(
+            f"/api/v1/keys/{key['id']}", params={"as_of": key["created_at"]}, headers=alice
+        )
+        assert then.status_code == 200 and then.headers["cache-control"] == "no-store"
+        rescoped = client.put(
+            f"/api/v1/keys/{key['id']}/scopes", json={"scopes": ["account:read"]}, headers=alice
+        )
+        assert rescoped.status_code == 200 and rescoped.headers["cache-control"] == "no-store"
+        routes = [route for route in client.app.routes if isinstance(route, HTTPRoute)]
+        for route in routes:
+            path = route.path_format.replace("{key_id}", key["id"]).replace(
+                "{original_path}", "api/v1/books"
+            )
+            path = path.replace("{name}", "api-keys.css").replace("{path}", "x")
+            for method in sorted(route.methods):
+                for headers in (alice, {}):
+                    response = client.request(method, path, headers=headers, json={})
+                    public = method == "GET" and "well-known" in path
+                    expected = "max-age=300" if public else "no-store"
+                    assert response.headers.get("cache-control") == expected, (method, path)
+                    if method == "OPTIONS" and response.status_code == 204:
+                        allowed = response.headers["allow"]
+                        assert allowed == ", ".join(sorted(route.methods)), path
