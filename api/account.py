@@ -9,7 +9,7 @@ from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 
 from api.auth import principal_of, requires_scopes
-from api.keys import SESSION_OR_TOKEN
+from api.openapi import SESSION_OR_TOKEN
 from api.schemas import Account, DayUsage, KeyCounts, KeyUsage, WhoAmI
 from domain.scopes import SCOPES
 from infra.ledger import KeyLedger

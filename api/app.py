@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response
-from litestar.datastructures import MutableScopeHeaders, State
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import DefineMiddleware
@@ -113,13 +113,16 @@ def _answer_headers(allowed: dict[str, str]) -> Any:
     async def before_send(message: Message, scope: Scope) -> None:
         if message["type"] != "http.response.start":
             return
-        headers = MutableScopeHeaders.from_message(message)
-        if "cache-control" not in headers:
-            headers["Cache-Control"] = "no-store"
-        if scope.get("method") == "OPTIONS" and "allow" in headers:
+        headers = list(message.get("headers", ()))
+        names = {name.lower() for name, _ in headers}
+        if b"cache-control" not in names:
+            headers.append((b"cache-control", b"no-store"))
+        if b"allow" in names and scope.get("method") == "OPTIONS":
             methods = allowed.get(scope.get("path_template", ""))
             if methods:
-                headers["Allow"] = methods
+                headers = [(n, v) for n, v in headers if n.lower() != b"allow"]
+                headers.append((b"allow", methods.encode()))
+        message["headers"] = headers
 
     return before_send
 

@@ -19,7 +19,7 @@ from litestar.params import QueryParameter
 from litestar.response import Stream
 
 from api.auth import principal_of, requires_scopes, requires_session
-from api.keys import SESSION_ONLY, SESSION_OR_TOKEN
+from api.openapi import SESSION_ONLY, SESSION_OR_TOKEN
 from api.problems import ErrorBody
 from api.query_values import (
     InstantQuery,

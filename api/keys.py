@@ -13,6 +13,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from api import problems
 from api.auth import principal_of, requires_scopes, requires_session
+from api.openapi import SESSION_ONLY, SESSION_OR_TOKEN
 from api.problems import ErrorBody
 from api.query_values import (
     OptionalInstantQuery,
@@ -48,9 +49,6 @@ KeyId = Annotated[
     str,
     PathParameter(description="The key's id, as minting gave it", schema_extra={"format": "uuid"}),
 ]
-# Who may call: a signed-in session, or a token with the scope the guard names.
-SESSION_OR_TOKEN: list[dict[str, list[str]]] = [{"session": []}, {"bearer": []}]
-SESSION_ONLY: list[dict[str, list[str]]] = [{"session": []}]
 CONFLICT = {409: ResponseSpec(ErrorBody, description="The key is revoked or expired")}
 
 

@@ -22,6 +22,12 @@ from api import problems, resource_metadata, schemas
 from api.forward_auth import AUTHZ_PATH
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+# An operation's security, as handlers declare it (Litestar appends a handler's list to its
+# controller's, so each handler names its own): a session, or a token with the guard's scope.
+SESSION_OR_TOKEN: list[dict[str, list[str]]] = [{"session": []}, {"bearer": []}]
+SESSION_ONLY: list[dict[str, list[str]]] = [{"session": []}]
+# Anyone, a service with the verify secret, or a session: what each learns differs.
+ANYONE_SERVICE_OR_SESSION: list[dict[str, list[str]]] = [{}, {"verifySecret": []}, {"session": []}]
 SECURITY_SCHEMES: dict[str, dict[str, str]] = {
     "bearer": {
         "type": "http",

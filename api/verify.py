@@ -20,6 +20,7 @@ from litestar.params import JSONBody
 
 from api import problems
 from api.auth import Unavailable
+from api.openapi import ANYONE_SERVICE_OR_SESSION
 from api.query_values import parse_instant
 from api.schemas import VerifyRequest, VerifyResponse
 from domain.errors import InvalidInput
@@ -51,8 +52,7 @@ ANYONE = Caller()
 class VerifyController(Controller):
     path = "/v1/verify"
     tags = ["verify"]
-    # Open to anyone (no credential), or the verify secret, or a session cookie.
-    security = [{}, {"verifySecret": []}, {"session": []}]
+    security = ANYONE_SERVICE_OR_SESSION
 
     @post("/", status_code=200)
     async def verify(
