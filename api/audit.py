@@ -25,6 +25,7 @@ from api.query_values import (
     InstantQuery,
     OptionalInstantQuery,
     PositionQuery,
+    integer_schema,
     parse_instant,
     whole_number,
 )
@@ -46,6 +47,7 @@ from projections.audit import MAX_PAGE, MAX_POSITION, AuditQuery, AuditRow
 
 EventType = Literal["Minted", "ScopesSet", "Revoked", "Expired"]
 EXPORT_BATCH = 1000
+DEFAULT_PAGE = 100
 NDJSON = "application/x-ndjson"
 _encode_line = msgspec.json.Encoder().encode
 _UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -111,10 +113,15 @@ class AuditController(Controller):
         ] = "newest",
         cursor: PositionQuery = None,
         limit: Annotated[
-            int, QueryParameter(ge=1, le=MAX_PAGE, description="Events per page")
-        ] = 100,
+            str,
+            QueryParameter(
+                description="Events per page",
+                schema_extra=integer_schema(1, MAX_PAGE) | {"default": DEFAULT_PAGE},
+            ),
+        ] = str(DEFAULT_PAGE),
     ) -> AuditPage:
         """The caller's key events, filtered, newest or oldest first, a page at a time."""
+        page_size = whole_number(limit, "limit", 1, MAX_PAGE)
         query = AuditQuery(
             owner_id=principal_of(request).user_id,
             key_id=_key_filter(key_id),
@@ -123,10 +130,10 @@ class AuditController(Controller):
             until=parse_instant(until, "until") if until is not None else None,
             newest_first=order == "newest",
             cursor=_position(cursor, "cursor"),
-            limit=limit,
+            limit=page_size,
         )
         rows = audit.query(query)
-        following = str(rows[-1].position) if len(rows) == limit else None
+        following = str(rows[-1].position) if len(rows) == page_size else None
         return AuditPage(events=[audit_event(r) for r in rows], next=following)
 
     @get("/exposure", sync_to_thread=True, security=SESSION_OR_TOKEN)

@@ -80,6 +80,7 @@ def test_a_whole_number_is_ascii_digits_within_its_bounds(value: str) -> None:
         alice = signed_in_as("alice")
         for path, field in [
             ("/api/v1/audit", "cursor"),
+            ("/api/v1/audit", "limit"),
             ("/api/v1/audit/export", "after"),
             ("/api/v1/keys", "unused_days"),
         ]:
