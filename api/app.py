@@ -7,6 +7,7 @@ import secrets
 import time
 from typing import Any
 
+import psycopg
 from litestar import Litestar, MediaType, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -19,7 +20,7 @@ from api.account import AccountController
 from api.audit import AuditController
 from api.auth import Authenticator, KeyAuthMiddleware, RefuseTokensInUrl, problem_response
 from api.authjs import SessionCookieCodec
-from api.authjs_database import DatabaseSessions
+from api.authjs_database import DatabaseSessions, SessionTablesMissing
 from api.forward_auth import ForwardAuth
 from api.health import HealthController
 from api.keys import KeysController
@@ -34,6 +35,7 @@ from infra.event_store import describe_store, store_env
 from infra.follower import IndexFollower
 from infra.index_snapshots import IndexSnapshot
 from infra.ledger import Clock, KeyLedger, LedgerStore
+from infra.outage import summary
 from infra.policy import Policy
 from infra.settings import Settings, load_settings
 from infra.sweeper import ExpirySweeper
@@ -131,11 +133,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     else:
         secrets_in_use, sign_in_code = settings.auth_secrets, ""
     codec = SessionCookieCodec(secrets_in_use) if secrets_in_use else None
-    # Auth.js's database strategy: its adapter's tables, on their own URL or beside the ledger.
-    sessions_url = settings.authjs_database_url or (
-        settings.database_url if settings.backend == "postgres" else ""
+    # Auth.js's database strategy only when configured: otherwise a cookie that is not a JWE is
+    # no session, and costs no query.
+    database_sessions = (
+        DatabaseSessions(settings.authjs_database_url) if settings.authjs_database_url else None
     )
-    database_sessions = DatabaseSessions(sessions_url) if sessions_url else None
     authenticator = Authenticator(
         ledger.verify, codec, settings.allowed_origins, database_sessions=database_sessions
     )
@@ -145,6 +147,23 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         follower.start()
         sweeper.start()
         usage_flusher.start()
+
+    async def check_session_tables() -> None:
+        if database_sessions is None:
+            return
+        try:
+            await database_sessions.check_tables()
+        except psycopg.Error as e:
+            # Bearer tokens need no session database: serve them, and answer 503 to session
+            # cookies until it is back.
+            log.warning(
+                "Auth.js session database unreachable at start (%s); session cookies answer "
+                "503 until it is back",
+                summary(e),
+            )
+        except SessionTablesMissing as e:
+            log.error("%s", e)
+            raise
 
     async def stop() -> None:
         usage_flusher.stop()
@@ -207,7 +226,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "authorization_servers": settings.authorization_servers,
             }
         ),
-        on_startup=[start],
+        on_startup=[check_session_tables, start],
         on_shutdown=[stop],
         openapi_config=OpenAPIConfig(title="Anthra key ledger", version="1.0.0", path="/schema"),
         request_max_body_size=MAX_BODY_BYTES,

@@ -35,6 +35,7 @@ from api.authjs import (
     parse_cookie_header,
 )
 from api.principal import Principal
+from infra.outage import Outage
 from projections.verification_index import IndexStale, Verification
 
 log = logging.getLogger("anthra.auth")
@@ -51,8 +52,16 @@ class SessionLookup(Protocol):
     async def user(self, session_token: str) -> SessionClaims | None: ...
 
 
+INDEX_CATCHING_UP = "the verification index is catching up; retry shortly"
+SESSIONS_UNREACHABLE = "the session database is unreachable; retry shortly"
+
+
 class Unavailable(Exception):
-    """The verification index cannot vouch for its freshness: answer 503, never fail open."""
+    """Something authentication needs cannot answer: 503, never fail open; says what."""
+
+    def __init__(self, description: str = INDEX_CATCHING_UP) -> None:
+        super().__init__(description)
+        self.description = description
 
 
 def token_in_url(raw_path: bytes, query_string: bytes) -> bool:
@@ -84,6 +93,7 @@ class Authenticator:
         self.session_codec = session_codec
         self.allowed_origins = frozenset(o.rstrip("/") for o in allowed_origins)
         self.database_sessions = database_sessions
+        self._sessions_outage = Outage(log, "the Auth.js session database")
 
     async def session_principal(self, scope: Scope) -> Principal | None:
         """The signed-in user of a session cookie, if any; for pages, which take no tokens."""
@@ -155,9 +165,10 @@ class Authenticator:
         elif self.database_sessions is not None:
             try:
                 found_claims = await self.database_sessions.user(value)
-            except psycopg.Error:
-                log.warning("session database unreachable", exc_info=True)
-                raise Unavailable from None
+            except psycopg.Error as e:
+                self._sessions_outage.failed(e)
+                raise Unavailable(SESSIONS_UNREACHABLE) from None
+            self._sessions_outage.recovered()
             if found_claims is None:
                 log.info("database session refused: unknown or expired")
                 return None
@@ -210,8 +221,8 @@ class KeyAuthMiddleware:
         except problems.AuthProblem as problem:
             await _send_problem(send, problem, metadata_url_of(scope, self.public_url))
             return
-        except Unavailable:
-            await _send_unavailable(send)
+        except Unavailable as unavailable:
+            await _send_unavailable(send, unavailable.description)
             return
         scope["user"] = principal
         scope["auth"] = principal.via
@@ -256,12 +267,9 @@ async def _send_problem(
     await _send(send, problem.status, problem.headers(resource_metadata), problem.body())
 
 
-async def _send_unavailable(send: Send) -> None:
+async def _send_unavailable(send: Send, description: str = INDEX_CATCHING_UP) -> None:
     body = problems._encode(
-        problems.ErrorBody(
-            error="temporarily_unavailable",
-            error_description="the verification index is catching up; retry shortly",
-        )
+        problems.ErrorBody(error="temporarily_unavailable", error_description=description)
     )
     headers = [
         (b"content-type", b"application/json"),

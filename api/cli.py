@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import msgspec
 
+from api.authjs_database import SessionTablesMissing
 from domain.errors import LedgerError
 from domain.scopes import SCOPES
 from infra.ledger import parse_key_id
@@ -58,6 +59,8 @@ def serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.port
     workers = args.workers or settings.workers
     configure_logging(settings.log_level, settings.log_json)
+    if settings.authjs_database_url:
+        _check_session_tables(settings.authjs_database_url)
     # The app factory runs in uvicorn's workers and reads its settings from the environment.
     os.environ["ANTHRA_HOST"] = host
     os.environ["ANTHRA_PORT"] = str(port)
@@ -86,6 +89,26 @@ def serve(args: argparse.Namespace) -> int:
         server_header=False,
     )
     return 0
+
+
+def _check_session_tables(url: str) -> None:
+    """Stop before serving if the session database answers without Auth.js's tables."""
+    import asyncio
+
+    import psycopg
+
+    from api.authjs_database import DatabaseSessions
+
+    async def check() -> None:
+        sessions = DatabaseSessions(url)
+        try:
+            await sessions.check_tables()
+        except psycopg.Error:
+            pass  # unreachable now: the service starts, and answers session cookies with 503
+        finally:
+            await sessions.close()
+
+    asyncio.run(check())
 
 
 def mint(args: argparse.Namespace) -> int:
@@ -299,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (SettingsError, PolicyError) as e:
+    except (SettingsError, PolicyError, SessionTablesMissing) as e:
         print(f"anthra-keys: configuration: {e}", file=sys.stderr)
         return 2
     except LedgerError as e:

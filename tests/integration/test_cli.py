@@ -140,3 +140,19 @@ def test_an_operator_reads_exports_and_verifies_the_audit_trail(run, sqlite_url:
     assert tampered.returncode == 1
     assert json.loads(tampered.stdout)["first_bad_position"] == 2
     assert "position 2" in tampered.stderr
+
+
+@pytest.mark.postgres
+def test_serve_stops_at_once_when_the_session_database_lacks_auth_js_tables(
+    run, postgres_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    # The schema exists but holds no @auth/pg-adapter tables
+    served = run(
+        "serve",
+        "--port",
+        "0",
+        env={"ANTHRA_AUTHJS_DATABASE_URL": postgres_url, "AUTH_SECRET": "s" * 32},
+    )
+    assert served.returncode == 2
+    assert "missing sessions.expires" in served.stderr
+    assert "Traceback" not in served.stderr + served.stdout
