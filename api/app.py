@@ -25,6 +25,7 @@ from api.forward_auth import ForwardAuth
 from api.health import HealthController
 from api.keys import KeysController
 from api.local_sign_in import local_sign_in
+from api.operator import OperatorController
 from api.page import AccountPage
 from api.request_context import RequestIds
 from api.resource_metadata import protected_resource_metadata
@@ -183,6 +184,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             local_sign_in,
             AccountPage,
             AuditController,
+            OperatorController,
             protected_resource_metadata,
             ForwardAuth,
         ],

@@ -26,6 +26,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     auth_secrets: tuple[str, ...] = ()
     authjs_database_url: str = ""
     verify_secret: str = ""
+    operator_secret: str = ""
     allowed_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_json: bool = False
@@ -101,6 +102,13 @@ def _list(raw: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
 
 
+def _secret(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if value and len(value) < 32:
+        raise SettingsError(f"{name} must be at least 32 characters (e.g. openssl rand -hex 32)")
+    return value
+
+
 def auth_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
     """AUTH_SECRET, then AUTH_SECRET_1, _2, _3 as Auth.js reads them; the first encrypts."""
     names = ["AUTH_SECRET"] + [f"AUTH_SECRET_{i}" for i in range(1, 4)]
@@ -145,6 +153,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auth_secrets=auth_secrets(env),
         authjs_database_url=authjs_database_url,
         verify_secret=env.get("ANTHRA_VERIFY_SECRET", ""),
+        operator_secret=_secret(env, "ANTHRA_OPERATOR_SECRET"),
         allowed_origins=_list(env.get("ANTHRA_ALLOWED_ORIGINS")),
         log_level=level,
         log_json=env.get("ANTHRA_LOG_JSON", "") in {"1", "true", "yes"},

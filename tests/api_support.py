@@ -13,6 +13,7 @@ from api.authjs import SessionCookieCodec
 from infra.settings import Settings
 
 SECRET = "test-auth-secret-0123456789abcdef0123456789abcdef"
+OPERATOR_SECRET = "test-operator-secret-0123456789abcdef0123456789"
 COOKIE = "authjs.session-token"
 ORIGIN = "http://testserver.local"
 SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
@@ -31,9 +32,14 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_SECRET}"}
+
+
 @contextmanager
 def api_client(settings: Settings | None = None, **kwargs: Any) -> Iterator[TestClient[Any]]:
-    settings = settings or Settings(database_url="memory:", auth_secrets=(SECRET,))
+    settings = settings or Settings(
+        database_url="memory:", auth_secrets=(SECRET,), operator_secret=OPERATOR_SECRET
+    )
     app = create_app(settings, **kwargs)
     with TestClient(app, base_url=ORIGIN) as client:
         yield client
