@@ -31,6 +31,8 @@ from api.request_context import RequestIds
 from api.resource_metadata import protected_resource_metadata
 from api.verify import VerifyController
 from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
+from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
+from domain.idempotency import IdempotencyKeyReused
 from infra.audit import AuditTrail
 from infra.event_store import describe_store, store_env
 from infra.follower import IndexFollower
@@ -70,6 +72,10 @@ def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response
 
 def _not_found(_: Request[Any, Any, Any], exc: KeyNotFound) -> Response[Any]:
     return _error(404, "not_found", f"no key with id {exc.key_id}")
+
+
+def _reused(_: Request[Any, Any, Any], exc: IdempotencyKeyReused) -> Response[Any]:
+    return _error(422, "idempotency_key_reused", str(exc), IDEMPOTENCY_HEADER)
 
 
 def _not_active(_: Request[Any, Any, Any], exc: KeyNotActive) -> Response[Any]:
@@ -204,6 +210,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             ValidationException: _validation,
             KeyNotFound: _not_found,
             KeyNotActive: _not_active,
+            IdempotencyKeyReused: _reused,
             IndexStale: _stale,
             HTTPException: _http,
             Exception: _unexpected,

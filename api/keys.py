@@ -29,6 +29,7 @@ from api.schemas import (
 from api.schemas import KeyAsOf as KeyAsOfView
 from domain.api_key import ApiKey
 from domain.errors import InvalidInput, KeyNotFound
+from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.scopes import SCOPES
 from domain.timeline import key_as_of, scope_change
 from infra.ledger import KeyLedger
@@ -70,6 +71,14 @@ _ORDER = {scope: i for i, scope in enumerate(SCOPES)}
 
 def _scope_order(scope: str) -> int:
     return _ORDER[scope]
+
+
+def idempotency_key_of(request: Request[Any, Any, Any]) -> str | None:
+    """The request's Idempotency-Key header, if it sent one (checked by the ledger)."""
+    given = request.headers.getall(IDEMPOTENCY_HEADER, [])
+    if len(given) > 1:
+        raise InvalidInput(IDEMPOTENCY_HEADER, "send one, not several")
+    return given[0] if given else None
 
 
 def history_event(event: Any) -> HistoryEvent:
@@ -132,6 +141,7 @@ class KeysController(Controller):
             expires_in_days=data.expires_in_days,
             actor=principal.actor,
             context=context_of(request),
+            idempotency_key=idempotency_key_of(request),
         )
         record = minted.record
         return MintedKey(
@@ -216,6 +226,7 @@ class KeysController(Controller):
             actor=principal.actor,
             owner_id=principal.user_id,
             context=context_of(request),
+            idempotency_key=idempotency_key_of(request),
         )
         return key_view(record, ledger)
 
@@ -241,6 +252,7 @@ class KeysController(Controller):
             reason=reason,
             owner_id=principal.user_id,
             context=context_of(request),
+            idempotency_key=idempotency_key_of(request),
         )
         return key_view(record, ledger)
 
