@@ -14,7 +14,15 @@ from litestar.testing import TestClient
 from api.app import create_app
 from domain.scopes import SCOPES
 from infra.settings import Settings
-from tests.api_support import ORIGIN, SECRET, bearer, mint, session_cookie, signed_in_as
+from tests.api_support import (
+    ORIGIN,
+    SAME_ORIGIN,
+    SECRET,
+    bearer,
+    mint,
+    session_cookie,
+    signed_in_as,
+)
 
 PAGE = "/account/api-keys"
 SIGN_IN_URL = "/api/auth/signin"
@@ -370,3 +378,29 @@ def test_the_page_uses_only_the_public_api() -> None:
     script = resources.files("api").joinpath("page_assets", "api-keys.js").read_text("utf-8")
     assert 'const API = "/api/v1";' in script
     assert script.count("fetch(") == 1 and "fetch(API + path, init)" in script
+
+
+# ---- what the page reads from the API --------------------------------------------------------
+
+
+def test_the_history_says_who_acted_without_the_actor_to_take_apart() -> None:
+    with page_client() as client:
+        key = mint(client, scopes=["books:read"])
+        path = f"/api/v1/keys/{key['id']}"
+        session = SAME_ORIGIN | signed_in_as("alice")
+        client.put(f"{path}/scopes", json={"scopes": ["account:read"]}, headers=session)
+        client.delete(path, headers=bearer(key["token"]))  # the key revokes itself
+        events = client.get(f"{path}/history", headers=signed_in_as("alice")).json()["events"]
+    # Each event's actor as the page shows it: kind and id, next to the recorded string
+    assert [(e["actor"], e["actor_kind"], e["actor_id"]) for e in events] == [
+        ("user:alice", "user", "alice"),
+        ("user:alice", "user", "alice"),
+        (f"key:{key['id']}", "key", key["id"]),
+    ]
+    # A scope change says what it added and removed, and whether it widened the key
+    scopes_set = events[1]
+    assert (scopes_set["added"], scopes_set["removed"], scopes_set["widened"]) == (
+        ["account:read"],
+        ["books:read"],
+        True,
+    )
