@@ -36,10 +36,11 @@ SECURITY_HEADERS: dict[str, str] = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
-HTML = "text/html; charset=utf-8"
+# Bare types: Litestar appends "; charset=utf-8" to every text/* type itself.
+HTML = "text/html"
 ASSETS: dict[str, str] = {
-    "api-keys.js": "text/javascript; charset=utf-8",
-    "api-keys.css": "text/css; charset=utf-8",
+    "api-keys.js": "text/javascript",
+    "api-keys.css": "text/css",
 }
 _SCOPES_MARKER = "<!-- scope-checkboxes -->"
 

@@ -404,3 +404,23 @@ def test_the_history_says_who_acted_without_the_actor_to_take_apart() -> None:
         ["books:read"],
         True,
     )
+
+
+# ---- content types ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "signed_in", "content_type"),
+    [
+        (PAGE, True, "text/html; charset=utf-8"),
+        (PAGE, False, "text/html; charset=utf-8"),
+        ("/account/assets/api-keys.js", False, "text/javascript; charset=utf-8"),
+        ("/account/assets/api-keys.css", False, "text/css; charset=utf-8"),
+    ],
+)
+def test_every_response_names_its_charset_once(
+    path: str, signed_in: bool, content_type: str
+) -> None:
+    with page_client() as client:
+        response = client.get(path, headers=signed_in_as("alice") if signed_in else {})
+    assert response.headers["content-type"] == content_type
