@@ -2,6 +2,9 @@
 
 The page is the same document for everyone; all data comes from `/api/v1/*` with the session
 cookie, the API integrations use. A visitor who is not signed in gets a sign-in page instead.
+What the create form offers and checks (the scopes, the name's length, the expiry choices) is
+rendered into the page and served as `config.json` from one `PageConfig`, built from the
+domain's own constants, so the script never copies a server limit.
 Every response of this controller carries a strict Content-Security-Policy (no inline script or
 style anywhere) and is never cached.
 """
@@ -10,15 +13,18 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from functools import cache
 from importlib import resources
 from typing import Any
 
+import msgspec
 from litestar import Controller, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
 from api.auth import Unavailable
+from domain.api_key import MAX_EXPIRY_DAYS, MAX_NAME_LENGTH, MIN_EXPIRY_DAYS
 from domain.scopes import SCOPES
 
 log = logging.getLogger("anthra.page")
@@ -38,11 +44,44 @@ SECURITY_HEADERS: dict[str, str] = {
 }
 # Bare types: Litestar appends "; charset=utf-8" to every text/* type itself.
 HTML = "text/html"
+JSON = "application/json"
 ASSETS: dict[str, str] = {
     "api-keys.js": "text/javascript",
     "api-keys.css": "text/css",
 }
-_SCOPES_MARKER = "<!-- scope-checkboxes -->"
+EXPIRY_PRESET_DAYS = (7, 30, 60, 90, 365)
+DEFAULT_EXPIRY_DAYS = 30
+
+
+class ScopeChoice(msgspec.Struct, frozen=True):
+    """A scope the form offers, with what it grants."""
+
+    scope: str
+    description: str
+
+
+class PageConfig(msgspec.Struct, frozen=True):
+    """What the create and edit forms offer and check: the domain's rules, in one document."""
+
+    scopes: list[ScopeChoice]
+    name_max_length: int
+    expiry_min_days: int
+    expiry_max_days: int
+    expiry_preset_days: list[int]
+    expiry_default_days: int
+
+
+@cache
+def page_config() -> PageConfig:
+    """The scopes in canonical order, the name and expiry limits, and the expiry presets."""
+    return PageConfig(
+        scopes=[ScopeChoice(scope, description) for scope, description in SCOPES.items()],
+        name_max_length=MAX_NAME_LENGTH,
+        expiry_min_days=MIN_EXPIRY_DAYS,
+        expiry_max_days=MAX_EXPIRY_DAYS,
+        expiry_preset_days=list(EXPIRY_PRESET_DAYS),
+        expiry_default_days=DEFAULT_EXPIRY_DAYS,
+    )
 
 
 def _asset_text(name: str) -> str:
@@ -54,29 +93,66 @@ def _asset(name: str) -> bytes:
     return _asset_text(name).encode("utf-8")
 
 
-def scope_checkboxes() -> str:
-    """The create form's scope checkboxes, one per scope of `SCOPES`, none ticked."""
+def scope_checkboxes(config: PageConfig) -> str:
+    """The create form's scope checkboxes, one per scope, none ticked."""
     items = []
-    for scope, description in SCOPES.items():
-        s = html.escape(scope, quote=True)
+    for choice in config.scopes:
+        s = html.escape(choice.scope, quote=True)
         items.append(
             f'<li class="scope-option">'
             f'<input type="checkbox" name="scopes" value="{s}" id="scope-{s}" '
             f'data-testid="scope-{s}" aria-describedby="scope-{s}-desc">'
             f'<label for="scope-{s}"><code class="scope-name">{s}</code> '
-            f'<span class="scope-desc" id="scope-{s}-desc">{html.escape(description)}</span>'
+            f'<span class="scope-desc" id="scope-{s}-desc">{html.escape(choice.description)}</span>'
             f"</label></li>"
         )
     return "\n".join(items)
 
 
+def expiry_options(config: PageConfig) -> str:
+    """The expiry choices: the presets (the default selected), then custom, then none."""
+    options = [
+        f'<option value="{days}"{" selected" if days == config.expiry_default_days else ""}>'
+        f"In {days} days</option>"
+        for days in config.expiry_preset_days
+    ]
+    options += [
+        '<option value="custom">Custom…</option>',
+        '<option value="never">No expiry</option>',
+    ]
+    return "\n".join(options)
+
+
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+@cache
+def _config_json() -> bytes:
+    return msgspec.json.encode(page_config())
+
+
 @cache
 def page_html() -> bytes:
-    """The page: the static document with the scope checkboxes rendered from `SCOPES`."""
+    """The page: the static document with the form's choices and limits from `page_config`."""
+    config = page_config()
+    values = {
+        "scope_checkboxes": scope_checkboxes(config),
+        "expiry_options": expiry_options(config),
+        "name_max_length": str(config.name_max_length),
+        "expiry_min_days": str(config.expiry_min_days),
+        "expiry_max_days": str(config.expiry_max_days),
+    }
     document = _asset_text("api-keys.html")
-    if _SCOPES_MARKER not in document:
-        raise RuntimeError(f"api-keys.html lacks the {_SCOPES_MARKER} marker")
-    return document.replace(_SCOPES_MARKER, scope_checkboxes()).encode("utf-8")
+    missing = set(values) - set(_PLACEHOLDER.findall(document))
+    if missing:
+        raise RuntimeError(f"api-keys.html lacks the placeholders {sorted(missing)}")
+
+    def fill(match: re.Match[str]) -> str:
+        if match.group(1) not in values:
+            raise RuntimeError(f"api-keys.html has an unknown placeholder {match.group(0)}")
+        return values[match.group(1)]
+
+    return _PLACEHOLDER.sub(fill, document).encode("utf-8")
 
 
 def _document(title: str, body: str) -> bytes:
@@ -138,7 +214,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
 
 
 class AccountPage(Controller):
-    """The API-keys page and its two static assets."""
+    """The API-keys page, its config document and its two static assets."""
 
     path = "/account"
     tags = ["page"]
@@ -166,6 +242,11 @@ class AccountPage(Controller):
             )
             return _respond(body, status=401)
         return _respond(page_html())
+
+    @get("/api-keys/config.json")
+    async def config(self) -> Response[bytes]:
+        """What the page's forms offer and check; the same for everyone, so no session needed."""
+        return _respond(_config_json(), media_type=JSON)
 
     @get("/assets/{name:str}")
     async def asset(self, name: FromPath[str]) -> Response[bytes]:

@@ -12,6 +12,7 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
+from domain.api_key import MAX_EXPIRY_DAYS, MAX_NAME_LENGTH, MIN_EXPIRY_DAYS
 from domain.scopes import SCOPES
 from infra.settings import Settings
 from tests.api_support import (
@@ -25,6 +26,7 @@ from tests.api_support import (
 )
 
 PAGE = "/account/api-keys"
+CONFIG = "/account/api-keys/config.json"
 SIGN_IN_URL = "/api/auth/signin"
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -359,6 +361,7 @@ def test_every_response_carries_the_security_headers() -> None:
             client.get(PAGE, headers=signed_in_as("alice")),
             client.get("/account/assets/api-keys.js"),
             client.get("/account/assets/api-keys.css"),
+            client.get(CONFIG),
             client.get("/account/assets/nope.js"),
         ]
     with page_client(dev_mode=True) as client:
@@ -378,6 +381,54 @@ def test_the_page_uses_only_the_public_api() -> None:
     script = resources.files("api").joinpath("page_assets", "api-keys.js").read_text("utf-8")
     assert 'const API = "/api/v1";' in script
     assert script.count("fetch(") == 1 and "fetch(API + path, init)" in script
+
+
+# ---- the config document ---------------------------------------------------------------------
+
+
+def test_the_config_document_is_the_domains_own_rules() -> None:
+    with page_client() as client:
+        response = client.get(CONFIG)  # no session needed: it is the same for everyone
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    _assert_security_headers(response)
+    config = response.json()
+    assert config["scopes"] == [
+        {"scope": scope, "description": description} for scope, description in SCOPES.items()
+    ]
+    assert config["name_max_length"] == MAX_NAME_LENGTH
+    assert (config["expiry_min_days"], config["expiry_max_days"]) == (
+        MIN_EXPIRY_DAYS,
+        MAX_EXPIRY_DAYS,
+    )
+    presets = config["expiry_preset_days"]
+    assert presets == sorted(set(presets))
+    assert all(MIN_EXPIRY_DAYS <= days <= MAX_EXPIRY_DAYS for days in presets)
+    assert config["expiry_default_days"] in presets
+
+
+def test_the_form_offers_what_the_config_document_says() -> None:
+    with page_client() as client:
+        config = client.get(CONFIG).json()
+        document = Document(client.get(PAGE, headers=signed_in_as("alice")).text)
+    options = document.all("option")
+    presets = [str(days) for days in config["expiry_preset_days"]]
+    assert [o.attrs["value"] for o in options] == [*presets, "custom", "never"]
+    assert [o.attrs["value"] for o in options if "selected" in o.attrs] == [
+        str(config["expiry_default_days"])
+    ]
+    custom = document.by_testid("expiry-custom")
+    assert (custom.attrs["min"], custom.attrs["max"]) == (
+        str(config["expiry_min_days"]),
+        str(config["expiry_max_days"]),
+    )
+    assert document.by_testid("key-name").attrs["maxlength"] == str(config["name_max_length"])
+    boxes = [e.attrs["value"] for e in document.all("input") if e.attrs.get("name") == "scopes"]
+    assert boxes == [s["scope"] for s in config["scopes"]]
+    text = document.plain_text
+    assert f"up to {config['name_max_length']} characters" in text
+    assert f"({config['expiry_min_days']}\N{EN DASH}{config['expiry_max_days']})" in text
+    assert "{{" not in document.plain_text
 
 
 # ---- what the page reads from the API --------------------------------------------------------
@@ -414,6 +465,7 @@ def test_the_history_says_who_acted_without_the_actor_to_take_apart() -> None:
     [
         (PAGE, True, "text/html; charset=utf-8"),
         (PAGE, False, "text/html; charset=utf-8"),
+        (CONFIG, False, "application/json"),
         ("/account/assets/api-keys.js", False, "text/javascript; charset=utf-8"),
         ("/account/assets/api-keys.css", False, "text/css; charset=utf-8"),
     ],
