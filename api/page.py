@@ -16,6 +16,8 @@ import logging
 import re
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import PurePosixPath
 from typing import Any
 
 import msgspec
@@ -45,10 +47,7 @@ SECURITY_HEADERS: dict[str, str] = {
 # Bare types: Litestar appends "; charset=utf-8" to every text/* type itself.
 HTML = "text/html"
 JSON = "application/json"
-ASSETS: dict[str, str] = {
-    "api-keys.js": "text/javascript",
-    "api-keys.css": "text/css",
-}
+ASSET_TYPES: dict[str, str] = {".js": "text/javascript", ".css": "text/css"}
 EXPIRY_PRESET_DAYS = (7, 30, 60, 90, 365)
 DEFAULT_EXPIRY_DAYS = 30
 
@@ -84,8 +83,31 @@ def page_config() -> PageConfig:
     )
 
 
+def _assets_folder() -> Traversable:
+    return resources.files("api").joinpath("page_assets")
+
+
 def _asset_text(name: str) -> str:
-    return resources.files("api").joinpath("page_assets", name).read_text(encoding="utf-8")
+    folder = _assets_folder()
+    for part in name.split("/"):
+        folder = folder.joinpath(part)
+    return folder.read_text(encoding="utf-8")
+
+
+@cache
+def asset_types() -> dict[str, str]:
+    """Every script and style sheet under page_assets, by its path there: all that is served."""
+    found: dict[str, str] = {}
+
+    def walk(folder: Traversable, prefix: str) -> None:
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                walk(entry, f"{prefix}{entry.name}/")
+            elif (suffix := PurePosixPath(entry.name).suffix) in ASSET_TYPES:
+                found[prefix + entry.name] = ASSET_TYPES[suffix]
+
+    walk(_assets_folder(), "")
+    return found
 
 
 @cache
@@ -214,7 +236,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
 
 
 class AccountPage(Controller):
-    """The API-keys page, its config document and its two static assets."""
+    """The API-keys page, its config document and its scripts and style sheet."""
 
     path = "/account"
     tags = ["page"]
@@ -248,10 +270,11 @@ class AccountPage(Controller):
         """What the page's forms offer and check; the same for everyone, so no session needed."""
         return _respond(_config_json(), media_type=JSON)
 
-    @get("/assets/{name:str}")
+    @get("/assets/{name:path}")
     async def asset(self, name: FromPath[str]) -> Response[bytes]:
-        """`api-keys.js` and `api-keys.css`; any other name is 404."""
-        media_type = ASSETS.get(name)
+        """A script or style sheet of the page, by its path under page_assets; else 404."""
+        name = name.removeprefix("/")
+        media_type = asset_types().get(name)
         if media_type is None:
             return _respond(b"not found\n", status=404, media_type=MediaType.TEXT)
         return _respond(_asset(name), media_type=media_type)
