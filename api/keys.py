@@ -14,6 +14,7 @@ from api import problems
 from api.auth import principal_of, requires_scopes, requires_session
 from api.request_context import context_of
 from api.schemas import (
+    ActorKind,
     ExpiredEvent,
     History,
     HistoryEvent,
@@ -27,6 +28,7 @@ from api.schemas import (
     SetScopesRequest,
 )
 from api.schemas import KeyAsOf as KeyAsOfView
+from domain import api_key
 from domain.api_key import ApiKey
 from domain.errors import InvalidInput, KeyNotFound
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -81,10 +83,30 @@ def idempotency_key_of(request: Request[Any, Any, Any]) -> str | None:
     return given[0] if given else None
 
 
+# Each kind of actor by the prefix the domain spells it with.
+_ACTOR_PREFIXES: dict[str, ActorKind] = {
+    api_key.user(""): "user",
+    api_key.key_itself(""): "key",
+    api_key.operator(""): "operator",
+}
+
+
+def actor_parts(actor: str) -> dict[str, str | None]:
+    """An event's actor as `actor_kind` and `actor_id`; none for an actor of no known kind."""
+    if actor == api_key.SYSTEM:
+        return {"actor_kind": "system", "actor_id": None}
+    prefix, colon, actor_id = actor.partition(":")
+    kind = _ACTOR_PREFIXES.get(prefix + colon)
+    if kind is None or not actor_id:
+        return {"actor_kind": None, "actor_id": None}
+    return {"actor_kind": kind, "actor_id": actor_id}
+
+
 def history_event(event: Any) -> HistoryEvent:
     common = {
         "at": event.at,
         "actor": event.actor,
+        **actor_parts(event.actor),
         "version": event.originator_version,
         "context": event.context,
     }
