@@ -21,6 +21,7 @@ from api.audit import AuditController
 from api.auth import Authenticator, KeyAuthMiddleware, RefuseTokensInUrl, problem_response
 from api.authjs import SessionCookieCodec
 from api.authjs_database import DatabaseSessions, SessionTablesMissing
+from api.edge import Edge
 from api.forward_auth import ForwardAuth
 from api.health import HealthController
 from api.keys import KeysController
@@ -34,13 +35,16 @@ from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.idempotency import IdempotencyKeyReused
 from infra.audit import AuditTrail
+from infra.auth_failure_stores import auth_failure_store_for
+from infra.auth_failure_sync import AuthFailureSync
+from infra.auth_failures import AuthFailures
 from infra.event_store import describe_store, store_env
 from infra.follower import IndexFollower
 from infra.index_snapshots import IndexSnapshot
 from infra.ledger import Clock, KeyLedger, LedgerStore
 from infra.outage import summary
 from infra.policy import Policy
-from infra.settings import Settings, load_settings
+from infra.settings import Settings, load_settings, require_public_origin
 from infra.sweeper import ExpirySweeper
 from infra.usage import UsageCounter, UsageFlusher, UsageReport, usage_store_for
 from projections.verification_index import IndexStale
@@ -112,6 +116,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
 def create_app(settings: Settings | None = None, *, clock: Clock = time.time) -> Litestar:
     """Wire store, ledger, index follower, sweeper, authentication and controllers."""
     settings = settings or load_settings()
+    require_public_origin(settings)
     store = LedgerStore(env=store_env(settings))
     ledger = KeyLedger(store, clock=clock)
     snapshot = IndexSnapshot.beside(store)
@@ -145,8 +150,24 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     database_sessions = (
         DatabaseSessions(settings.authjs_database_url) if settings.authjs_database_url else None
     )
+    failures = AuthFailures(
+        per_ip=settings.auth_failures_per_ip,
+        per_prefix=settings.auth_failures_per_prefix,
+        window=settings.auth_failure_window,
+    )
+    failure_store = auth_failure_store_for(settings) if failures.enabled else None
+    failure_sync = (
+        AuthFailureSync(failures, failure_store, settings.auth_failure_sync_interval)
+        if failure_store is not None
+        else None
+    )
     authenticator = Authenticator(
-        ledger.verify, codec, settings.allowed_origins, database_sessions=database_sessions
+        ledger.verify,
+        codec,
+        settings.allowed_origins,
+        database_sessions=database_sessions,
+        public_url=settings.public_url,
+        failures=failures if failures.enabled else None,
     )
 
     def start() -> None:
@@ -154,6 +175,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         follower.start()
         sweeper.start()
         usage_flusher.start()
+        if failure_sync is not None:
+            failure_sync.start()
 
     async def check_session_tables() -> None:
         if database_sessions is None:
@@ -175,6 +198,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     async def stop() -> None:
         usage_flusher.stop()
         usage_store.close()
+        if failure_sync is not None and failure_store is not None:
+            failure_sync.stop()
+            failure_store.close()
         sweeper.stop()
         follower.stop()
         store.close()
@@ -242,6 +268,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         logging_config=None,
         debug=False,
     )
-    # Before routing, so that even an unknown path with a token in its URL is a 400, not a 404.
-    app.asgi_handler = RequestIds(RefuseTokensInUrl(app.asgi_handler))
+    # Before routing, so that even an unknown path with a token in its URL is a 400, not a 404;
+    # the edge outside everything, so every layer sees the trusted client, scheme and host.
+    app.asgi_handler = Edge.configured(RequestIds(RefuseTokensInUrl(app.asgi_handler)), settings)
     return app

@@ -87,6 +87,10 @@ def serve(args: argparse.Namespace) -> int:
         workers=workers,
         log_config=uvicorn_log_config(settings.log_level, settings.log_json),
         server_header=False,
+        # The app's edge layer reads X-Forwarded-* from ANTHRA_TRUSTED_PROXIES only; uvicorn's
+        # own handling would believe any peer on 127.0.0.1.
+        proxy_headers=False,
+        forwarded_allow_ips="",
     )
     return 0
 

@@ -10,6 +10,7 @@ from litestar import Controller, Request, post
 from litestar.params import JSONBody
 
 from api import problems
+from api.auth import Authenticator
 from api.schemas import VerifyRequest, VerifyResponse
 from domain.errors import InvalidInput
 from domain.scopes import ALL_SCOPES
@@ -30,17 +31,27 @@ class VerifyController(Controller):
         """Whether the token is live and holds every scope asked for; no database round trip."""
         state = request.app.state
         ledger: KeyLedger = state.ledger
+        authenticator: Authenticator = state.authenticator
         secret: str = state.verify_secret
         if secret:
-            _require_verify_secret(request.headers.getall("authorization", []), secret)
+            try:
+                _require_verify_secret(request.headers.getall("authorization", []), secret)
+            except problems.AuthProblem as refused:
+                if refused.status == 401 and refused.error:
+                    authenticator.attempt_failed(request.scope)  # counted by client only
+                raise
         unknown = [s for s in data.scopes if s not in ALL_SCOPES]
         if unknown:
             raise InvalidInput("scopes", f"unknown scope {unknown[0]!r}")
         if data.as_of is not None:
-            return await anyio.to_thread.run_sync(_verify_as_of, ledger, data)
+            answer = await anyio.to_thread.run_sync(_verify_as_of, ledger, data)
+            if answer.code == "invalid_token":
+                authenticator.attempt_failed(request.scope, data.token)
+            return answer
         verification = ledger.verify(data.token, data.scopes)
         record = verification.record
         if record is None:
+            authenticator.attempt_failed(request.scope, data.token)
             return VerifyResponse(valid=False, code=verification.code)
         return VerifyResponse(
             valid=verification.valid,

@@ -38,7 +38,10 @@ OPERATOR = {"Authorization": f"Bearer {OPERATOR_SECRET}"}
 @contextmanager
 def api_client(settings: Settings | None = None, **kwargs: Any) -> Iterator[TestClient[Any]]:
     settings = settings or Settings(
-        database_url="memory:", auth_secrets=(SECRET,), operator_secret=OPERATOR_SECRET
+        database_url="memory:",
+        auth_secrets=(SECRET,),
+        operator_secret=OPERATOR_SECRET,
+        public_url=ORIGIN,
     )
     app = create_app(settings, **kwargs)
     with TestClient(app, base_url=ORIGIN) as client:

@@ -332,7 +332,12 @@ def test_the_api_signs_in_a_database_session_and_signs_out_a_deleted_one(
     user_id = tables.add_user(name="Grace", email="grace@example.org")
     token = tables.add_session(user_id, in_days(30))
     app = create_app(
-        Settings(database_url=tables.url, authjs_database_url=tables.url, host="0.0.0.0")  # noqa: S104
+        Settings(
+            database_url=tables.url,
+            authjs_database_url=tables.url,
+            host="0.0.0.0",  # noqa: S104
+            public_url="http://testserver",
+        )
     )
     cookie = {"Cookie": f"authjs.session-token={token}", "Sec-Fetch-Site": "same-origin"}
     with TestClient(app) as client:

@@ -68,7 +68,7 @@ STATIC_TEST_IDS = [
 def page_client(
     *, dev_mode: bool = False, sign_in_url: str = SIGN_IN_URL
 ) -> Iterator[TestClient[Any]]:
-    app = create_app(Settings(database_url="memory:", auth_secrets=(SECRET,)))
+    app = create_app(Settings(database_url="memory:", auth_secrets=(SECRET,), public_url=ORIGIN))
     app.state.dev_mode = dev_mode
     app.state.sign_in_url = sign_in_url
     with TestClient(app, base_url=ORIGIN) as client:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from domain.scopes import SCOPES
-from tests.api_support import SAME_ORIGIN, api_client, bearer, mint, signed_in_as
+from tests.api_support import ORIGIN, SAME_ORIGIN, api_client, bearer, mint, signed_in_as
 from tests.conftest import FakeClock
 
 
@@ -192,7 +192,10 @@ def test_verify_can_require_a_shared_secret() -> None:
     from tests.api_support import SECRET
 
     settings = Settings(
-        database_url="memory:", auth_secrets=(SECRET,), verify_secret="s3cret-verify"
+        database_url="memory:",
+        auth_secrets=(SECRET,),
+        verify_secret="s3cret-verify",
+        public_url=ORIGIN,
     )
     with api_client(settings) as client:
         key = mint(client)
