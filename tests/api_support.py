@@ -57,3 +57,17 @@ def mint(client: TestClient[Any], user_id: str = "alice", **body: Any) -> dict[s
     )
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
+
+
+def from_peer(client: TestClient[Any], address: str) -> None:
+    """Requests reach the app from this network peer, as a server would report it (the test
+    client itself has no address)."""
+    inner = client.app.asgi_handler
+    inner = getattr(inner, "behind_peer", inner)
+
+    async def peer(scope: Any, receive: Any, send: Any) -> None:
+        scope["client"] = (address, 41000)
+        await inner(scope, receive, send)
+
+    peer.behind_peer = inner  # type: ignore[attr-defined]
+    client.app.asgi_handler = peer
