@@ -214,13 +214,16 @@ class PostgresAuthFailureStore(AuthFailureStore):
 class RedisAuthFailureStore(AuthFailureStore):
     """A sorted set per window in Redis (`ANTHRA_REDIS_URL`), expiring a window after its end."""
 
-    def __init__(self, url: str, window: float, timeout: float = 1.0) -> None:
+    def __init__(
+        self, url: str, window: float, timeout: float = 1.0, namespace: str = REDIS_KEY
+    ) -> None:
         import redis
 
         self._redis = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
         self._ttl = max(2, math.ceil(2 * window) + 1)
+        self._namespace = namespace
 
     def add(self, counts: Counts) -> None:
         if not counts:
@@ -228,15 +231,15 @@ class RedisAuthFailureStore(AuthFailureStore):
         pipe = self._redis.pipeline(transaction=False)
         windows = set()
         for (window_index, subject), count in sorted(counts.items()):
-            pipe.zincrby(f"{REDIS_KEY}{window_index}", count, subject[:MAX_SUBJECT])
+            pipe.zincrby(f"{self._namespace}{window_index}", count, subject[:MAX_SUBJECT])
             windows.add(window_index)
         for window_index in windows:
-            pipe.expire(f"{REDIS_KEY}{window_index}", self._ttl)
+            pipe.expire(f"{self._namespace}{window_index}", self._ttl)
         pipe.execute()
 
     def at_least(self, window_index: int, failures: int) -> list[tuple[str, int]]:
         rows: Any = self._redis.zrangebyscore(
-            f"{REDIS_KEY}{window_index}", failures, "+inf", withscores=True
+            f"{self._namespace}{window_index}", failures, "+inf", withscores=True
         )
         return [(_text(s), int(n)) for s, n in rows]
 
