@@ -173,7 +173,13 @@ def ledger_server(
     port = free_port()
     argv = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--workers", str(workers)]
-    server_env = {"ANTHRA_DATABASE_URL": database_url, "AUTH_SECRET": auth_secret, **env}
+    server_env = {
+        "ANTHRA_DATABASE_URL": database_url,
+        "AUTH_SECRET": auth_secret,
+        # Outside development mode the ledger needs its public URL: where it listens.
+        "ANTHRA_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        **env,
+    }
     return Server(name, argv, server_env, workdir, "/readyz", port)
 
 
