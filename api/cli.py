@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.util
 import os
 import secrets
 import sys
@@ -79,9 +80,18 @@ def serve(args: argparse.Namespace) -> int:
             f"{settings.dev_user!r}:\n  {base}/account/sign-in/local?code={code}",
             flush=True,
         )
+    from api.server_protocol import head_bound
+
     uvicorn.run(
         "api.app:create_app",
         factory=True,
+        # A bound on a request's head while it arrives, which uvicorn does not have itself.
+        http=(
+            "api.server_protocol:HeadBoundedHttpTools"
+            if importlib.util.find_spec("httptools")
+            else "h11"
+        ),
+        h11_max_incomplete_event_size=head_bound(),
         host=host,
         port=port,
         workers=workers,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+import socket
 import time
 
 import httpx
@@ -49,6 +51,16 @@ def test_oversized_headers_are_431_under_several_workers(
                 assert response.status_code == 431
                 assert response.json()["error"] == "request_headers_too_large"
             assert client.get("/healthz", headers={"X-Fine": "a" * 8000}).status_code == 200
+    # A head that never ends is cut off long before it is all in memory
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Endless: ")
+        with contextlib.suppress(OSError):  # the server closes the connection as it answers
+            for _ in range(200):
+                raw.sendall(b"a" * 1_000_000)
+        answer = raw.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert b'"error":"request_headers_too_large"' in answer
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
 
 
 def test_a_forwarded_for_header_is_believed_only_from_a_configured_proxy(
