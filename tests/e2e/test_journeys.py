@@ -170,7 +170,9 @@ def test_every_worker_of_a_multi_worker_server_refuses_a_revoked_token(
         time.sleep(1.0)
         for _ in range(40):
             with httpx.Client(base_url=server.url, timeout=5) as fresh:
-                assert fresh.get("/api/v1/account", headers=bearer(key["token"])).status_code == 401
+                refused = fresh.get("/api/v1/account", headers=bearer(key["token"]))
+                # Past 20 failures for its prefix in a minute, a refused token is told to wait
+                assert refused.status_code in (401, 429)
         ready = api.get("/readyz").json()
         assert ready["ready"] is True
         assert ready["position"] >= 2
