@@ -36,8 +36,8 @@ from api.authjs import (
 )
 from api.edge import origin_of_url, request_origin
 from api.principal import Principal
-from infra.outage import Outage
 from infra.auth_failures import AuthFailures
+from infra.outage import Outage
 from projections.verification_index import IndexStale, Verification
 
 log = logging.getLogger("anthra.auth")

@@ -40,6 +40,8 @@ async def requires_operator(
     if scheme.lower() != "bearer" or not credential.strip():
         raise problems.invalid_request("use Authorization: Bearer <operator secret>")
     if not hmac.compare_digest(credential.strip().encode(), secret.encode()):
+        # Counted against the client only: no part of a secret is kept.
+        connection.app.state.authenticator.attempt_failed(connection.scope)
         raise problems.AuthProblem(401, "invalid_token", "the operator secret is wrong")
 
 

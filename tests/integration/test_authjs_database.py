@@ -373,7 +373,9 @@ def test_a_ledger_on_postgresql_without_the_setting_never_looks_sessions_up(
     from infra.settings import Settings
 
     # JWT cookies only: the ledger's own database has no Auth.js tables, and none are needed
-    settings = Settings(database_url=postgres_url, auth_secrets=("s" * 32,))
+    settings = Settings(
+        database_url=postgres_url, auth_secrets=("s" * 32,), public_url="http://testserver"
+    )
     with _api(settings) as client, caplog.at_level(logging.INFO):
         assert client.app.state.authenticator.database_sessions is None
         for _ in range(50):
@@ -391,7 +393,10 @@ def test_configured_without_the_adapter_s_tables_the_start_fails_naming_them(
     from infra.settings import Settings
 
     settings = Settings(
-        database_url="memory:", authjs_database_url=postgres_url, auth_secrets=("s" * 32,)
+        database_url="memory:",
+        authjs_database_url=postgres_url,
+        auth_secrets=("s" * 32,),
+        public_url="http://testserver",
     )
     with pytest.raises(BaseExceptionGroup) as failed, _api(settings):
         pass
@@ -407,6 +412,7 @@ def test_a_session_database_outage_is_a_503_that_says_so_and_logs_once(
         database_url="memory:",
         authjs_database_url=f"{UNREACHABLE}?connect_timeout=1",
         auth_secrets=("s" * 32,),
+        public_url="http://testserver",
     )
     session = {"Cookie": f"authjs.session-token={uuid.uuid4()}"}
     with caplog.at_level(logging.INFO), _api(settings) as client:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from infra.settings import Settings
 from tests.api_support import (
     OPERATOR,
+    ORIGIN,
     SAME_ORIGIN,
     SECRET,
     api_client,
@@ -181,7 +182,8 @@ def test_verifying_the_whole_chain_is_an_operator_action_one_at_a_time() -> None
 
 
 def test_operator_routes_are_off_without_an_operator_secret() -> None:
-    with api_client(Settings(database_url="memory:", auth_secrets=(SECRET,))) as client:
+    settings = Settings(database_url="memory:", auth_secrets=(SECRET,), public_url=ORIGIN)
+    with api_client(settings) as client:
         refused = client.post("/v1/operator/audit/verify", headers=OPERATOR)
         assert refused.status_code == 403
         assert "ANTHRA_OPERATOR_SECRET" in refused.json()["error_description"]

@@ -178,3 +178,23 @@ def test_a_wrong_verify_secret_counts_against_the_client() -> None:
         right = {"Authorization": "Bearer the-verify-secret"}
         answer = client.post("/v1/verify", json={"token": mint(client)["token"]}, headers=right)
         assert answer.json()["valid"] is True
+
+
+def test_a_wrong_operator_secret_counts_against_the_client() -> None:
+    settings = Settings(
+        database_url="memory:",
+        auth_secrets=(SECRET,),
+        public_url=ORIGIN,
+        operator_secret="o" * 32,
+        auth_failures_per_ip=3,
+    )
+    with api_client(settings) as client:
+        from_peer(client, "6.6.6.6")
+        wrong = {"Authorization": "Bearer " + "g" * 32}
+        for _ in range(3):
+            assert client.post("/v1/operator/audit/verify", headers=wrong).status_code == 401
+        refused = client.post("/v1/operator/audit/verify", headers=wrong)
+        assert refused.status_code == 429
+        assert refused.json()["error"] == "too_many_requests"
+        right = {"Authorization": "Bearer " + "o" * 32}
+        assert client.post("/v1/operator/audit/verify", headers=right).status_code == 200
