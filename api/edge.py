@@ -5,7 +5,7 @@ takes the client address, scheme and host from `X-Forwarded-For`, `-Proto` and `
 the peer is a configured trusted proxy, and refuses a Host the service was not told to serve
 (421). It rewrites `scope["client"]`, `scope["scheme"]` and the Host header in place, so every
 later layer (the access log, audit context, the failed-authentication limiter, the same-origin
-check, metadata URLs) sees the trusted values and nothing reads `X-Forwarded-*` itself.
+check, metadata URLs) sees the trusted values and nothing else reads those three headers.
 `Forwarded` (RFC 7239) is not read: a proxy that sets only `X-Forwarded-*` would pass a
 client's own `Forwarded` through.
 """
