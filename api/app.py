@@ -7,6 +7,7 @@ import secrets
 import time
 from typing import Any
 
+import psycopg
 from litestar import Litestar, MediaType, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -20,25 +21,33 @@ from api.account import AccountController
 from api.audit import AuditController
 from api.auth import Authenticator, KeyAuthMiddleware, RefuseTokensInUrl, problem_response
 from api.authjs import SessionCookieCodec
-from api.authjs_database import DatabaseSessions
+from api.authjs_database import DatabaseSessions, SessionTablesMissing
+from api.edge import Edge
 from api.forward_auth import ForwardAuth
 from api.health import HealthController
 from api.json_body import JSONBodyRequest
 from api.keys import KeysController
 from api.local_sign_in import local_sign_in
 from api.openapi import openapi_config
+from api.operator import OperatorController
 from api.page import AccountPage
 from api.request_context import RequestIds
 from api.resource_metadata import protected_resource_metadata
 from api.verify import VerifyController
 from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
+from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
+from domain.idempotency import IdempotencyKeyReused
 from infra.audit import AuditTrail
+from infra.auth_failure_stores import auth_failure_store_for
+from infra.auth_failure_sync import AuthFailureSync
+from infra.auth_failures import AuthFailures
 from infra.event_store import describe_store, store_env
 from infra.follower import IndexFollower
 from infra.index_snapshots import IndexSnapshot
 from infra.ledger import Clock, KeyLedger, LedgerStore
+from infra.outage import summary
 from infra.policy import Policy
-from infra.settings import Settings, load_settings
+from infra.settings import Settings, load_settings, require_public_origin
 from infra.sweeper import ExpirySweeper
 from infra.usage import UsageCounter, UsageFlusher, UsageReport, usage_store_for
 from projections.verification_index import IndexStale
@@ -70,6 +79,10 @@ def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response
 
 def _not_found(_: Request[Any, Any, Any], exc: KeyNotFound) -> Response[Any]:
     return _error(404, "not_found", f"no key with id {exc.key_id}")
+
+
+def _reused(_: Request[Any, Any, Any], exc: IdempotencyKeyReused) -> Response[Any]:
+    return _error(422, "idempotency_key_reused", str(exc), IDEMPOTENCY_HEADER)
 
 
 def _not_active(_: Request[Any, Any, Any], exc: KeyNotActive) -> Response[Any]:
@@ -130,6 +143,7 @@ def _answer_headers(allowed: dict[str, str]) -> Any:
 def create_app(settings: Settings | None = None, *, clock: Clock = time.time) -> Litestar:
     """Wire store, ledger, index follower, sweeper, authentication and controllers."""
     settings = settings or load_settings()
+    require_public_origin(settings)
     store = LedgerStore(env=store_env(settings))
     ledger = KeyLedger(store, clock=clock)
     snapshot = IndexSnapshot.beside(store)
@@ -158,13 +172,29 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     else:
         secrets_in_use, sign_in_code = settings.auth_secrets, ""
     codec = SessionCookieCodec(secrets_in_use) if secrets_in_use else None
-    # Auth.js's database strategy: its adapter's tables, on their own URL or beside the ledger.
-    sessions_url = settings.authjs_database_url or (
-        settings.database_url if settings.backend == "postgres" else ""
+    # Auth.js's database strategy only when configured: otherwise a cookie that is not a JWE is
+    # no session, and costs no query.
+    database_sessions = (
+        DatabaseSessions(settings.authjs_database_url) if settings.authjs_database_url else None
     )
-    database_sessions = DatabaseSessions(sessions_url) if sessions_url else None
+    failures = AuthFailures(
+        per_ip=settings.auth_failures_per_ip,
+        per_prefix=settings.auth_failures_per_prefix,
+        window=settings.auth_failure_window,
+    )
+    failure_store = auth_failure_store_for(settings) if failures.enabled else None
+    failure_sync = (
+        AuthFailureSync(failures, failure_store, settings.auth_failure_sync_interval)
+        if failure_store is not None
+        else None
+    )
     authenticator = Authenticator(
-        ledger.verify, codec, settings.allowed_origins, database_sessions=database_sessions
+        ledger.verify,
+        codec,
+        settings.allowed_origins,
+        database_sessions=database_sessions,
+        public_url=settings.public_url,
+        failures=failures if failures.enabled else None,
     )
 
     def start() -> None:
@@ -172,10 +202,32 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         follower.start()
         sweeper.start()
         usage_flusher.start()
+        if failure_sync is not None:
+            failure_sync.start()
+
+    async def check_session_tables() -> None:
+        if database_sessions is None:
+            return
+        try:
+            await database_sessions.check_tables()
+        except psycopg.Error as e:
+            # Bearer tokens need no session database: serve them, and answer 503 to session
+            # cookies until it is back.
+            log.warning(
+                "Auth.js session database unreachable at start (%s); session cookies answer "
+                "503 until it is back",
+                summary(e),
+            )
+        except SessionTablesMissing as e:
+            log.error("%s", e)
+            raise
 
     async def stop() -> None:
         usage_flusher.stop()
         usage_store.close()
+        if failure_sync is not None and failure_store is not None:
+            failure_sync.stop()
+            failure_store.close()
         sweeper.stop()
         follower.stop()
         store.close()
@@ -192,6 +244,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             local_sign_in,
             AccountPage,
             AuditController,
+            OperatorController,
             protected_resource_metadata,
             ForwardAuth,
         ],
@@ -211,6 +264,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             ValidationException: _validation,
             KeyNotFound: _not_found,
             KeyNotActive: _not_active,
+            IdempotencyKeyReused: _reused,
             IndexStale: _stale,
             HTTPException: _http,
             Exception: _unexpected,
@@ -235,7 +289,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "authorization_servers": settings.authorization_servers,
             }
         ),
-        on_startup=[start],
+        on_startup=[check_session_tables, start],
         on_shutdown=[stop],
         openapi_config=openapi_config(),
         request_class=JSONBodyRequest,
@@ -249,6 +303,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         for route in app.routes
         if isinstance(route, HTTPRoute)
     )
-    # Before routing, so that even an unknown path with a token in its URL is a 400, not a 404.
-    app.asgi_handler = RequestIds(RefuseTokensInUrl(app.asgi_handler))
+    # Before routing, so that even an unknown path with a token in its URL is a 400, not a 404;
+    # the edge outside everything, so every layer sees the trusted client, scheme and host.
+    app.asgi_handler = Edge.configured(RequestIds(RefuseTokensInUrl(app.asgi_handler)), settings)
     return app

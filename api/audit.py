@@ -13,14 +13,12 @@ import anyio
 import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 from litestar.response import Stream
 
-from api.auth import principal_of, requires_scopes, requires_session
-from api.openapi import SESSION_ONLY, SESSION_OR_TOKEN
-from api.problems import ErrorBody
+from api.auth import principal_of, requires_scopes
+from api.openapi import SESSION_OR_TOKEN
 from api.query_values import (
     InstantQuery,
     OptionalInstantQuery,
@@ -32,7 +30,6 @@ from api.query_values import (
 from api.schemas import (
     AuditEvent,
     AuditPage,
-    ChainVerification,
     ExportLine,
     ExposedKey,
     Exposure,
@@ -41,7 +38,7 @@ from api.schemas import (
 from domain.errors import InvalidInput
 from domain.scopes import ALL_SCOPES, SCOPES
 from domain.timeline import scope_change, scope_intervals
-from infra.audit import AuditTrail, VerificationRunning
+from infra.audit import AuditTrail
 from infra.ledger import KeyLedger
 from projections.audit import MAX_PAGE, MAX_POSITION, AuditQuery, AuditRow
 
@@ -168,35 +165,6 @@ class AuditController(Controller):
                     )
                 )
         return Exposure(scope=scope_name, since=start, until=end, keys=exposed)
-
-    @get(
-        "/verify",
-        sync_to_thread=True,
-        guards=[requires_session],
-        security=SESSION_ONLY,
-        responses={429: ResponseSpec(ErrorBody, description="A verification is already running")},
-    )
-    def verify_chain(self, audit: NamedDependency[AuditTrail]) -> ChainVerification:
-        """Recompute the hash chain from the stored events; the head, or where they disagree.
-
-        It reads the whole store, every owner's events, so it takes a signed-in session.
-        """
-        try:
-            report = audit.verify()
-        except VerificationRunning:
-            raise HTTPException(
-                status_code=429,
-                detail="a verification of the chain is already running; retry shortly",
-                headers={"Retry-After": "5"},
-            ) from None
-        return ChainVerification(
-            ok=report.ok,
-            checked=report.checked,
-            head_position=report.head_position,
-            head_chain=report.head_chain,
-            first_bad_position=report.first_bad_position,
-            reason=report.reason,
-        )
 
     @get(
         "/export",

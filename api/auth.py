@@ -34,7 +34,10 @@ from api.authjs import (
     find_session_cookie,
     parse_cookie_header,
 )
+from api.edge import origin_of_url, request_origin
 from api.principal import Principal
+from infra.auth_failures import AuthFailures
+from infra.outage import Outage
 from projections.verification_index import IndexStale, Verification
 
 log = logging.getLogger("anthra.auth")
@@ -51,8 +54,16 @@ class SessionLookup(Protocol):
     async def user(self, session_token: str) -> SessionClaims | None: ...
 
 
+INDEX_CATCHING_UP = "the verification index is catching up; retry shortly"
+SESSIONS_UNREACHABLE = "the session database is unreachable; retry shortly"
+
+
 class Unavailable(Exception):
-    """The verification index cannot vouch for its freshness: answer 503, never fail open."""
+    """Something authentication needs cannot answer: 503, never fail open; says what."""
+
+    def __init__(self, description: str = INDEX_CATCHING_UP) -> None:
+        super().__init__(description)
+        self.description = description
 
 
 def token_in_url(raw_path: bytes, query_string: bytes) -> bool:
@@ -79,11 +90,18 @@ class Authenticator:
         session_codec: SessionCookieCodec | None = None,
         allowed_origins: Iterable[str] = (),
         database_sessions: SessionLookup | None = None,
+        *,
+        public_url: str = "",
+        failures: AuthFailures | None = None,
     ) -> None:
         self.verify = verify
         self.session_codec = session_codec
-        self.allowed_origins = frozenset(o.rstrip("/") for o in allowed_origins)
+        self.allowed_origins = frozenset(filter(None, map(origin_of_url, allowed_origins)))
         self.database_sessions = database_sessions
+        self._sessions_outage = Outage(log, "the Auth.js session database")
+        # Where the service is reached, when configured; else each request's own trusted origin.
+        self.public_origin = origin_of_url(public_url) if public_url else ""
+        self.failures = failures
 
     async def session_principal(self, scope: Scope) -> Principal | None:
         """The signed-in user of a session cookie, if any; for pages, which take no tokens."""
@@ -109,16 +127,26 @@ class Authenticator:
         if len(authorization) > 1:
             raise problems.invalid_request("send one Authorization header, not several")
         if authorization:
-            return self._bearer(authorization[0])
+            return self._bearer(authorization[0], scope)
         if cookie_headers:
             principal = await self._session(b"; ".join(cookie_headers))
             if principal is not None:
                 if scope.get("method", "GET") not in SAFE_METHODS:
-                    self._require_same_origin(headers)
+                    self._require_same_origin(scope, headers)
                 return principal
         raise problems.no_credentials()
 
-    def _bearer(self, header: bytes) -> Principal:
+    def attempt_failed(self, scope: Scope, credential: str | None = None) -> None:
+        """Count a refused credential against its client and token prefix; raises the 429 if
+        either is already over its limit. Never called for a credential that passed."""
+        if self.failures is None:
+            return
+        client = scope.get("client")
+        retry_after = self.failures.attempt_failed(client[0] if client else None, credential)
+        if retry_after is not None:
+            raise problems.too_many_failures(retry_after)
+
+    def _bearer(self, header: bytes, scope: Scope) -> Principal:
         try:
             value = header.decode("ascii")
         except UnicodeDecodeError:
@@ -133,6 +161,7 @@ class Authenticator:
             raise Unavailable from None
         record = verification.record
         if not verification.valid or record is None:
+            self.attempt_failed(scope, credential)
             raise problems.invalid_token()
         return Principal(
             user_id=record.owner_id, scopes=record.scopes, via="token", key_id=record.key_id
@@ -155,9 +184,10 @@ class Authenticator:
         elif self.database_sessions is not None:
             try:
                 found_claims = await self.database_sessions.user(value)
-            except psycopg.Error:
-                log.warning("session database unreachable", exc_info=True)
-                raise Unavailable from None
+            except psycopg.Error as e:
+                self._sessions_outage.failed(e)
+                raise Unavailable(SESSIONS_UNREACHABLE) from None
+            self._sessions_outage.recovered()
             if found_claims is None:
                 log.info("database session refused: unknown or expired")
                 return None
@@ -166,19 +196,19 @@ class Authenticator:
             return None
         return Principal.session(claims.user_id)
 
-    def _require_same_origin(self, headers: dict[bytes, bytes]) -> None:
+    def _require_same_origin(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
         fetch_site = headers.get(b"sec-fetch-site")
         if fetch_site is not None:
             if fetch_site != b"same-origin":
                 raise problems.cross_site()
             return
-        origin = headers.get(b"origin", b"").decode("latin-1").rstrip("/")
-        if not origin or origin == "null":
+        # Scheme, host and port all count: http://host and https://host are different sites.
+        origin = origin_of_url(headers.get(b"origin", b"").decode("latin-1"))
+        if not origin:
             raise problems.cross_site()
         if origin in self.allowed_origins:
             return
-        host = headers.get(b"host", b"").decode("latin-1")
-        if host and origin.partition("://")[2] == host:
+        if origin == (self.public_origin or request_origin(scope)):
             return
         raise problems.cross_site()
 
@@ -210,8 +240,8 @@ class KeyAuthMiddleware:
         except problems.AuthProblem as problem:
             await _send_problem(send, problem, metadata_url_of(scope, self.public_url))
             return
-        except Unavailable:
-            await _send_unavailable(send)
+        except Unavailable as unavailable:
+            await _send_unavailable(send, unavailable.description)
             return
         scope["user"] = principal
         scope["auth"] = principal.via
@@ -245,9 +275,9 @@ async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
 
 
 def metadata_url_of(scope: Scope, public_url: str = "") -> str:
-    """The protected-resource metadata URL for a request's challenges."""
-    host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
-    return problems.resource_metadata_url(public_url, scope.get("scheme", "http"), host)
+    """The protected-resource metadata URL for a request's challenges: under the public URL,
+    else the request's own trusted origin (its Host checked by the edge)."""
+    return problems.resource_metadata_url(public_url or request_origin(scope))
 
 
 async def _send_problem(
@@ -256,12 +286,9 @@ async def _send_problem(
     await _send(send, problem.status, problem.headers(resource_metadata), problem.body())
 
 
-async def _send_unavailable(send: Send) -> None:
+async def _send_unavailable(send: Send, description: str = INDEX_CATCHING_UP) -> None:
     body = problems._encode(
-        problems.ErrorBody(
-            error="temporarily_unavailable",
-            error_description="the verification index is catching up; retry shortly",
-        )
+        problems.ErrorBody(error="temporarily_unavailable", error_description=description)
     )
     headers = [
         (b"content-type", b"application/json"),
@@ -278,10 +305,7 @@ def problem_response(request: Request[Any, Any, Any], exc: problems.AuthProblem)
         content=exc.body(),
         status_code=exc.status,
         media_type=MediaType.JSON,
-        headers={
-            "WWW-Authenticate": exc.challenge(metadata_url_of(request.scope, public_url)),
-            "Cache-Control": "no-store",
-        },
+        headers=exc.header_map(metadata_url_of(request.scope, public_url)),
     )
 
 

@@ -16,9 +16,10 @@ from infra.database_url import parse_postgres_url
 
 log = logging.getLogger("anthra.authjs_database")
 
-# Auth.js mints UUIDs; anything else printable is allowed for custom generateSessionToken, but a
-# NUL would be a psycopg error (a 503) rather than "signed out", and 255 is the column's width.
-_WELL_FORMED: Final = re.compile(r"[\x20-\x7e]{1,255}")
+# Auth.js mints UUIDs (36 characters); a custom generateSessionToken makes random strings in
+# hex, base64 or base64url. A cookie that cannot be one (too short, too long for the column,
+# other characters) is signed out without a query: garbage costs the database nothing.
+_WELL_FORMED: Final = re.compile(r"[A-Za-z0-9._~+/=-]{16,255}")
 _STATEMENT_TIMEOUT: Final = "2s"
 # The adapter puts no unique index on "sessionToken": fetch two so a shared token is refused
 # rather than resolved to whichever row the scan meets first.
@@ -30,6 +31,20 @@ _LOOKUP: Final = """
 """
 
 
+_TABLES: Final = """
+    SELECT table_name, column_name FROM information_schema.columns
+    WHERE table_schema = current_schema() AND table_name IN ('sessions', 'users')
+"""
+_NEEDED: Final = {
+    "sessions": {"sessionToken", "userId", "expires"},
+    "users": {"id", "email", "name"},
+}
+
+
+class SessionTablesMissing(Exception):
+    """The session database answers, but @auth/pg-adapter's tables are not in it."""
+
+
 class DatabaseSessions:
     """Auth.js database sessions read from @auth/pg-adapter's tables."""
 
@@ -38,6 +53,7 @@ class DatabaseSessions:
         params = dict(database.params)
         params.setdefault("application_name", "anthra-authjs-sessions")
         self._schema = database.schema
+        self.description = database.describe()
         self._lock = asyncio.Lock()
         self._opened = False
         self._closed = False
@@ -54,6 +70,31 @@ class DatabaseSessions:
             timeout=database.connect_timeout,
             name="authjs-sessions",
         )
+
+    async def check_tables(self) -> None:
+        """Raise SessionTablesMissing unless the adapter's tables and columns are there.
+
+        psycopg errors (the database unreachable) propagate: the caller decides whether that
+        stops a start.
+        """
+        pool = await self._open_pool()
+        async with pool.connection() as conn:
+            cursor = await conn.execute(_TABLES)
+            found: dict[str, set[str]] = {}
+            for table, column in await cursor.fetchall():
+                found.setdefault(table, set()).add(column)
+        missing = [
+            f"{table}.{column}"
+            for table, columns in _NEEDED.items()
+            for column in sorted(columns - found.get(table, set()))
+        ]
+        if missing:
+            raise SessionTablesMissing(
+                f"ANTHRA_AUTHJS_DATABASE_URL ({self.description}) has no Auth.js "
+                f"@auth/pg-adapter tables: missing {', '.join(missing)}. Create them with the "
+                "adapter's schema, or unset ANTHRA_AUTHJS_DATABASE_URL to accept JWT session "
+                "cookies only."
+            )
 
     async def user(self, session_token: str) -> SessionClaims | None:
         """The user a live session token belongs to, or None; psycopg errors propagate."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.util
 import os
 import secrets
 import sys
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import msgspec
 
+from api.authjs_database import SessionTablesMissing
 from domain.errors import LedgerError
 from domain.scopes import SCOPES
 from infra.ledger import parse_key_id
@@ -59,6 +61,8 @@ def serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.port
     workers = args.workers or settings.workers
     configure_logging(settings.log_level, settings.log_json)
+    if settings.authjs_database_url:
+        _check_session_tables(settings.authjs_database_url)
     # The app factory runs in uvicorn's workers and reads its settings from the environment.
     os.environ["ANTHRA_HOST"] = host
     os.environ["ANTHRA_PORT"] = str(port)
@@ -77,16 +81,49 @@ def serve(args: argparse.Namespace) -> int:
             f"{settings.dev_user!r}:\n  {base}/account/sign-in/local?code={code}",
             flush=True,
         )
+    from api.server_protocol import head_bound
+
     uvicorn.run(
         "api.app:create_app",
         factory=True,
+        # A bound on a request's head while it arrives, which uvicorn does not have itself.
+        http=(
+            "api.server_protocol:HeadBoundedHttpTools"
+            if importlib.util.find_spec("httptools")
+            else "h11"
+        ),
+        h11_max_incomplete_event_size=head_bound(),
         host=host,
         port=port,
         workers=workers,
         log_config=uvicorn_log_config(settings.log_level, settings.log_json),
         server_header=False,
+        # The app's edge layer reads X-Forwarded-* from ANTHRA_TRUSTED_PROXIES only; uvicorn's
+        # own handling would believe any peer on 127.0.0.1.
+        proxy_headers=False,
+        forwarded_allow_ips="",
     )
     return 0
+
+
+def _check_session_tables(url: str) -> None:
+    """Stop before serving if the session database answers without Auth.js's tables."""
+    import asyncio
+
+    import psycopg
+
+    from api.authjs_database import DatabaseSessions
+
+    async def check() -> None:
+        sessions = DatabaseSessions(url)
+        try:
+            await sessions.check_tables()
+        except psycopg.Error:
+            pass  # unreachable now: the service starts, and answers session cookies with 503
+        finally:
+            await sessions.close()
+
+    asyncio.run(check())
 
 
 def mint(args: argparse.Namespace) -> int:
@@ -307,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (SettingsError, PolicyError) as e:
+    except (SettingsError, PolicyError, SessionTablesMissing) as e:
         print(f"anthra-keys: configuration: {e}", file=sys.stderr)
         return 2
     except LedgerError as e:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -15,7 +14,7 @@ from api import problems
 from api.auth import TOKEN_IN_URL, Authenticator, Unavailable, metadata_url_of, token_in_url
 from api.principal import Principal
 from domain.scopes import SCOPES
-from infra.policy import Policy, normalise_path
+from infra.policy import AmbiguousPath, Policy, path_of
 
 AUTHZ_PATH = "/v1/authz"
 # Envoy's ext_authz sends the original method; nginx and Traefik send GET.
@@ -36,7 +35,6 @@ _CONVENTIONS = (
 _ENVOY_PATH = "X-Envoy-Original-Path"
 # Visible ASCII but '%': a header value that stays readable and cannot be split.
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
-_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 _MAX_METHOD = 16
 _MAX_ECHO = 200
 
@@ -70,14 +68,12 @@ class ForwardAuth(Controller):
         try:
             return await _decide(request)
         except problems.AuthProblem as problem:
+            public_url: str = request.app.state.get("public_url", "")
             return Response(
                 problem.body(),
                 status_code=problem.status,
                 media_type=MediaType.JSON,
-                headers={
-                    "WWW-Authenticate": problem.challenge(_resource_metadata(request)),
-                    "Cache-Control": "no-store",
-                },
+                headers=problem.header_map(metadata_url_of(request.scope, public_url)),
             )
 
 
@@ -87,14 +83,13 @@ async def _decide(request: Request[Any, Any, Any]) -> Response[bytes]:
     if token_in_url(raw_path.encode("latin-1"), query.encode("latin-1")):
         raise problems.invalid_request(TOKEN_IN_URL)
     policy: Policy | None = request.app.state.get("policy")
+    try:
+        # The policy must judge the very path the upstream will serve, or none at all.
+        path = path_of(target)
+    except AmbiguousPath as e:
+        raise problems.invalid_request(f"the original path is refused: {e}") from None
     if policy is None:
         return _denied("no route policy is loaded (ANTHRA_POLICY_FILE), so every route is denied")
-    path = normalise_path(target)
-    if path is None:
-        return _denied(
-            "the original path is refused: dot segments, backslashes, control characters and "
-            "invalid encodings are denied"
-        )
     rule = policy.match_normalised(method, path)
     if rule is None:
         return _denied(
@@ -163,19 +158,6 @@ def _tail(request: Request[Any, Any, Any]) -> str | None:
     tail = raw[len(prefix) - 1 :].decode("latin-1")
     query = request.scope.get("query_string", b"")
     return f"{tail}?{query.decode('latin-1')}" if query else tail
-
-
-def _resource_metadata(request: Request[Any, Any, Any]) -> str:
-    """RFC 9728 metadata URL on the client's side of the proxy, for the challenge it will see."""
-    public_url: str = request.app.state.get("public_url", "")
-    # Traefik (and the nginx config in deploy/) name the client's origin in X-Forwarded-*;
-    # Envoy passes the client's Host itself. Without either, the ledger's own Host is the guess.
-    host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
-    proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
-    if public_url or not _HOST.fullmatch(host):
-        return metadata_url_of(request.scope, public_url)
-    scheme = proto if proto in ("http", "https") else request.scope.get("scheme", "http")
-    return problems.resource_metadata_url("", scheme, host)
 
 
 def _authorization_only(scope: Scope) -> Scope:

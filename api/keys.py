@@ -13,7 +13,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from api import problems
 from api.auth import principal_of, requires_scopes, requires_session
-from api.openapi import SESSION_ONLY, SESSION_OR_TOKEN
+from api.openapi import IDEMPOTENT, SESSION_ONLY, SESSION_OR_TOKEN
 from api.problems import ErrorBody
 from api.query_values import (
     OptionalInstantQuery,
@@ -24,6 +24,7 @@ from api.query_values import (
 from api.request_context import context_of
 from api.schemas import (
     LINE_PATTERN,
+    ActorKind,
     ExpiredEvent,
     History,
     HistoryEvent,
@@ -37,8 +38,10 @@ from api.schemas import (
     SetScopesRequest,
 )
 from api.schemas import KeyAsOf as KeyAsOfView
+from domain import api_key
 from domain.api_key import MAX_EXPIRY_DAYS, MAX_REASON_LENGTH, MIN_EXPIRY_DAYS, ApiKey
-from domain.errors import KeyNotFound
+from domain.errors import InvalidInput, KeyNotFound
+from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.scopes import SCOPES
 from domain.timeline import key_as_of, scope_change
 from infra.ledger import KeyLedger
@@ -75,10 +78,38 @@ def _scope_order(scope: str) -> int:
     return _ORDER[scope]
 
 
+def idempotency_key_of(request: Request[Any, Any, Any]) -> str | None:
+    """The request's Idempotency-Key header, if it sent one (checked by the ledger)."""
+    given = request.headers.getall(IDEMPOTENCY_HEADER, [])
+    if len(given) > 1:
+        raise InvalidInput(IDEMPOTENCY_HEADER, "send one, not several")
+    return given[0] if given else None
+
+
+# Each kind of actor by the prefix the domain spells it with.
+_ACTOR_PREFIXES: dict[str, ActorKind] = {
+    api_key.user(""): "user",
+    api_key.key_itself(""): "key",
+    api_key.operator(""): "operator",
+}
+
+
+def actor_parts(actor: str) -> dict[str, str | None]:
+    """An event's actor as `actor_kind` and `actor_id`; none for an actor of no known kind."""
+    if actor == api_key.SYSTEM:
+        return {"actor_kind": "system", "actor_id": None}
+    prefix, colon, actor_id = actor.partition(":")
+    kind = _ACTOR_PREFIXES.get(prefix + colon)
+    if kind is None or not actor_id:
+        return {"actor_kind": None, "actor_id": None}
+    return {"actor_kind": kind, "actor_id": actor_id}
+
+
 def history_event(event: Any) -> HistoryEvent:
     common = {
         "at": event.at,
         "actor": event.actor,
+        **actor_parts(event.actor),
         "version": event.originator_version,
         "context": event.context,
     }
@@ -114,7 +145,12 @@ class KeysController(Controller):
     tags = ["keys"]
 
     @post(
-        "/", guards=[requires_session], status_code=201, security=SESSION_ONLY, sync_to_thread=True
+        "/",
+        guards=[requires_session],
+        status_code=201,
+        security=SESSION_ONLY,
+        responses=IDEMPOTENT,
+        sync_to_thread=True,
     )
     def mint(
         self,
@@ -131,6 +167,7 @@ class KeysController(Controller):
             expires_in_days=data.expires_in_days,
             actor=principal.actor,
             context=context_of(request),
+            idempotency_key=idempotency_key_of(request),
         )
         record = minted.record
         return MintedKey(
@@ -213,7 +250,7 @@ class KeysController(Controller):
         "/{key_id:str}/scopes",
         guards=[requires_session],
         security=SESSION_ONLY,
-        responses=CONFLICT,
+        responses=CONFLICT | IDEMPOTENT,
         sync_to_thread=True,
     )
     def set_scopes(
@@ -231,6 +268,7 @@ class KeysController(Controller):
             actor=principal.actor,
             owner_id=principal.user_id,
             context=context_of(request),
+            idempotency_key=idempotency_key_of(request),
         )
         return key_view(record, ledger)
 
@@ -238,7 +276,8 @@ class KeysController(Controller):
         "/{key_id:str}",
         status_code=200,
         security=SESSION_OR_TOKEN,
-        responses={403: ResponseSpec(ErrorBody, description="A token revoking another key")},
+        responses={403: ResponseSpec(ErrorBody, description="A token revoking another key")}
+        | IDEMPOTENT,
         sync_to_thread=True,
     )
     def revoke(
@@ -270,6 +309,7 @@ class KeysController(Controller):
             reason=reason,
             owner_id=principal.user_id,
             context=context_of(request),
+            idempotency_key=idempotency_key_of(request),
         )
         return key_view(record, ledger)
 

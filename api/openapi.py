@@ -16,16 +16,21 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 
 from api import problems, resource_metadata, schemas
 from api.forward_auth import AUTHZ_PATH
+from api.problems import ErrorBody
+from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
+from domain.idempotency import MAX_LENGTH as IDEMPOTENCY_KEY_LENGTH
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 # An operation's security, as handlers declare it (Litestar appends a handler's list to its
 # controller's, so each handler names its own): a session, or a token with the guard's scope.
 SESSION_OR_TOKEN: list[dict[str, list[str]]] = [{"session": []}, {"bearer": []}]
 SESSION_ONLY: list[dict[str, list[str]]] = [{"session": []}]
+OPERATOR_ONLY: list[dict[str, list[str]]] = [{"operatorSecret": []}]
 # Anyone, a service with the verify secret, or a session: what each learns differs.
 ANYONE_SERVICE_OR_SESSION: list[dict[str, list[str]]] = [{}, {"verifySecret": []}, {"session": []}]
 SECURITY_SCHEMES: dict[str, dict[str, str]] = {
@@ -50,38 +55,71 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
         "scheme": "bearer",
         "description": "ANTHRA_VERIFY_SECRET, for Anthra's own services",
     },
+    "operatorSecret": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "ANTHRA_OPERATOR_SECRET, for the people who run the ledger",
+    },
 }
 # Why each error status can happen, by the rule that adds it.
 _EVERY_OPERATION = {
-    "400": "Bad input (named in `field`), a malformed Authorization header, or a token in the URL"
+    "400": "Bad input (named in `field`), a malformed Authorization header, or a token in the URL",
+    "414": "The path and query are longer than the edge allows",
+    "421": "A Host the service does not answer for (ANTHRA_ALLOWED_HOSTS)",
+    "431": "More or larger headers than the edge allows",
 }
 _AUTHENTICATED = {
     "401": "No credentials, or an invalid, revoked or expired token",
     "403": "A missing scope, or a cross-site request on a session",
+    "429": "Too many failed credentials from this client or for this token prefix",
     "503": "The verification index or the session store cannot vouch for itself just now",
 }
 _PATH_PARAMETERS = {"404": "No such key among the caller's"}
+# A command a client may retry: it reads the header, and answers 422 when it is reused.
+IDEMPOTENT = {
+    422: ResponseSpec(
+        ErrorBody,
+        description=f"The {IDEMPOTENCY_HEADER} was used for another request in the last 24 hours",
+    )
+}
+_IDEMPOTENCY_KEY = {
+    "name": IDEMPOTENCY_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Send the same value again to retry this request safely, for 24 hours",
+    "schema": {"type": "string", "pattern": f"^[!-~]{{1,{IDEMPOTENCY_KEY_LENGTH}}}$"},
+}
 _BODY = {"413": "The body is larger than 64 KiB", "415": "The body is not application/json"}
-# nginx's convention, of the three /v1/authz reads (see api/forward_auth.py): the one a schema can
-# state as parameters; Envoy's is the path form, `/v1/authz/{original_path}`.
+# What /v1/authz reads (see api/forward_auth.py) as far as a schema can state it. A path the
+# gateway's upstream could read as another one (dot segments, encoded slashes, double encoding…)
+# is refused; the patterns admit plain segments only, a subset of what is served.
+_PLAIN_SEGMENT = (
+    "[A-Za-z0-9._~!$&'()*+,=:@-]*[A-Za-z0-9_~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,=:@-]*"
+)
 _AUTHZ_HEADERS = [
     {
         "name": "X-Original-URI",
         "in": "header",
         "required": True,
-        "description": "The original request target (nginx: `$request_uri`); Traefik's "
-        "X-Forwarded-Uri is read the same way",
-        "schema": {"type": "string", "pattern": "^/[!-~]*$", "maxLength": 2048},
+        "description": "The original request target, origin-form (nginx: `$request_uri`); "
+        "Traefik's X-Forwarded-Uri and X-Forwarded-Method are read the same way",
+        "schema": {
+            "type": "string",
+            "pattern": f"^(/|(/{_PLAIN_SEGMENT})+/?)(\\?[A-Za-z0-9._~!$&'()*+,;=:@/?-]*)?$",
+            "maxLength": 2048,
+        },
     },
     {
         "name": "X-Original-Method",
         "in": "header",
         "required": True,
-        "description": "The original request method (nginx: `$request_method`); Traefik's "
-        "X-Forwarded-Method is read the same way",
+        "description": "The original request method (nginx: `$request_method`)",
         "schema": {"type": "string", "pattern": "^[A-Za-z]{1,16}$"},
     },
 ]
+# Envoy's form: the original path after /v1/authz/, as sent (shown here as one plain segment, short
+# enough that even percent-encoded whole it stays within the edge's 8 KiB for a target).
+_ORIGINAL_PATH = {"type": "string", "pattern": f"^{_PLAIN_SEGMENT}$", "maxLength": 600}
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -130,8 +168,12 @@ def contract(generated: dict[str, Any]) -> dict[str, Any]:
 def _complete(path: str, operation: dict[str, Any]) -> None:
     if path == AUTHZ_PATH:
         operation["parameters"] = [*operation.get("parameters", []), *_AUTHZ_HEADERS]
+    if "422" in operation["responses"]:
+        operation["parameters"] = [*operation.get("parameters", []), _IDEMPOTENCY_KEY]
     for parameter in operation.get("parameters", []):
         parameter["schema"] = _present(parameter.get("schema", {}))
+        if path.startswith(AUTHZ_PATH) and parameter["name"] == "original_path":
+            parameter["schema"] = _ORIGINAL_PATH
     security = operation.get("security") or []
     errors = dict(_EVERY_OPERATION)
     if security:

@@ -2,6 +2,9 @@
 
 The page is the same document for everyone; all data comes from `/api/v1/*` with the session
 cookie, the API integrations use. A visitor who is not signed in gets a sign-in page instead.
+What the create form offers and checks (the scopes, the name's length, the expiry choices) is
+rendered into the page and served as `config.json` from one `PageConfig`, built from the
+domain's own constants, so the script never copies a server limit.
 Every response of this controller carries a strict Content-Security-Policy (no inline script or
 style anywhere) and is never cached.
 """
@@ -10,15 +13,20 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import PurePosixPath
 from typing import Any
 
+import msgspec
 from litestar import Controller, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
 from api.auth import Unavailable
+from domain.api_key import MAX_EXPIRY_DAYS, MAX_NAME_LENGTH, MIN_EXPIRY_DAYS
 from domain.scopes import SCOPES
 
 log = logging.getLogger("anthra.page")
@@ -36,16 +44,70 @@ SECURITY_HEADERS: dict[str, str] = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
-HTML = "text/html; charset=utf-8"
-ASSETS: dict[str, str] = {
-    "api-keys.js": "text/javascript; charset=utf-8",
-    "api-keys.css": "text/css; charset=utf-8",
-}
-_SCOPES_MARKER = "<!-- scope-checkboxes -->"
+# Bare types: Litestar appends "; charset=utf-8" to every text/* type itself.
+HTML = "text/html"
+JSON = "application/json"
+ASSET_TYPES: dict[str, str] = {".js": "text/javascript", ".css": "text/css"}
+EXPIRY_PRESET_DAYS = (7, 30, 60, 90, 365)
+DEFAULT_EXPIRY_DAYS = 30
+
+
+class ScopeChoice(msgspec.Struct, frozen=True):
+    """A scope the form offers, with what it grants."""
+
+    scope: str
+    description: str
+
+
+class PageConfig(msgspec.Struct, frozen=True):
+    """What the create and edit forms offer and check: the domain's rules, in one document."""
+
+    scopes: list[ScopeChoice]
+    name_max_length: int
+    expiry_min_days: int
+    expiry_max_days: int
+    expiry_preset_days: list[int]
+    expiry_default_days: int
+
+
+@cache
+def page_config() -> PageConfig:
+    """The scopes in canonical order, the name and expiry limits, and the expiry presets."""
+    return PageConfig(
+        scopes=[ScopeChoice(scope, description) for scope, description in SCOPES.items()],
+        name_max_length=MAX_NAME_LENGTH,
+        expiry_min_days=MIN_EXPIRY_DAYS,
+        expiry_max_days=MAX_EXPIRY_DAYS,
+        expiry_preset_days=list(EXPIRY_PRESET_DAYS),
+        expiry_default_days=DEFAULT_EXPIRY_DAYS,
+    )
+
+
+def _assets_folder() -> Traversable:
+    return resources.files("api").joinpath("page_assets")
 
 
 def _asset_text(name: str) -> str:
-    return resources.files("api").joinpath("page_assets", name).read_text(encoding="utf-8")
+    folder = _assets_folder()
+    for part in name.split("/"):
+        folder = folder.joinpath(part)
+    return folder.read_text(encoding="utf-8")
+
+
+@cache
+def asset_types() -> dict[str, str]:
+    """Every script and style sheet under page_assets, by its path there: all that is served."""
+    found: dict[str, str] = {}
+
+    def walk(folder: Traversable, prefix: str) -> None:
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                walk(entry, f"{prefix}{entry.name}/")
+            elif (suffix := PurePosixPath(entry.name).suffix) in ASSET_TYPES:
+                found[prefix + entry.name] = ASSET_TYPES[suffix]
+
+    walk(_assets_folder(), "")
+    return found
 
 
 @cache
@@ -53,29 +115,66 @@ def _asset(name: str) -> bytes:
     return _asset_text(name).encode("utf-8")
 
 
-def scope_checkboxes() -> str:
-    """The create form's scope checkboxes, one per scope of `SCOPES`, none ticked."""
+def scope_checkboxes(config: PageConfig) -> str:
+    """The create form's scope checkboxes, one per scope, none ticked."""
     items = []
-    for scope, description in SCOPES.items():
-        s = html.escape(scope, quote=True)
+    for choice in config.scopes:
+        s = html.escape(choice.scope, quote=True)
         items.append(
             f'<li class="scope-option">'
             f'<input type="checkbox" name="scopes" value="{s}" id="scope-{s}" '
             f'data-testid="scope-{s}" aria-describedby="scope-{s}-desc">'
             f'<label for="scope-{s}"><code class="scope-name">{s}</code> '
-            f'<span class="scope-desc" id="scope-{s}-desc">{html.escape(description)}</span>'
+            f'<span class="scope-desc" id="scope-{s}-desc">{html.escape(choice.description)}</span>'
             f"</label></li>"
         )
     return "\n".join(items)
 
 
+def expiry_options(config: PageConfig) -> str:
+    """The expiry choices: the presets (the default selected), then custom, then none."""
+    options = [
+        f'<option value="{days}"{" selected" if days == config.expiry_default_days else ""}>'
+        f"In {days} days</option>"
+        for days in config.expiry_preset_days
+    ]
+    options += [
+        '<option value="custom">Custom…</option>',
+        '<option value="never">No expiry</option>',
+    ]
+    return "\n".join(options)
+
+
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+@cache
+def _config_json() -> bytes:
+    return msgspec.json.encode(page_config())
+
+
 @cache
 def page_html() -> bytes:
-    """The page: the static document with the scope checkboxes rendered from `SCOPES`."""
+    """The page: the static document with the form's choices and limits from `page_config`."""
+    config = page_config()
+    values = {
+        "scope_checkboxes": scope_checkboxes(config),
+        "expiry_options": expiry_options(config),
+        "name_max_length": str(config.name_max_length),
+        "expiry_min_days": str(config.expiry_min_days),
+        "expiry_max_days": str(config.expiry_max_days),
+    }
     document = _asset_text("api-keys.html")
-    if _SCOPES_MARKER not in document:
-        raise RuntimeError(f"api-keys.html lacks the {_SCOPES_MARKER} marker")
-    return document.replace(_SCOPES_MARKER, scope_checkboxes()).encode("utf-8")
+    missing = set(values) - set(_PLACEHOLDER.findall(document))
+    if missing:
+        raise RuntimeError(f"api-keys.html lacks the placeholders {sorted(missing)}")
+
+    def fill(match: re.Match[str]) -> str:
+        if match.group(1) not in values:
+            raise RuntimeError(f"api-keys.html has an unknown placeholder {match.group(0)}")
+        return values[match.group(1)]
+
+    return _PLACEHOLDER.sub(fill, document).encode("utf-8")
 
 
 def _document(title: str, body: str) -> bytes:
@@ -137,7 +236,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
 
 
 class AccountPage(Controller):
-    """The API-keys page and its two static assets."""
+    """The API-keys page, its config document and its scripts and style sheet."""
 
     path = "/account"
     tags = ["page"]
@@ -166,10 +265,16 @@ class AccountPage(Controller):
             return _respond(body, status=401)
         return _respond(page_html())
 
-    @get("/assets/{name:str}")
+    @get("/api-keys/config.json")
+    async def config(self) -> Response[bytes]:
+        """What the page's forms offer and check; the same for everyone, so no session needed."""
+        return _respond(_config_json(), media_type=JSON)
+
+    @get("/assets/{name:path}")
     async def asset(self, name: FromPath[str]) -> Response[bytes]:
-        """`api-keys.js` and `api-keys.css`; any other name is 404."""
-        media_type = ASSETS.get(name)
+        """A script or style sheet of the page, by its path under page_assets; else 404."""
+        name = name.removeprefix("/")
+        media_type = asset_types().get(name)
         if media_type is None:
             return _respond(b"not found\n", status=404, media_type=MediaType.TEXT)
         return _respond(_asset(name), media_type=media_type)

@@ -20,6 +20,11 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
 _encode = msgspec.json.Encoder().encode
 
 
+def error_body(error: str, description: str) -> bytes:
+    """An error body as JSON bytes, for layers that answer before Litestar does."""
+    return _encode(ErrorBody(error=error, error_description=description))
+
+
 class AuthProblem(Exception):
     """An authentication or authorization failure, answered with its WWW-Authenticate challenge."""
 
@@ -30,6 +35,7 @@ class AuthProblem(Exception):
         description: str,
         scope: Sequence[str] = (),
         body_error: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(description)
         self.status = status
@@ -37,6 +43,7 @@ class AuthProblem(Exception):
         self.description = description
         self.scope = tuple(scope)
         self.body_error = body_error or error or "unauthorized"
+        self.retry_after = retry_after
 
     def challenge(self, resource_metadata: str = "") -> str:
         """The WWW-Authenticate value: realm, error, description, scope, and on 401 and 403 where
@@ -54,21 +61,25 @@ class AuthProblem(Exception):
     def body(self) -> bytes:
         return _encode(ErrorBody(error=self.body_error, error_description=self.description))
 
+    def header_map(self, resource_metadata: str = "") -> dict[str, str]:
+        """The answer's headers but its content type: the challenge, or Retry-After on a 429."""
+        if self.retry_after is not None:
+            return {"Retry-After": str(self.retry_after), "Cache-Control": "no-store"}
+        return {"WWW-Authenticate": self.challenge(resource_metadata), "Cache-Control": "no-store"}
+
     def headers(self, resource_metadata: str = "") -> list[tuple[bytes, bytes]]:
-        return [
-            (b"content-type", b"application/json"),
-            (b"www-authenticate", self.challenge(resource_metadata).encode("latin-1")),
-            (b"cache-control", b"no-store"),
+        return [(b"content-type", b"application/json")] + [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in self.header_map(resource_metadata).items()
         ]
 
 
 METADATA_PATH = "/.well-known/oauth-protected-resource"
 
 
-def resource_metadata_url(public_url: str, scheme: str, host: str) -> str:
-    """Where this resource's RFC 9728 metadata is: under the configured public URL, else the
-    request's own origin."""
-    base = public_url or (f"{scheme}://{host}" if host else "")
+def resource_metadata_url(base: str) -> str:
+    """Where this resource's RFC 9728 metadata is, under the public URL or the request's origin;
+    "" when there is neither."""
     return f"{base}{METADATA_PATH}" if base else ""
 
 
@@ -96,6 +107,18 @@ def insufficient_scope(needed: Sequence[str]) -> AuthProblem:
         "insufficient_scope",
         f"the token lacks the scope this request needs: {' '.join(needed)}",
         scope=needed,
+    )
+
+
+def too_many_failures(retry_after: int) -> AuthProblem:
+    # Said only of a credential that failed anyway: a valid one is never answered so.
+    return AuthProblem(
+        429,
+        None,
+        "too many failed authentication attempts from this client or for this token prefix; "
+        "retry later",
+        body_error="too_many_requests",
+        retry_after=retry_after,
     )
 
 

@@ -7,6 +7,8 @@ from typing import Any
 import msgspec
 from litestar import Request, get
 
+from api import problems
+from api.edge import request_origin
 from api.problems import METADATA_PATH
 from domain.scopes import SCOPES
 
@@ -25,7 +27,10 @@ class ProtectedResourceMetadata(msgspec.Struct, frozen=True, omit_defaults=True)
 async def protected_resource_metadata(request: Request[Any, Any, Any]) -> ProtectedResourceMetadata:
     """The resource, its six scopes, and that tokens go in the Authorization header only."""
     public_url: str = request.app.state.get("public_url", "")
-    resource = public_url or f"{request.url.scheme}://{request.url.netloc}"
+    # Outside development mode the public URL is set or the edge has checked the Host.
+    resource = public_url or request_origin(request.scope)
+    if not resource:
+        raise problems.invalid_request("the Host header is not a host name and port")
     return ProtectedResourceMetadata(
         resource=resource,
         scopes_supported=list(SCOPES),

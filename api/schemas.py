@@ -105,6 +105,9 @@ class KeyList(msgspec.Struct, frozen=True):
     keys: list[Key]
 
 
+ActorKind = Literal["user", "key", "operator", "system"]
+
+
 class _EventCommon(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What every event shows: when, who, the key's version after it, and where from; in the
     audit trail also its store position, its key and its chain value."""
@@ -116,6 +119,9 @@ class _EventCommon(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     position: int | None = None
     key_id: str | None = None
     chain: str | None = None
+    # The actor taken apart, so that no client parses it: the user id, key id or operator name.
+    actor_kind: ActorKind | None = None
+    actor_id: str | None = None
 
 
 class MintedEvent(_EventCommon, frozen=True, tag="Minted", tag_field="type"):

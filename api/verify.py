@@ -19,7 +19,7 @@ from litestar.exceptions import HTTPException
 from litestar.params import JSONBody
 
 from api import problems
-from api.auth import Unavailable
+from api.auth import Authenticator, Unavailable
 from api.openapi import ANYONE_SERVICE_OR_SESSION
 from api.query_values import parse_instant
 from api.schemas import VerifyRequest, VerifyResponse
@@ -62,7 +62,8 @@ class VerifyController(Controller):
     ) -> VerifyResponse:
         """Whether the token is live and holds every scope asked for; no database round trip."""
         ledger: KeyLedger = request.app.state.ledger
-        caller = await _caller(request)
+        authenticator: Authenticator = request.app.state.authenticator
+        caller = await _caller(request, authenticator)
         unknown = [s for s in data.scopes if s not in ALL_SCOPES]
         if unknown:
             raise InvalidInput("scopes", f"unknown scope {unknown[0]!r}")
@@ -75,9 +76,14 @@ class VerifyController(Controller):
                     body_error="unauthorized",
                 )
             instant = parse_instant(data.as_of, "as_of")
-            return await anyio.to_thread.run_sync(_verify_as_of, ledger, data, instant, caller)
+            answer = await anyio.to_thread.run_sync(_verify_as_of, ledger, data, instant, caller)
+            if answer.code == "invalid_token":
+                authenticator.attempt_failed(request.scope, data.token)
+            return answer
         verification = ledger.verify(data.token, data.scopes)
         record = verification.record
+        if record is None:
+            authenticator.attempt_failed(request.scope, data.token)
         if record is None or not caller.may_see(record):
             return VerifyResponse(valid=verification.valid, code=verification.code)
         return VerifyResponse(
@@ -91,17 +97,22 @@ class VerifyController(Controller):
         )
 
 
-async def _caller(request: Request[Any, Any, Any]) -> Caller:
+async def _caller(request: Request[Any, Any, Any], authenticator: Authenticator) -> Caller:
     """Who asks; raises the problem that refuses the request."""
     secret: str = request.app.state.verify_secret
     authorization = request.headers.getall("authorization", [])
     # With no secret configured there is no service to be: a token or anything else sent along
     # is no credential here, and the caller is whoever the rest of the request says.
     if authorization and secret:
-        _require_verify_secret(authorization, secret)
+        try:
+            _require_verify_secret(authorization, secret)
+        except problems.AuthProblem as refused:
+            if refused.status == 401 and refused.error:
+                authenticator.attempt_failed(request.scope)  # counted by client only
+            raise
         return Caller(service=True)
     try:
-        principal = await request.app.state.authenticator.session_principal(request.scope)
+        principal = await authenticator.session_principal(request.scope)
     except Unavailable:
         raise HTTPException(
             status_code=503,

@@ -166,6 +166,13 @@ class Server:
         return "\n".join(text[-lines:])
 
 
+# For benches that check thousands of revoked tokens from one address on purpose.
+NO_FAILED_ATTEMPT_LIMIT = {
+    "ANTHRA_AUTH_FAILURES_PER_IP": "0",
+    "ANTHRA_AUTH_FAILURES_PER_PREFIX": "0",
+}
+
+
 def ledger_server(
     name: str, database_url: str, auth_secret: str, workdir: Path, workers: int = 1, **env: str
 ) -> Server:
@@ -173,7 +180,13 @@ def ledger_server(
     port = free_port()
     argv = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--workers", str(workers)]
-    server_env = {"ANTHRA_DATABASE_URL": database_url, "AUTH_SECRET": auth_secret, **env}
+    server_env = {
+        "ANTHRA_DATABASE_URL": database_url,
+        "AUTH_SECRET": auth_secret,
+        # Outside development mode the ledger needs its public URL: where it listens.
+        "ANTHRA_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        **env,
+    }
     return Server(name, argv, server_env, workdir, "/readyz", port)
 
 

@@ -44,6 +44,7 @@ import httpx
 import psycopg
 
 from bench.common import (
+    NO_FAILED_ATTEMPT_LIMIT,
     Server,
     at_most,
     command_line,
@@ -231,12 +232,12 @@ def run_backend(
 ) -> tuple[Propagation, list[float]]:
     """Start A, then B, on the store at url; mint, wait for B, floor, measure; stop both."""
     secret = secrets.token_urlsafe(32)
-    a = ledger_server(f"{backend}-A", url, secret, workdir)
+    a = ledger_server(f"{backend}-A", url, secret, workdir, **NO_FAILED_ATTEMPT_LIMIT)
     servers = [a]
     try:
         # A first: it creates the tables, and two processes racing to create them would fail.
         a.wait_ready()
-        b = ledger_server(f"{backend}-B", url, secret, workdir)
+        b = ledger_server(f"{backend}-B", url, secret, workdir, **NO_FAILED_ATTEMPT_LIMIT)
         servers.append(b)
         b.wait_ready()
         keys = mint_keys(a.url, secret, count + own)

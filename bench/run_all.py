@@ -2,9 +2,9 @@
 
     .venv/bin/python -m bench.run_all [--quick] [--only NAME ...] [--skip NAME ...]
 
-Each benchmark module present (verify, http, ledger_ops, propagation, audit, usage, cold_start)
-runs in a subprocess of its own, one after another, with its own defaults, or with reduced sizes
-under `--quick`; its whole output goes to a log file (the directory is printed). Its summary
+Each benchmark module present (verify, http, ledger_ops, propagation, audit, usage, cold_start,
+soak) runs in a subprocess of its own, one after another, with its own defaults, or with reduced
+sizes under `--quick`; its whole output goes to a log file (the directory is printed). Its summary
 rows come from the `bench-summary:` line that a module run with `--json` ends with (see
 bench/common.py; a module offers it when `--json` is in its `--help`), or, for a module without
 it, from the tables it prints: every row with a verdict. A module that fails, times out or prints
@@ -213,6 +213,7 @@ MODULES = [
     ),
     Module("usage", _fixed(["--keys", "20000", "--runs", "5", "--drains", "3"]), usage_rows),
     Module("cold_start", _cold_start_quick, cold_start_rows),
+    Module("soak", _fixed(["--minutes", "1"])),
 ]
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 
 from infra.audit_views import audit_view_for
 from infra.ledger import LedgerStore
@@ -14,9 +16,20 @@ from projections.audit import (
     verify_chain,
 )
 
+# Over the API a verification reads every event: at most one start per this many seconds.
+VERIFY_INTERVAL = 10.0
+
 
 class VerificationRunning(Exception):
     """A chain verification is already running in this process."""
+
+
+class VerifiedTooRecently(Exception):
+    """A chain verification started less than the interval ago; come back in `retry_after`."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry in {retry_after} s")
+        self.retry_after = retry_after
 
 
 class AuditTrail:
@@ -28,6 +41,7 @@ class AuditTrail:
         self.projector = AuditProjector(store.recorder, store.mapper, store.name, self.view)
         self._lock = threading.Lock()
         self._verifying = threading.Lock()
+        self._last_verify_started = -math.inf
 
     def catch_up(self) -> int:
         """Project what the store holds beyond the view; one projector at a time per process."""
@@ -42,15 +56,20 @@ class AuditTrail:
     def rows_after(self, position: int, limit: int, owner_id: str | None = None) -> list[AuditRow]:
         return self.view.rows_after(position, limit, owner_id)
 
-    def verify(self) -> ChainReport:
+    def verify(self, min_interval: float = 0.0) -> ChainReport:
         """Recompute the chain from the stored events, and each row's fields from its event.
 
         It reads the whole store (tens of seconds at a million events), so one runs at a time
-        per process; a second caller is told to come back rather than queue behind it.
+        per process, and at most one starts per `min_interval` seconds; a caller turned away is
+        told to come back rather than queue behind it.
         """
         if not self._verifying.acquire(blocking=False):
             raise VerificationRunning
         try:
+            wait = self._last_verify_started + min_interval - time.monotonic()
+            if wait > 0:
+                raise VerifiedTooRecently(math.ceil(wait))
+            self._last_verify_started = time.monotonic()
             self.catch_up()
             return verify_chain(
                 self.store.recorder,

@@ -17,6 +17,13 @@ from eventsourcing.persistence import IntegrityError, Notification, Tracking
 from domain import token as token_format
 from domain.api_key import ApiKey, Status
 from domain.errors import KeyNotFound
+from domain.idempotency import (
+    SUPERSEDED,
+    IdempotentRequest,
+    check_key,
+    fingerprint,
+    record_id,
+)
 from projections.key_projection import KeyProjection
 from projections.verification_index import KeyRecord, Verification, VerificationIndex
 
@@ -91,26 +98,95 @@ class KeyLedger:
         expires_in_days: int | None,
         actor: str,
         context: Context = None,
+        idempotency_key: str | None = None,
     ) -> MintedKey:
-        """Mint a key; the token is returned once and only its sha256 is stored."""
-        token = token_format.generate()
-        key = ApiKey.mint(
-            key_id=uuid4(),
-            owner_id=owner_id,
-            name=name,
-            token_sha256=token_format.digest(token).hex(),
-            prefix=token_format.display_prefix(token),
-            scopes=list(scopes),
-            expires_in_days=expires_in_days,
-            actor=actor,
-            at=self.now(),
-            context=context,
+        """Mint a key; the token is returned once and only its sha256 is stored.
+
+        Under an idempotency key, a retry of the same request supersedes the key the earlier
+        attempt minted (its token may never have reached the client) with a new one.
+        """
+        request = (
+            fingerprint("mint", name, sorted(set(scopes)), expires_in_days)
+            if idempotency_key is not None
+            else ""
         )
-        self._record(key.id, key.collect_events())
-        record = self.index.key(key.id)
-        assert record is not None
-        log.info("minted key %s (%s) for %s by %s", key.id, record.prefix, owner_id, actor)
-        return MintedKey(token, record)
+        for attempt in range(_CONFLICT_RETRIES):
+            at = self.now()
+            token = token_format.generate()
+            key = ApiKey.mint(
+                key_id=uuid4(),
+                owner_id=owner_id,
+                name=name,
+                token_sha256=token_format.digest(token).hex(),
+                prefix=token_format.display_prefix(token),
+                scopes=list(scopes),
+                expires_in_days=expires_in_days,
+                actor=actor,
+                at=at,
+                context=context,
+            )
+            events: list[DomainEventProtocol[UUID]] = list(key.collect_events())
+            if idempotency_key is not None:
+                events += self._supersede_on_retry(
+                    owner_id, idempotency_key, request, key.id, at, actor, context
+                )
+            try:
+                self._record(events)
+            except _Conflict:
+                log.info("idempotent mint raced another attempt, try %d; again", attempt + 1)
+                continue
+            record = self.index.key(key.id)
+            assert record is not None
+            log.info("minted key %s (%s) for %s by %s", key.id, record.prefix, owner_id, actor)
+            return MintedKey(token, record)
+        raise _Conflict.busy(owner_id)
+
+    def _supersede_on_retry(
+        self,
+        owner_id: str,
+        idempotency_key: str,
+        request: str,
+        key_id: UUID,
+        at: datetime,
+        actor: str,
+        context: Context,
+    ) -> list[DomainEventProtocol[UUID]]:
+        """The idempotency record's events for a mint of `key_id`, and on a retry the earlier
+        attempt's key revoked as superseded."""
+        retried, events = self._begin(owner_id, idempotency_key, request, key_id, at)
+        if retried is None:
+            return events
+        earlier = self._load(retried.key_id, owner_id)
+        earlier.revoke(actor, SUPERSEDED, at, context)
+        retried.retried(key_id=key_id, at=at)
+        log.info("retried mint supersedes key %s", earlier.id)
+        return [*earlier.collect_events(), *retried.collect_events()]
+
+    def _begin(
+        self, owner_id: str, idempotency_key: str, request: str, key_id: UUID, at: datetime
+    ) -> tuple[IdempotentRequest | None, list[DomainEventProtocol[UUID]]]:
+        """(None, the record's events) for a new request under the key; (the record, []) for a
+        retry; IdempotencyKeyReused for another request within the window."""
+        check_key(idempotency_key)
+        found = self._request(owner_id, idempotency_key)
+        if found is None:
+            started = IdempotentRequest.start(
+                owner_id=owner_id, key=idempotency_key, fingerprint=request, key_id=key_id, at=at
+            )
+            return None, list(started.collect_events())
+        if not found.is_retry(request, at):
+            found.restart(fingerprint=request, key_id=key_id, at=at)
+            return None, list(found.collect_events())
+        return found, []
+
+    def _request(self, owner_id: str, idempotency_key: str) -> IdempotentRequest | None:
+        try:
+            found: Any = self.store.repository.get(record_id(owner_id, idempotency_key))
+        except AggregateNotFoundError:
+            return None
+        if not isinstance(found, IdempotentRequest):  # pragma: no cover (ids are uuid5)
+            return None
+        return found
 
     def set_scopes(
         self,
@@ -119,10 +195,14 @@ class KeyLedger:
         actor: str,
         owner_id: str | None = None,
         context: Context = None,
+        idempotency_key: str | None = None,
     ) -> KeyRecord:
         """Replace an active key's scopes."""
         return self._change(
-            key_id, owner_id, lambda key: key.set_scopes(list(scopes), actor, self.now(), context)
+            key_id,
+            owner_id,
+            lambda key: key.set_scopes(list(scopes), actor, self.now(), context),
+            idempotency=(idempotency_key, ("set_scopes", sorted(set(scopes)))),
         )
 
     def revoke(
@@ -132,10 +212,14 @@ class KeyLedger:
         reason: str = "",
         owner_id: str | None = None,
         context: Context = None,
+        idempotency_key: str | None = None,
     ) -> KeyRecord:
         """Revoke a key; revoking it again changes nothing and still succeeds."""
         record = self._change(
-            key_id, owner_id, lambda key: key.revoke(actor, reason, self.now(), context)
+            key_id,
+            owner_id,
+            lambda key: key.revoke(actor, reason, self.now(), context),
+            idempotency=(idempotency_key, ("revoke", reason)),
         )
         log.info("revoked key %s (%s) by %s", record.key_id, record.prefix, actor)
         return record
@@ -174,10 +258,9 @@ class KeyLedger:
         """Every event of one key, oldest first, read from the store."""
         uuid = parse_key_id(key_id)
         events = list(self.store.events.get(uuid))
-        if not events:
+        if not events or not isinstance(events[0], ApiKey.Minted):
             raise KeyNotFound(str(uuid))
-        minted: Any = events[0]
-        if owner_id is not None and minted.owner_id != owner_id:
+        if owner_id is not None and events[0].owner_id != owner_id:
             raise KeyNotFound(str(uuid))
         return events
 
@@ -237,15 +320,28 @@ class KeyLedger:
     # Saving
 
     def _change(
-        self, key_id: str | UUID, owner_id: str | None, command: Callable[[ApiKey], bool]
+        self,
+        key_id: str | UUID,
+        owner_id: str | None,
+        command: Callable[[ApiKey], bool],
+        idempotency: tuple[str | None, tuple[str, object]] = (None, ("", None)),
     ) -> KeyRecord:
         uuid = parse_key_id(key_id)
+        idempotency_key, arguments = idempotency
         for attempt in range(_CONFLICT_RETRIES):
             key = self._load(uuid, owner_id)
-            if not command(key):
+            changed = command(key)
+            events: list[DomainEventProtocol[UUID]] = list(key.collect_events())
+            if idempotency_key is not None:
+                request = fingerprint(arguments[0], str(uuid), arguments[1])
+                # A retry of a command that is safe to repeat adds nothing to the record.
+                events += self._begin(key.owner_id, idempotency_key, request, uuid, self.now())[1]
+            if not events:
                 return self.key(uuid)
             try:
-                self._record(uuid, key.collect_events())
+                self._record(events)
+                if not changed:
+                    return self.key(uuid)
             except _Conflict:
                 # Another process changed the key first: decide again on its latest state.
                 log.info("conflict on key %s, attempt %d; retrying", uuid, attempt + 1)
@@ -255,19 +351,20 @@ class KeyLedger:
 
     def _load(self, key_id: UUID, owner_id: str | None) -> ApiKey:
         try:
-            key: ApiKey = self.store.repository.get(key_id)
+            key: Any = self.store.repository.get(key_id)
         except AggregateNotFoundError:
             raise KeyNotFound(str(key_id)) from None
-        if owner_id is not None and key.owner_id != owner_id:
+        # The store holds other aggregates too (idempotency records): only keys are keys.
+        if not isinstance(key, ApiKey) or (owner_id is not None and key.owner_id != owner_id):
             raise KeyNotFound(str(key_id))
         return key
 
-    def _record(self, key_id: UUID, events: Sequence[DomainEventProtocol[UUID]]) -> None:
+    def _record(self, events: Sequence[DomainEventProtocol[UUID]]) -> None:
         try:
             self.store.save(*events)
         except IntegrityError:
             # save() retries on a dead connection; the first try may have committed.
-            if not self._was_recorded(key_id, events):
+            if not self._was_recorded(events):
                 raise _Conflict from None
         # Read-your-writes: apply this command's own events now, from memory, so the answer
         # holds even if reading the store back fails; catching up then fills in the rest.
@@ -279,15 +376,20 @@ class KeyLedger:
         except Exception:
             log.warning("catch-up after a save failed; the follower will retry", exc_info=True)
 
-    def _was_recorded(self, key_id: UUID, events: Sequence[DomainEventProtocol[UUID]]) -> bool:
+    def _was_recorded(self, events: Sequence[DomainEventProtocol[UUID]]) -> bool:
+        # One transaction saves them all: if the last is stored as this one, all of them are.
         last: Any = events[-1]
         stored: list[Any] = list(
             self.store.events.get(
-                key_id, gt=last.originator_version - 1, lte=last.originator_version
+                last.originator_id, gt=last.originator_version - 1, lte=last.originator_version
             )
         )
         return bool(stored) and stored[0].timestamp == last.timestamp
 
 
 class _Conflict(Exception):
-    """Another writer saved a new version of the key first."""
+    """Another writer saved a new version of an aggregate first."""
+
+    @staticmethod
+    def busy(owner_id: str) -> RuntimeError:
+        return RuntimeError(f"requests of {owner_id} kept conflicting; retry")

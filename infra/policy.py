@@ -21,6 +21,7 @@ normalised unambiguously.
 from __future__ import annotations
 
 import tomllib
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,34 +137,74 @@ class Policy:
         return None
 
 
-def normalise_path(target: str) -> str | None:
-    """The path of a request target as the policy sees it, or None if it must be denied.
+class AmbiguousPath(ValueError):
+    """A request target that servers could read as different paths; the message says why."""
 
-    Strips the query, percent-decodes once and collapses `//`. Refuses (None) dot segments, a
-    segment that a second decoding would turn into one, backslashes, control characters,
-    invalid UTF-8 and any target that is not origin-form or an http(s) absolute URI: an
-    upstream could read those differently from the policy.
+
+def normalise_path(target: str) -> str | None:
+    """The path of a request target as the policy sees it, or None if it must be denied."""
+    try:
+        return path_of(target)
+    except AmbiguousPath:
+        return None
+
+
+def path_of(target: str) -> str:
+    """The path of a request target as the policy sees it: the query stripped, each segment
+    percent-decoded once. Raises AmbiguousPath for anything an upstream could read as another
+    path: empty segments (`//`), dot segments (`..`, `%2e%2e`, `..;x`, fullwidth dots), encoded
+    or raw backslashes, encoded slashes, percent-encoding applied twice, control characters,
+    invalid UTF-8, and a target that is not origin-form or an http(s) absolute URI.
+
+    One trailing slash is allowed and ignored (`/books/` is judged as `/books`).
     """
     if not target or any(c not in _URI_CHARS for c in target):
-        return None
+        raise AmbiguousPath("spaces, control characters and raw non-ASCII are not allowed")
     path = target.split("?", 1)[0].split("#", 1)[0]
     if not path.startswith("/"):
         # Absolute form, `GET http://host/path`, which nginx passes on in $request_uri.
         parts = urlsplit(path)
         if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-            return None
+            raise AmbiguousPath("the target is neither a path nor an http(s) URL")
         path = parts.path or "/"
+    if "\\" in path:
+        raise AmbiguousPath("backslashes are not allowed")
+    raw_segments = path[1:].split("/")
+    if len(raw_segments) > 1 and raw_segments[-1] == "":
+        raw_segments.pop()
+    if raw_segments == [""]:
+        return "/"
+    return "/" + "/".join(_segment(raw) for raw in raw_segments)
+
+
+def _segment(raw: str) -> str:
+    if not raw:
+        raise AmbiguousPath("empty segments (//) are not allowed")
     try:
-        decoded = unquote_to_bytes(path).decode("utf-8")
+        decoded = unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
-        return None
-    if "\\" in decoded or any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):
-        return None
-    segments = [s for s in decoded.split("/") if s]
-    for segment in segments:
-        if segment in _DOT_SEGMENTS or ("%" in segment and unquote(segment) in _DOT_SEGMENTS):
-            return None
-    return "/" + "/".join(segments)
+        raise AmbiguousPath("the percent-encoding is not UTF-8") from None
+    if "%" in decoded and unquote(decoded) != decoded:
+        raise AmbiguousPath("percent-encoding applied twice is not allowed")
+    if "/" in decoded or "\\" in decoded:
+        raise AmbiguousPath("encoded slashes and backslashes are not allowed")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):
+        raise AmbiguousPath("control characters are not allowed")
+    _refuse_dots(decoded)
+    if not decoded.isascii():
+        # Some servers fold compatibility characters (fullwidth dots and slashes) first.
+        folded = unicodedata.normalize("NFKC", decoded)
+        if "/" in folded or "\\" in folded:
+            raise AmbiguousPath("characters that some servers read as slashes are not allowed")
+        _refuse_dots(folded)
+    return decoded
+
+
+def _refuse_dots(segment: str) -> None:
+    # `..;x` is `..` to servlet containers; `.. ` and `...` are `..` to some Windows servers.
+    name = segment.split(";", 1)[0]
+    if "." in name and not name.strip(". "):
+        raise AmbiguousPath("dot segments (. and ..), encoded or not, are not allowed")
 
 
 def _segments(path: str) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -26,6 +27,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     auth_secrets: tuple[str, ...] = ()
     authjs_database_url: str = ""
     verify_secret: str = ""
+    operator_secret: str = ""
     allowed_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_json: bool = False
@@ -43,6 +45,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dev_user: str = "local-developer"
     db_pool_size: int = 5
     db_pool_max: int = 15
+    trusted_proxies: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
+    redis_url: str = ""
+    auth_failure_window: float = 60.0
+    auth_failures_per_ip: int = 100
+    auth_failures_per_prefix: int = 20
+    auth_failure_sync_interval: float = 0.5
 
     @property
     def dev_mode(self) -> bool:
@@ -58,6 +69,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if url.startswith(("postgresql://", "postgres://")):
             return "postgres"
         return "sqlite"
+
+
+def require_public_origin(settings: Settings) -> None:
+    """Outside development mode the service must know its public origin or the hosts it serves:
+    it never builds a URL from a Host header it was not told to expect."""
+    if not settings.dev_mode and not settings.public_url and not settings.allowed_hosts:
+        raise SettingsError(
+            "ANTHRA_PUBLIC_URL (the public origin, e.g. https://api.anthra.example) or "
+            "ANTHRA_ALLOWED_HOSTS (the host names clients use) must be set outside development "
+            "mode (AUTH_SECRET set, or serving beyond loopback)"
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -101,6 +123,81 @@ def _list(raw: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
 
 
+def _secret(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if value and len(value) < 32:
+        raise SettingsError(f"{name} must be at least 32 characters (e.g. openssl rand -hex 32)")
+    return value
+
+
+# A host name or IPv4 address, or a bracketed IPv6 address: what may stand in a URL's authority.
+_HOST_NAME = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
+
+
+def is_host_name(host: str) -> bool:
+    """Whether `host` (no port) is a DNS name, an IPv4 address or a bracketed IPv6 address."""
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    return bool(host) and len(host) <= 253 and set(host.lower()) <= _HOST_NAME
+
+
+def _proxies(raw: str | None) -> tuple[str, ...]:
+    networks = []
+    for part in _list(raw):
+        try:
+            networks.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise SettingsError(
+                f"ANTHRA_TRUSTED_PROXIES: {part!r} is not an IP address or CIDR network"
+            ) from None
+    return tuple(networks)
+
+
+def _hosts(raw: str | None) -> tuple[str, ...]:
+    hosts = []
+    for part in _list(raw):
+        host = part.lower()
+        if not is_host_name(host):
+            raise SettingsError(
+                f"ANTHRA_ALLOWED_HOSTS: {part!r} is not a host name (give names without a "
+                "scheme or port, e.g. api.anthra.example)"
+            )
+        hosts.append(host)
+    return tuple(hosts)
+
+
+def _public_url(raw: str) -> str:
+    url = raw.strip().rstrip("/")
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+        port_ok = port is None or port > 0
+    except ValueError:
+        port, port_ok = None, False
+    host = parts.netloc.rpartition(":")[0] if port is not None else parts.netloc
+    if (
+        parts.scheme not in ("http", "https")
+        or "@" in parts.netloc
+        or not port_ok
+        or not is_host_name(host)
+        or parts.query
+        or parts.fragment
+        or not (url.isascii() and url.isprintable())
+        or any(c in url for c in ' "\\<>')
+    ):
+        raise SettingsError(
+            f"ANTHRA_PUBLIC_URL must be an http(s) origin such as https://api.anthra.example, "
+            f"got {raw!r}"
+        )
+    return url
+
+
 def auth_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
     """AUTH_SECRET, then AUTH_SECRET_1, _2, _3 as Auth.js reads them; the first encrypts."""
     names = ["AUTH_SECRET"] + [f"AUTH_SECRET_{i}" for i in range(1, 4)]
@@ -134,10 +231,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"ANTHRA_DB_POOL_MAX ({pool_max}) must be at least ANTHRA_DB_POOL_SIZE ({pool_size})"
         )
+    redis_url = env.get("ANTHRA_REDIS_URL", "").strip()
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("ANTHRA_REDIS_URL must be a redis://, rediss:// or unix:// URL")
     level = env.get("ANTHRA_LOG_LEVEL", "INFO").upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise SettingsError(f"ANTHRA_LOG_LEVEL must be a logging level, got {level!r}")
-    return Settings(
+    settings = Settings(
         database_url=database_url,
         host=env.get("ANTHRA_HOST", "127.0.0.1"),
         port=_int(env, "ANTHRA_PORT", 8000, 0, 65535),
@@ -145,6 +245,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auth_secrets=auth_secrets(env),
         authjs_database_url=authjs_database_url,
         verify_secret=env.get("ANTHRA_VERIFY_SECRET", ""),
+        operator_secret=_secret(env, "ANTHRA_OPERATOR_SECRET"),
         allowed_origins=_list(env.get("ANTHRA_ALLOWED_ORIGINS")),
         log_level=level,
         log_json=env.get("ANTHRA_LOG_JSON", "") in {"1", "true", "yes"},
@@ -155,11 +256,24 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         usage_flush_interval=_float(env, "ANTHRA_USAGE_FLUSH_INTERVAL", 10.0, 0.05, 60.0),
         sign_in_url=env.get("ANTHRA_SIGN_IN_URL", "/api/auth/signin"),
         policy_file=env.get("ANTHRA_POLICY_FILE", ""),
-        public_url=env.get("ANTHRA_PUBLIC_URL", "").rstrip("/"),
+        public_url=_public_url(env.get("ANTHRA_PUBLIC_URL", "")),
         authorization_servers=_list(env.get("ANTHRA_AUTHORIZATION_SERVERS")),
         dev_secret=env.get("ANTHRA_DEV_SECRET", ""),
         dev_sign_in_code=env.get("ANTHRA_DEV_SIGN_IN_CODE", ""),
         dev_user=env.get("ANTHRA_DEV_USER", "local-developer"),
         db_pool_size=pool_size,
         db_pool_max=pool_max,
+        trusted_proxies=_proxies(env.get("ANTHRA_TRUSTED_PROXIES")),
+        allowed_hosts=_hosts(env.get("ANTHRA_ALLOWED_HOSTS")),
+        max_header_bytes=_int(env, "ANTHRA_MAX_HEADER_BYTES", 16 * 1024, 1024, 1024 * 1024),
+        max_headers=_int(env, "ANTHRA_MAX_HEADERS", 100, 10, 1000),
+        redis_url=redis_url,
+        auth_failure_window=_float(env, "ANTHRA_AUTH_FAILURE_WINDOW", 60.0, 1.0, 86400.0),
+        auth_failures_per_ip=_int(env, "ANTHRA_AUTH_FAILURES_PER_IP", 100, 0, 1_000_000),
+        auth_failures_per_prefix=_int(env, "ANTHRA_AUTH_FAILURES_PER_PREFIX", 20, 0, 1_000_000),
+        auth_failure_sync_interval=_float(
+            env, "ANTHRA_AUTH_FAILURE_SYNC_INTERVAL", 0.5, 0.01, 10.0
+        ),
     )
+    require_public_origin(settings)
+    return settings

@@ -13,6 +13,7 @@ from api.authjs import SessionCookieCodec
 from infra.settings import Settings
 
 SECRET = "test-auth-secret-0123456789abcdef0123456789abcdef"
+OPERATOR_SECRET = "test-operator-secret-0123456789abcdef0123456789"
 COOKIE = "authjs.session-token"
 ORIGIN = "http://testserver.local"
 SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
@@ -31,9 +32,17 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_SECRET}"}
+
+
 @contextmanager
 def api_client(settings: Settings | None = None, **kwargs: Any) -> Iterator[TestClient[Any]]:
-    settings = settings or Settings(database_url="memory:", auth_secrets=(SECRET,))
+    settings = settings or Settings(
+        database_url="memory:",
+        auth_secrets=(SECRET,),
+        operator_secret=OPERATOR_SECRET,
+        public_url=ORIGIN,
+    )
     app = create_app(settings, **kwargs)
     with TestClient(app, base_url=ORIGIN) as client:
         yield client
@@ -48,3 +57,17 @@ def mint(client: TestClient[Any], user_id: str = "alice", **body: Any) -> dict[s
     )
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
+
+
+def from_peer(client: TestClient[Any], address: str) -> None:
+    """Requests reach the app from this network peer, as a server would report it (the test
+    client itself has no address)."""
+    inner = client.app.asgi_handler
+    inner = getattr(inner, "behind_peer", inner)
+
+    async def peer(scope: Any, receive: Any, send: Any) -> None:
+        scope["client"] = (address, 41000)
+        await inner(scope, receive, send)
+
+    peer.behind_peer = inner  # type: ignore[attr-defined]
+    client.app.asgi_handler = peer

@@ -17,6 +17,7 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 POSTGRES_URL = os.environ.get(
     "ANTHRA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+REDIS_URL = os.environ.get("ANTHRA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 class FakeClock:
@@ -69,6 +70,21 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     yield f"{postgres_server}{separator}schema={schema}"
     with psycopg.connect(postgres_server, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis URL; in CI a missing server fails the test instead of skipping it."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as e:
+        _require(
+            f"Redis is not reachable at {REDIS_URL} ({type(e).__name__}). Start Redis, or set "
+            "ANTHRA_TEST_REDIS_URL to one you have, to run these tests."
+        )
+    return REDIS_URL
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.api_support import SECRET
+from tests.api_support import OPERATOR_SECRET, SECRET
 from tests.e2e.browser import CHROMIUM_ARGS, chromium_path
 from tests.e2e.server import ServerProcess, windows
 
@@ -38,6 +38,7 @@ def start_server(tmp_path: Path, secrets_seen: Secrets) -> Iterator[StartServer]
             {
                 "ANTHRA_DATABASE_URL": database_url,
                 "AUTH_SECRET": SECRET,
+                "ANTHRA_OPERATOR_SECRET": OPERATOR_SECRET,
                 "ANTHRA_LOG_LEVEL": "DEBUG",
                 **env,
             },

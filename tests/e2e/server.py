@@ -29,6 +29,8 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("wb")
+        # Outside development mode a server needs its public URL: by default, where it listens.
+        env = {"ANTHRA_PUBLIC_URL": self.url} | env
         self.process = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), *args],
             env=os.environ | env | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])},

@@ -86,8 +86,10 @@ class Upstream:
 class Nginx:
     """nginx in the foreground on deploy/nginx.conf, with this machine's addresses and paths."""
 
-    def __init__(self, binary: str, tmp: Path, ledgers: list[int], upstream: int) -> None:
-        self.port = free_port()
+    def __init__(
+        self, binary: str, tmp: Path, ledgers: list[int], upstream: int, port: int
+    ) -> None:
+        self.port = port
         self.url = f"http://127.0.0.1:{self.port}"
         self.access_log = tmp / "access.log"
         self.error_log = tmp / "error.log"
@@ -169,21 +171,38 @@ Gateway = tuple[Nginx, list[ServerProcess], Upstream]
 
 
 @pytest.fixture
+def gateway_env() -> dict[str, str]:
+    """More settings for the gateway's ledgers; a test overrides it with parametrize."""
+    return {}
+
+
+@pytest.fixture
 def gateway(
     nginx_binary: str,
     sqlite_url: str,
     start_server: StartServer,
     secrets_seen: Secrets,
     tmp_path: Path,
+    gateway_env: dict[str, str],
 ) -> Iterator[Gateway]:
-    """nginx on deploy/nginx.conf, two ledgers on one store with deploy/policy.toml, an echo."""
+    """nginx on deploy/nginx.conf, two ledgers on one store with deploy/policy.toml, an echo.
+
+    The ledgers know the gateway's URL as their public URL and trust its address (127.0.0.1)
+    as a proxy, as docker-compose.yml sets them up.
+    """
     policy = str(DEPLOY / "policy.toml")
-    ledgers = [start_server(sqlite_url, ANTHRA_POLICY_FILE=policy) for _ in range(2)]
+    port = free_port()
+    env = {
+        "ANTHRA_POLICY_FILE": policy,
+        "ANTHRA_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "ANTHRA_TRUSTED_PROXIES": "127.0.0.1",
+    }
+    ledgers = [start_server(sqlite_url, **env, **gateway_env) for _ in range(2)]
     upstream = Upstream()
     nginx_dir = tmp_path / "nginx"
     nginx_dir.mkdir()
     try:
-        nginx = Nginx(nginx_binary, nginx_dir, [s.port for s in ledgers], upstream.port)
+        nginx = Nginx(nginx_binary, nginx_dir, [s.port for s in ledgers], upstream.port, port)
     except Exception:
         upstream.stop()
         raise
@@ -203,13 +222,14 @@ def gateway(
             assert not leaked, f"an nginx log line holds part of a session cookie: {line[:200]!r}"
 
 
-def signed_in(base_url: str, secrets_seen: Secrets) -> httpx.Client:
+def signed_in(base_url: str, secrets_seen: Secrets, local_address: str = "") -> httpx.Client:
     cookie = session_cookie("alice")
     secrets_seen.cookies.append(cookie)
     return httpx.Client(
         base_url=base_url,
         headers={"Cookie": f"{COOKIE}={cookie}", "Sec-Fetch-Site": "same-origin"},
         timeout=10,
+        transport=httpx.HTTPTransport(local_address=local_address or None),
     )
 
 
@@ -323,12 +343,24 @@ def test_nginx_passes_on_only_what_the_policy_and_the_ledger_allow(
         )
         assert "retry-after" not in malformed.headers
 
-        # A route the policy does not name, and a dot segment out of a public route: denied
-        for path in ("/api/v1/secrets", "/v1/authz", "/api/v1/published/%2e%2e/books/42"):
+        # A route the policy does not name: denied
+        for path in ("/api/v1/secrets", "/v1/authz"):
             denied = client.get(path, headers=bearer)
             assert denied.status_code == 403, path
             assert "www-authenticate" not in denied.headers
             assert denied.json()["error"] == "access_denied"
+
+        # A path the upstream could read as another one: 400, never judged nor served
+        for path in (
+            "/api/v1/published/%2e%2e/books/42",
+            "/api/v1/published/..%2Fbooks%2F42",
+            "/api/v1/published//books/42",
+            "/api/v1/books/42%2Fpublish",
+        ):
+            ambiguous = client.get(path, headers=bearer)
+            assert ambiguous.status_code == 400, path
+            assert ambiguous.json()["error"] == "invalid_request"
+            assert ambiguous.json()["error_description"].startswith("the original path is refused")
 
         # The token in the query string, plain or percent-encoded, or in the path: 400, not served
         encoded = "".join(f"%{ord(c):02x}" for c in key["token"])
@@ -390,3 +422,84 @@ def test_nginx_fails_over_to_the_other_ledger_and_fails_closed_without_one(
         public = client.get("/api/v1/published/books/7")
         assert public.status_code == 503
         assert len(upstream.requests) == served
+
+
+def test_the_gateway_refuses_oversized_headers_with_the_ledgers_431(
+    gateway: Gateway, secrets_seen: Secrets
+) -> None:
+    nginx, ledgers, upstream = gateway
+    with (
+        signed_in(nginx.url, secrets_seen) as account,
+        httpx.Client(base_url=nginx.url, timeout=10) as client,
+    ):
+        key = mint(account, ledgers, secrets_seen, "books:read")
+        bearer = {"Authorization": f"Bearer {key['token']}"}
+        served = len(upstream.requests)
+        for headers in (
+            {"X-Big": "a" * 1_000_000},  # over one line's buffer: nginx itself
+            {f"X-Big-{i}": "a" * 8000 for i in range(4)},  # over the total: the ledger
+            {f"X-Many-{i}": "x" for i in range(1000)},
+        ):
+            for path in (
+                "/api/v1/books/42",
+                "/api/v1/keys",
+                "/.well-known/oauth-protected-resource",
+            ):
+                refused = client.get(path, headers=bearer | headers)
+                assert refused.status_code == 431, path
+                assert refused.json()["error"] == "request_headers_too_large"
+                assert refused.headers["content-type"] == "application/json"
+        assert len(upstream.requests) == served
+        long_uri = client.get("/api/v1/books/" + "9" * 20_000, headers=bearer)
+        assert long_uri.status_code == 414
+        assert long_uri.json()["error"] == "uri_too_long"
+        assert client.get("/api/v1/books/42", headers=bearer).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "gateway_env",
+    [{"ANTHRA_AUTH_FAILURES_PER_IP": "5", "ANTHRA_AUTH_FAILURE_SYNC_INTERVAL": "0.05"}],
+)
+def test_behind_the_gateway_a_client_is_known_by_its_address_and_limited_by_it(
+    gateway: Gateway, secrets_seen: Secrets
+) -> None:
+    nginx, ledgers, _ = gateway
+    # Clients on addresses of their own: the gateway's, 127.0.0.1, is the trusted proxy
+    attacker = httpx.Client(
+        base_url=nginx.url, timeout=10, transport=httpx.HTTPTransport(local_address="127.0.0.2")
+    )
+    neighbour = httpx.Client(
+        base_url=nginx.url, timeout=10, transport=httpx.HTTPTransport(local_address="127.0.0.3")
+    )
+    account = signed_in(nginx.url, secrets_seen, local_address="127.0.0.4")
+    with account, attacker, neighbour:
+        key = mint(account, ledgers, secrets_seen, "books:read")
+        # The audit trail names the client, not what it claims in X-Forwarded-For
+        forged = account.delete(
+            f"/api/v1/keys/{mint(account, ledgers, secrets_seen, 'books:read')['id']}",
+            headers={"X-Forwarded-For": "6.6.6.6"},
+        )
+        assert forged.status_code == 200
+        assert account.get("/api/v1/books/1").status_code == 401  # for the log check
+        events = account.get("/api/v1/audit", params={"type": "Revoked"}).json()["events"]
+        assert events[0]["context"]["client_ip"] == "127.0.0.4"
+
+        # Failed attempts, whatever X-Forwarded-For says, count against the attacker's address
+        bogus = {"Authorization": "Bearer ant_live_" + "x" * 50}
+        for i in range(5):
+            spoof = {"X-Forwarded-For": f"10.9.9.{i}"}
+            assert attacker.get("/api/v1/books/1", headers=bogus | spoof).status_code == 401
+        # Both replicas counted some; within a sync interval each knows the sum
+        deadline = time.monotonic() + 2
+        while (limited := attacker.get("/api/v1/books/1", headers=bogus)).status_code != 429:
+            assert limited.status_code == 401
+            assert time.monotonic() < deadline, "the replicas never shared their counts"
+            time.sleep(0.05)
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        assert limited.json()["error"] == "too_many_requests"
+        # On the ledger's own routes too, from either replica
+        eventually(lambda: attacker.get("/api/v1/keys", headers=bogus).status_code == 429)
+        # Its valid token is still let through, and its neighbour is not limited
+        valid = {"Authorization": f"Bearer {key['token']}"}
+        assert attacker.get("/api/v1/books/1", headers=valid).status_code == 200
+        assert neighbour.get("/api/v1/books/1", headers=bogus).status_code == 401

@@ -141,6 +141,11 @@ def test_a_person_manages_a_key_in_the_page(
         "ScopesSet",
         "Revoked",
     ]
+    # ... saying who acted as the API does, and what the scope change added and removed
+    assert "by user:local-developer (you)" in events.nth(0).inner_text()
+    scopes_set = events.nth(1)
+    assert "(added publish:write; removed account:read)" in scopes_set.inner_text()
+    assert scopes_set.get_attribute("data-widened") == "true"
 
 
 def test_errors_show_next_to_the_field(page: Any) -> None:

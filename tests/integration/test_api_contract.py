@@ -8,6 +8,7 @@ where that is what the operation takes), with positive and negative data, derand
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,18 @@ from schemathesis import GenerationMode
 
 from api.app import create_app
 from api.schemas import LINE_PATTERN, TEXT_PATTERN
+from domain.idempotency import HEADER as IDEMPOTENCY
 from domain.scopes import SCOPES
 from infra.settings import Settings
-from tests.api_support import COOKIE, ORIGIN, SAME_ORIGIN, SECRET, session_cookie
+from tests.api_support import (
+    COOKIE,
+    OPERATOR,
+    OPERATOR_SECRET,
+    ORIGIN,
+    SAME_ORIGIN,
+    SECRET,
+    session_cookie,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 VERIFY_SECRET = "verify-secret-for-the-contract-test"
@@ -45,6 +55,8 @@ class Served:
             return {"Authorization": f"Bearer {self.token}"}
         if kind == "bearer" and {"verifySecret": []} in security:
             return {"Authorization": f"Bearer {VERIFY_SECRET}"}
+        if {"operatorSecret": []} in security:
+            return dict(OPERATOR)
         if {"session": []} in security:
             return {"Cookie": self.cookie} | SAME_ORIGIN
         return {}
@@ -71,6 +83,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         database_url=f"sqlite:{database}",
         auth_secrets=(SECRET,),
         verify_secret=VERIFY_SECRET,
+        operator_secret=OPERATOR_SECRET,
+        public_url=ORIGIN,
         policy_file=str(ROOT / "deploy" / "policy.toml"),
     )
     app = create_app(settings)
@@ -109,9 +123,23 @@ def _positive_as_the_schema_says(_: Any, case: Any) -> bool:
     )
 
 
+# An Idempotency-Key reused for another request is a 422, by design (the IETF draft's answer);
+# a generator drawing "0" for every case reuses it. Valid data gets a key of its own.
+_fresh_keys = itertools.count()
+
+
+def _a_key_per_positive_case(_: Any, case: Any) -> Any:
+    headers = case.headers or {}
+    if case.meta is not None and case.meta.generation.mode.is_positive and IDEMPOTENCY in headers:
+        headers[IDEMPOTENCY] = f"contract-{next(_fresh_keys)}"
+    return case
+
+
 def _contract() -> Any:
     """The document the app serves, loaded from a throwaway in-memory app at collection."""
-    document_app = create_app(Settings(database_url="memory:", auth_secrets=(SECRET,)))
+    document_app = create_app(
+        Settings(database_url="memory:", auth_secrets=(SECRET,), public_url=ORIGIN)
+    )
     loaded = schemathesis.openapi.from_asgi("/schema/openapi.json", document_app)
     loaded.app = SERVED
     loaded.config.generation.update(
@@ -122,6 +150,7 @@ def _contract() -> Any:
         with_security_parameters=False,
     )
     loaded.hook("filter_case")(_positive_as_the_schema_says)
+    loaded.hook("map_case")(_a_key_per_positive_case)
     return loaded
 
 

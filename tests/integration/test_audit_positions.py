@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infra.settings import Settings
-from tests.api_support import SECRET, api_client, mint, signed_in_as
+from tests.api_support import ORIGIN, SECRET, api_client, mint, signed_in_as
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -15,7 +15,8 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 
 def test_a_position_past_64_bits_is_a_400_and_the_last_one_reads_nothing(database_url: str) -> None:
-    with api_client(Settings(database_url=database_url, auth_secrets=(SECRET,))) as client:
+    settings = Settings(database_url=database_url, auth_secrets=(SECRET,), public_url=ORIGIN)
+    with api_client(settings) as client:
         mint(client)
         alice = signed_in_as("alice")
         # One past the largest: refused before the store sees it, naming the parameter

@@ -204,8 +204,34 @@ async def test_a_token_shared_by_two_sessions_is_refused(
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     "token",
-    ["", "a" * 256, "a" * 300, "abc\x00def", "abc\ndef", "abc\tdef", "abcdéf", "abc\x7fdef"],
-    ids=["empty", "256 chars", "300 chars", "NUL", "newline", "tab", "non-ASCII", "DEL"],
+    [
+        "",
+        "x",
+        "a" * 15,
+        "a" * 256,
+        "a" * 300,
+        "abcdefgh\x00ijklmnop",
+        "abcdefgh\nijklmnop",
+        "abcdefgh\tijklmnop",
+        "abcdefghéijklmnop",
+        "abcdefgh\x7fijklmnop",
+        "abcdefgh ijklmnop",
+        "' OR 1=1 -- ' OR 1=1 --",
+    ],
+    ids=[
+        "empty",
+        "one char",
+        "15 chars",
+        "256 chars",
+        "300 chars",
+        "NUL",
+        "newline",
+        "tab",
+        "non-ASCII",
+        "DEL",
+        "space",
+        "SQL",
+    ],
 )
 async def test_a_malformed_token_is_refused_without_a_query(token: str) -> None:
     unreachable = DatabaseSessions(UNREACHABLE)
@@ -305,7 +331,14 @@ def test_the_api_signs_in_a_database_session_and_signs_out_a_deleted_one(
     # The ledger and Auth.js's tables share one PostgreSQL database
     user_id = tables.add_user(name="Grace", email="grace@example.org")
     token = tables.add_session(user_id, in_days(30))
-    app = create_app(Settings(database_url=tables.url, host="0.0.0.0"))  # noqa: S104
+    app = create_app(
+        Settings(
+            database_url=tables.url,
+            authjs_database_url=tables.url,
+            host="0.0.0.0",  # noqa: S104
+            public_url="http://testserver",
+        )
+    )
     cookie = {"Cookie": f"authjs.session-token={token}", "Sec-Fetch-Site": "same-origin"}
     with TestClient(app) as client:
         # A live database session is the signed-in user, with every scope
@@ -321,3 +354,79 @@ def test_the_api_signs_in_a_database_session_and_signs_out_a_deleted_one(
         expired = tables.add_session(user_id, in_days(-1))
         stale = {"Cookie": f"authjs.session-token={expired}"}
         assert client.get("/api/v1/account", headers=stale).status_code == 401
+
+
+# Configured only when asked for
+
+
+def _api(settings: Any) -> Any:
+    from litestar.testing import TestClient
+
+    from api.app import create_app
+
+    return TestClient(create_app(settings))
+
+
+def test_a_ledger_on_postgresql_without_the_setting_never_looks_sessions_up(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from infra.settings import Settings
+
+    # JWT cookies only: the ledger's own database has no Auth.js tables, and none are needed
+    settings = Settings(
+        database_url=postgres_url, auth_secrets=("s" * 32,), public_url="http://testserver"
+    )
+    with _api(settings) as client, caplog.at_level(logging.INFO):
+        assert client.app.state.authenticator.database_sessions is None
+        for _ in range(50):
+            answer = client.get(
+                "/api/v1/account/whoami", headers={"Cookie": "authjs.session-token=x"}
+            )
+            assert answer.status_code == 401
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_configured_without_the_adapter_s_tables_the_start_fails_naming_them(
+    postgres_url: str,
+) -> None:
+    from api.authjs_database import SessionTablesMissing
+    from infra.settings import Settings
+
+    settings = Settings(
+        database_url="memory:",
+        authjs_database_url=postgres_url,
+        auth_secrets=("s" * 32,),
+        public_url="http://testserver",
+    )
+    with pytest.raises(BaseExceptionGroup) as failed, _api(settings):
+        pass
+    assert failed.group_contains(SessionTablesMissing, match="missing sessions.expires")
+
+
+def test_a_session_database_outage_is_a_503_that_says_so_and_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from infra.settings import Settings
+
+    settings = Settings(
+        database_url="memory:",
+        authjs_database_url=f"{UNREACHABLE}?connect_timeout=1",
+        auth_secrets=("s" * 32,),
+        public_url="http://testserver",
+    )
+    session = {"Cookie": f"authjs.session-token={uuid.uuid4()}"}
+    with caplog.at_level(logging.INFO), _api(settings) as client:
+        # A cookie that cannot be a session token is signed out without asking the database
+        garbage = client.get("/api/v1/account/whoami", headers={"Cookie": "authjs.session-token=x"})
+        assert garbage.status_code == 401
+        # One that could be is a 503 naming what is unavailable, with Retry-After
+        for _ in range(5):
+            answer = client.get("/api/v1/account/whoami", headers=session)
+            assert answer.status_code == 503
+            assert answer.headers["retry-after"]
+            assert answer.json()["error_description"] == (
+                "the session database is unreachable; retry shortly"
+            )
+    outage_lines = [r for r in caplog.records if "session database unavailable" in r.getMessage()]
+    assert len(outage_lines) == 1
+    assert all(r.exc_info is None for r in caplog.records if r.name.startswith("anthra"))

@@ -142,6 +142,38 @@ def test_an_operator_reads_exports_and_verifies_the_audit_trail(run, sqlite_url:
     assert "position 2" in tampered.stderr
 
 
+@pytest.mark.postgres
+def test_serve_stops_at_once_when_the_session_database_lacks_auth_js_tables(
+    run, postgres_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    # The schema exists but holds no @auth/pg-adapter tables
+    served = run(
+        "serve",
+        "--port",
+        "0",
+        env={
+            "ANTHRA_AUTHJS_DATABASE_URL": postgres_url,
+            "AUTH_SECRET": "s" * 32,
+            "ANTHRA_PUBLIC_URL": "http://127.0.0.1",
+        },
+    )
+    assert served.returncode == 2
+    assert "missing sessions.expires" in served.stderr
+    assert "Traceback" not in served.stderr + served.stdout
+
+
+def test_serve_outside_development_mode_will_not_start_without_its_public_url(run) -> None:  # type: ignore[no-untyped-def]
+    for env, args in (
+        ({"AUTH_SECRET": "s" * 32}, ()),
+        ({"AUTH_SECRET": ""}, ("--host", "0.0.0.0")),  # noqa: S104
+    ):
+        served = run("serve", "--port", "0", *args, env=env)
+        assert served.returncode == 2
+        assert "ANTHRA_PUBLIC_URL" in served.stderr
+        assert "ANTHRA_ALLOWED_HOSTS" in served.stderr
+        assert "Traceback" not in served.stderr + served.stdout
+
+
 def test_a_token_is_refused_as_a_name_or_a_reason_and_never_echoed(run) -> None:  # type: ignore[no-untyped-def]
     minted = run("keys", "mint", "--owner", "u1", "--name", "ops", "--scope", "books:read")
     *key_json, token = minted.stdout.strip().splitlines()

@@ -31,7 +31,15 @@ from api.openapi import contract
 from domain import token as token_format
 from domain.scopes import SCOPES
 from infra.settings import Settings
-from tests.api_support import COOKIE, ORIGIN, SAME_ORIGIN, SECRET, session_cookie
+from tests.api_support import (
+    COOKIE,
+    OPERATOR,
+    OPERATOR_SECRET,
+    ORIGIN,
+    SAME_ORIGIN,
+    SECRET,
+    session_cookie,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 VERIFY_SECRET = "verify-secret-for-the-fuzz-test"
@@ -41,7 +49,7 @@ METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 
 def _routes() -> tuple[list[tuple[str, str, bool]], dict[str, Any]]:
     """(path template, method, whether it is part of the API) for every route, and the document."""
-    app = create_app(Settings(database_url="memory:", auth_secrets=(SECRET,)))
+    app = create_app(Settings(database_url="memory:", auth_secrets=(SECRET,), public_url=ORIGIN))
     document = contract(app.openapi_schema.to_schema())
     routes = [
         (route.path_format, method, route.path_format in document["paths"])
@@ -91,6 +99,8 @@ def _served(database_url: str) -> Iterator[Target]:
             database_url=database_url,
             auth_secrets=(SECRET,),
             verify_secret=VERIFY_SECRET,
+            operator_secret=OPERATOR_SECRET,
+            public_url=ORIGIN,
             policy_file=str(ROOT / "deploy" / "policy.toml"),
         )
     )
@@ -226,7 +236,8 @@ def _bodies(operation: dict[str, Any] | None) -> st.SearchStrategy[bytes]:
 
 CONTENT_TYPES = ["application/json", "application/json", "APPLICATION/JSON; charset=utf-8"]
 CONTENT_TYPES += ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; x", ""]
-CREDENTIALS = ["session", "token", "session", "token", "secret", "none", "garbage", "both"]
+CREDENTIALS = ["session", "token", "session", "token", "secret", "operator", "none", "garbage"]
+CREDENTIALS += ["both"]
 
 
 @st.composite
@@ -264,6 +275,8 @@ def requests(draw: st.DrawFn, path: str, method: str, target: Target) -> dict[st
         headers["Authorization"] = f"Bearer {target.token}"
     if credential == "secret":
         headers["Authorization"] = f"Bearer {VERIFY_SECRET}"
+    if credential == "operator":
+        headers |= OPERATOR
     if credential == "garbage":
         headers["Authorization"] = draw(
             st.sampled_from(
@@ -374,6 +387,8 @@ def _baseline(path: str, method: str, target: Target) -> dict[str, Any]:
         headers = {"Cookie": f"{COOKIE}={session_cookie('alice')}"} | SAME_ORIGIN
     if {"verifySecret": []} in security:
         headers = {"Authorization": f"Bearer {VERIFY_SECRET}"}
+    if {"operatorSecret": []} in security:
+        headers = dict(OPERATOR)
     elif {"bearer": []} in security and not headers:
         headers = {"Authorization": f"Bearer {target.token}"}
     url = path.replace("{key_id}", target.victim).replace("{original_path}", "api/v1/books")

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from html.parser import HTMLParser
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
+from domain.api_key import MAX_EXPIRY_DAYS, MAX_NAME_LENGTH, MIN_EXPIRY_DAYS
 from domain.scopes import SCOPES
 from infra.settings import Settings
-from tests.api_support import ORIGIN, SECRET, bearer, mint, session_cookie, signed_in_as
+from tests.api_support import (
+    ORIGIN,
+    SAME_ORIGIN,
+    SECRET,
+    bearer,
+    mint,
+    session_cookie,
+    signed_in_as,
+)
 
 PAGE = "/account/api-keys"
+CONFIG = "/account/api-keys/config.json"
+ASSETS = Path(str(resources.files("api").joinpath("page_assets")))
+# Every script module and the style sheet, by their paths under page_assets (and /account/assets).
+SCRIPTS = sorted(p.relative_to(ASSETS).as_posix() for p in ASSETS.rglob("*.js"))
+STYLES = sorted(p.relative_to(ASSETS).as_posix() for p in ASSETS.rglob("*.css"))
 SIGN_IN_URL = "/api/auth/signin"
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -52,7 +68,7 @@ STATIC_TEST_IDS = [
 def page_client(
     *, dev_mode: bool = False, sign_in_url: str = SIGN_IN_URL
 ) -> Iterator[TestClient[Any]]:
-    app = create_app(Settings(database_url="memory:", auth_secrets=(SECRET,)))
+    app = create_app(Settings(database_url="memory:", auth_secrets=(SECRET,), public_url=ORIGIN))
     app.state.dev_mode = dev_mode
     app.state.sign_in_url = sign_in_url
     with TestClient(app, base_url=ORIGIN) as client:
@@ -208,7 +224,7 @@ def test_signed_in_gets_the_page_with_every_scope_and_its_description() -> None:
     with page_client() as client:
         response = client.get(PAGE, headers=signed_in_as("alice"))
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
     document = Document(response.text)
     assert document.all("html")[0].attrs.get("lang") == "en"
     text = document.plain_text
@@ -220,8 +236,11 @@ def test_signed_in_gets_the_page_with_every_scope_and_its_description() -> None:
         assert " ".join(description.split()) in text
     boxes = [e for e in document.all("input") if e.attrs.get("name") == "scopes"]
     assert [b.attrs["value"] for b in boxes] == list(SCOPES)
-    # scripts and styles come from the asset routes only
-    assert [s.attrs["src"] for s in document.all("script")] == ["/account/assets/api-keys.js"]
+    # scripts and styles come from the asset routes only: one module, which imports the rest
+    scripts = document.all("script")
+    assert [(s.attrs["src"], s.attrs.get("type")) for s in scripts] == [
+        ("/account/assets/js/main.js", "module")
+    ]
     sheets = [e.attrs["href"] for e in document.all("link") if e.attrs.get("rel") == "stylesheet"]
     assert sheets == ["/account/assets/api-keys.css"]
     _assert_security_headers(response)
@@ -288,23 +307,44 @@ def test_every_control_has_a_label_and_scopes_a_fieldset() -> None:
 # ---- assets ----------------------------------------------------------------------------------
 
 
+def test_the_page_is_split_into_modules() -> None:
+    assert "js/main.js" in SCRIPTS and "js/api.js" in SCRIPTS
+    assert [s for s in SCRIPTS if s.startswith("js/render/")], "no render modules"
+    assert STYLES == ["api-keys.css"]
+
+
 @pytest.mark.parametrize(
     ("name", "content_type"),
-    [("api-keys.js", "text/javascript"), ("api-keys.css", "text/css")],
+    [(name, "text/javascript; charset=utf-8") for name in SCRIPTS]
+    + [(name, "text/css; charset=utf-8") for name in STYLES],
 )
 def test_assets_are_served_with_their_types(name: str, content_type: str) -> None:
-    expected = resources.files("api").joinpath("page_assets", name).read_bytes()
+    expected = (ASSETS / name).read_bytes()
     with page_client() as client:
         response = client.get(f"/account/assets/{name}")
     assert response.status_code == 200
-    assert response.headers["content-type"].split(";")[0].strip() == content_type
+    assert response.headers["content-type"] == content_type
     assert response.content == expected
     _assert_security_headers(response)
 
 
 @pytest.mark.parametrize(
     "name",
-    ["api-keys.html", "page.py", "other.js", "api-keys.JS", "..%2Fpage.py", "%2e%2e", ""],
+    [
+        "api-keys.html",
+        "page.py",
+        "other.js",
+        "api-keys.JS",
+        "api-keys.js",
+        "js/nope.js",
+        "js",
+        "js/render",
+        "js/Main.js",
+        "..%2Fpage.py",
+        "js/..%2F..%2Fpage.py",
+        "%2e%2e",
+        "",
+    ],
 )
 def test_any_other_asset_is_not_found(name: str) -> None:
     with page_client() as client:
@@ -320,8 +360,13 @@ def test_an_unknown_asset_carries_the_security_headers() -> None:
     _assert_security_headers(response)
 
 
-def test_the_script_keeps_the_token_out_of_storage_and_builds_no_markup() -> None:
-    script = resources.files("api").joinpath("page_assets", "api-keys.js").read_text("utf-8")
+def _script(name: str) -> str:
+    return (ASSETS / name).read_text("utf-8")
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_the_script_keeps_the_token_out_of_storage_and_builds_no_markup(name: str) -> None:
+    script = _script(name)
     for forbidden in (
         "localStorage",
         "sessionStorage",
@@ -340,8 +385,12 @@ def test_the_script_keeps_the_token_out_of_storage_and_builds_no_markup() -> Non
         ".style.",
     ):
         assert forbidden not in script, forbidden
-    assert 'credentials: "same-origin"' in script
-    assert '"Content-Type"' in script
+
+
+def test_every_request_sends_the_session_cookie_and_says_json() -> None:
+    api = _script("js/api.js")
+    assert 'credentials: "same-origin"' in api
+    assert '"Content-Type"' in api
 
 
 def test_every_response_carries_the_security_headers() -> None:
@@ -349,8 +398,9 @@ def test_every_response_carries_the_security_headers() -> None:
         responses = [
             client.get(PAGE),
             client.get(PAGE, headers=signed_in_as("alice")),
-            client.get("/account/assets/api-keys.js"),
+            client.get("/account/assets/js/main.js"),
             client.get("/account/assets/api-keys.css"),
+            client.get(CONFIG),
             client.get("/account/assets/nope.js"),
         ]
     with page_client(dev_mode=True) as client:
@@ -366,7 +416,144 @@ def test_the_page_is_not_in_the_api_schema() -> None:
 
 
 def test_the_page_uses_only_the_public_api() -> None:
-    """One fetch in the script, and it goes to /api/v1: no private endpoints."""
-    script = resources.files("api").joinpath("page_assets", "api-keys.js").read_text("utf-8")
-    assert 'const API = "/api/v1";' in script
-    assert script.count("fetch(") == 1 and "fetch(API + path, init)" in script
+    """One fetch in all the scripts, in api.js; it goes to /api/v1 or the page's config
+    document: no private endpoints."""
+    fetches = {name: _script(name).count("fetch(") for name in SCRIPTS}
+    assert {name: n for name, n in fetches.items() if n} == {"js/api.js": 1}
+    api = _script("js/api.js")
+    assert 'const API = "/api/v1";' in api
+    assert f'const CONFIG = "{CONFIG}";' in api
+    assert "fetch(url, init)" in api
+    # every request is made by request(), to a URL built from those two
+    assert re.findall(r'request\("\w+", ([^,)]+)', api) == [
+        "CONFIG",
+        "`${API}/account`",
+        "`${API}/keys`",
+        "`${API}/keys`",
+        "keyUrl(keyId",
+        "keyUrl(keyId",
+        "keyUrl(keyId",
+    ]
+    assert 'const keyUrl = (id, rest = "") => `${API}/keys/' in api
+
+
+@pytest.mark.parametrize("name", [s for s in SCRIPTS if s.startswith("js/render/")])
+def test_the_renderers_only_turn_data_into_nodes(name: str) -> None:
+    """No request, no page state, no event handlers, no looking things up in the document."""
+    script = _script(name)
+    imports = re.findall(r'from "([^"]+)"', script)
+    assert all(i == "../dom.js" or (i.startswith("./") and "/" not in i[2:]) for i in imports), (
+        imports
+    )
+    for forbidden in ("api.js", "state.js", "addEventListener", "getElementById", "querySelector"):
+        assert forbidden not in script, forbidden
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_each_script_is_short(name: str) -> None:
+    assert len(_script(name).splitlines()) < 200
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_no_script_copies_a_server_rule(name: str) -> None:
+    """Limits and scopes come from the config document; actors come taken apart from the API."""
+    script = _script(name)
+    for copied in (*SCOPES, str(MAX_EXPIRY_DAYS)):
+        assert copied not in script, copied
+    assert not re.search(r"[\"'`](user|key|operator):", script), "an actor string taken apart"
+    assert not re.search(rf"\b{MAX_NAME_LENGTH}\b", script)
+
+
+# ---- the config document ---------------------------------------------------------------------
+
+
+def test_the_config_document_is_the_domains_own_rules() -> None:
+    with page_client() as client:
+        response = client.get(CONFIG)  # no session needed: it is the same for everyone
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    _assert_security_headers(response)
+    config = response.json()
+    assert config["scopes"] == [
+        {"scope": scope, "description": description} for scope, description in SCOPES.items()
+    ]
+    assert config["name_max_length"] == MAX_NAME_LENGTH
+    assert (config["expiry_min_days"], config["expiry_max_days"]) == (
+        MIN_EXPIRY_DAYS,
+        MAX_EXPIRY_DAYS,
+    )
+    presets = config["expiry_preset_days"]
+    assert presets == sorted(set(presets))
+    assert all(MIN_EXPIRY_DAYS <= days <= MAX_EXPIRY_DAYS for days in presets)
+    assert config["expiry_default_days"] in presets
+
+
+def test_the_form_offers_what_the_config_document_says() -> None:
+    with page_client() as client:
+        config = client.get(CONFIG).json()
+        document = Document(client.get(PAGE, headers=signed_in_as("alice")).text)
+    options = document.all("option")
+    presets = [str(days) for days in config["expiry_preset_days"]]
+    assert [o.attrs["value"] for o in options] == [*presets, "custom", "never"]
+    assert [o.attrs["value"] for o in options if "selected" in o.attrs] == [
+        str(config["expiry_default_days"])
+    ]
+    custom = document.by_testid("expiry-custom")
+    assert (custom.attrs["min"], custom.attrs["max"]) == (
+        str(config["expiry_min_days"]),
+        str(config["expiry_max_days"]),
+    )
+    assert document.by_testid("key-name").attrs["maxlength"] == str(config["name_max_length"])
+    boxes = [e.attrs["value"] for e in document.all("input") if e.attrs.get("name") == "scopes"]
+    assert boxes == [s["scope"] for s in config["scopes"]]
+    text = document.plain_text
+    assert f"up to {config['name_max_length']} characters" in text
+    assert f"({config['expiry_min_days']}\N{EN DASH}{config['expiry_max_days']})" in text
+    assert "{{" not in document.plain_text
+
+
+# ---- what the page reads from the API --------------------------------------------------------
+
+
+def test_the_history_says_who_acted_without_the_actor_to_take_apart() -> None:
+    with page_client() as client:
+        key = mint(client, scopes=["books:read"])
+        path = f"/api/v1/keys/{key['id']}"
+        session = SAME_ORIGIN | signed_in_as("alice")
+        client.put(f"{path}/scopes", json={"scopes": ["account:read"]}, headers=session)
+        client.delete(path, headers=bearer(key["token"]))  # the key revokes itself
+        events = client.get(f"{path}/history", headers=signed_in_as("alice")).json()["events"]
+    # Each event's actor as the page shows it: kind and id, next to the recorded string
+    assert [(e["actor"], e["actor_kind"], e["actor_id"]) for e in events] == [
+        ("user:alice", "user", "alice"),
+        ("user:alice", "user", "alice"),
+        (f"key:{key['id']}", "key", key["id"]),
+    ]
+    # A scope change says what it added and removed, and whether it widened the key
+    scopes_set = events[1]
+    assert (scopes_set["added"], scopes_set["removed"], scopes_set["widened"]) == (
+        ["account:read"],
+        ["books:read"],
+        True,
+    )
+
+
+# ---- content types ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "signed_in", "content_type"),
+    [
+        (PAGE, True, "text/html; charset=utf-8"),
+        (PAGE, False, "text/html; charset=utf-8"),
+        (CONFIG, False, "application/json"),
+        ("/account/assets/js/main.js", False, "text/javascript; charset=utf-8"),
+        ("/account/assets/api-keys.css", False, "text/css; charset=utf-8"),
+    ],
+)
+def test_every_response_names_its_charset_once(
+    path: str, signed_in: bool, content_type: str
+) -> None:
+    with page_client() as client:
+        response = client.get(path, headers=signed_in_as("alice") if signed_in else {})
+    assert response.headers["content-type"] == content_type

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from infra.settings import Settings
-from tests.api_support import SAME_ORIGIN, SECRET, api_client, bearer, mint, signed_in_as
+from tests.api_support import ORIGIN, SAME_ORIGIN, SECRET, api_client, bearer, mint, signed_in_as
 
 VERIFY_SECRET = "s3cret-verify"
 # Each is an instant on its own clock, and before year 1 or after year 9999 in UTC.
@@ -23,7 +23,12 @@ NOT_INSTANTS = [
 
 
 def _settings() -> Settings:
-    return Settings(database_url="memory:", auth_secrets=(SECRET,), verify_secret=VERIFY_SECRET)
+    return Settings(
+        database_url="memory:",
+        auth_secrets=(SECRET,),
+        verify_secret=VERIFY_SECRET,
+        public_url=ORIGIN,
+    )
 
 
 @pytest.mark.parametrize("instant", OVERFLOWING + NOT_INSTANTS)

@@ -10,7 +10,7 @@ import pytest
 
 from domain.scopes import SCOPES
 from infra.settings import Settings
-from tests.api_support import SAME_ORIGIN, SECRET, api_client, bearer, mint, signed_in_as
+from tests.api_support import ORIGIN, SAME_ORIGIN, SECRET, api_client, bearer, mint, signed_in_as
 from tests.conftest import FakeClock
 
 
@@ -155,7 +155,10 @@ def test_changing_a_revoked_key_is_a_conflict() -> None:
 
 def test_verify_answers_for_anthras_own_servers() -> None:
     settings = Settings(
-        database_url="memory:", auth_secrets=(SECRET,), verify_secret="s3cret-verify"
+        database_url="memory:",
+        auth_secrets=(SECRET,),
+        verify_secret="s3cret-verify",
+        public_url=ORIGIN,
     )
     with api_client(settings) as client:
         key = mint(client, scopes=["books:read"])
@@ -190,7 +193,10 @@ def test_verify_answers_for_anthras_own_servers() -> None:
 
 def test_verify_can_require_a_shared_secret() -> None:
     settings = Settings(
-        database_url="memory:", auth_secrets=(SECRET,), verify_secret="s3cret-verify"
+        database_url="memory:",
+        auth_secrets=(SECRET,),
+        verify_secret="s3cret-verify",
+        public_url=ORIGIN,
     )
     with api_client(settings) as client:
         key = mint(client)

@@ -5,7 +5,17 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from tests.api_support import SAME_ORIGIN, api_client, bearer, mint, signed_in_as
+from infra.settings import Settings
+from tests.api_support import (
+    OPERATOR,
+    ORIGIN,
+    SAME_ORIGIN,
+    SECRET,
+    api_client,
+    bearer,
+    mint,
+    signed_in_as,
+)
 from tests.conftest import FakeClock
 
 HOUR = 3600.0
@@ -128,7 +138,7 @@ def test_export_is_ndjson_resumable_from_a_position_and_the_chain_verifies() -> 
             lines[1]["position"],
             lines[2]["position"],
         ]
-        report = client.get("/api/v1/audit/verify", headers=alice).json()
+        report = client.post("/v1/operator/audit/verify", headers=OPERATOR).json()
         assert report["ok"] is True
         assert report["head_chain"] == lines[-1]["chain"]
 
@@ -141,20 +151,39 @@ def test_a_token_needs_account_read_for_the_trail() -> None:
         assert client.get("/api/v1/audit", headers=bearer(reader["token"])).status_code == 200
 
 
-def test_verifying_the_whole_chain_takes_a_session_and_runs_one_at_a_time() -> None:
+def test_verifying_the_whole_chain_is_an_operator_action_one_at_a_time() -> None:
     with api_client() as client:
         reader = mint(client, scopes=["account:read"])
-        # It reads every owner's events: a token is not enough
-        assert (
-            client.get("/api/v1/audit/verify", headers=bearer(reader["token"])).status_code == 403
-        )
-        # While one runs, a second caller is told to come back
+        # It reads every owner's events: neither a token nor a signed-in user may start it
+        for headers in (bearer(reader["token"]), signed_in_as("alice") | SAME_ORIGIN, {}):
+            refused = client.post("/v1/operator/audit/verify", headers=headers)
+            assert refused.status_code in (401, 403), headers
+        wrong = {"Authorization": "Bearer " + "x" * 40}
+        assert client.post("/v1/operator/audit/verify", headers=wrong).status_code == 401
+        # The operator may; while one runs, a second caller is told to come back
         audit = client.app.state.audit
         audit._verifying.acquire()
         try:
-            busy = client.get("/api/v1/audit/verify", headers=signed_in_as("alice"))
+            busy = client.post("/v1/operator/audit/verify", headers=OPERATOR)
         finally:
             audit._verifying.release()
         assert busy.status_code == 429
         assert busy.headers["retry-after"] == "5"
-        assert client.get("/api/v1/audit/verify", headers=signed_in_as("alice")).json()["ok"]
+        assert client.post("/v1/operator/audit/verify", headers=OPERATOR).json()["ok"]
+        # And a new run starts at most every few seconds
+        again = client.post("/v1/operator/audit/verify", headers=OPERATOR)
+        assert again.status_code == 429
+        assert 1 <= int(again.headers["retry-after"]) <= 10
+        # The old session route is gone
+        assert client.get("/api/v1/audit/verify", headers=signed_in_as("alice")).status_code in (
+            400,
+            404,
+        )
+
+
+def test_operator_routes_are_off_without_an_operator_secret() -> None:
+    settings = Settings(database_url="memory:", auth_secrets=(SECRET,), public_url=ORIGIN)
+    with api_client(settings) as client:
+        refused = client.post("/v1/operator/audit/verify", headers=OPERATOR)
+        assert refused.status_code == 403
+        assert "ANTHRA_OPERATOR_SECRET" in refused.json()["error_description"]

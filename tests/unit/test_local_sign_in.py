@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from infra.settings import Settings
-from tests.api_support import SECRET, api_client
+from tests.api_support import ORIGIN, SECRET, api_client
 
 LINK = "/account/sign-in/local?code="
 
 
 def test_it_is_refused_when_an_auth_secret_is_set() -> None:
-    with api_client(Settings(database_url="memory:", auth_secrets=(SECRET,))) as client:
+    with api_client(
+        Settings(database_url="memory:", auth_secrets=(SECRET,), public_url=ORIGIN)
+    ) as client:
         response = client.get(LINK + "anything", follow_redirects=False)
         assert response.status_code == 403
         assert "not in development mode" in response.text
@@ -17,7 +19,7 @@ def test_it_is_refused_when_an_auth_secret_is_set() -> None:
 
 
 def test_it_is_refused_when_serving_beyond_loopback() -> None:
-    settings = Settings(database_url="memory:", host="0.0.0.0")  # noqa: S104
+    settings = Settings(database_url="memory:", host="0.0.0.0", public_url=ORIGIN)  # noqa: S104
     assert not settings.dev_mode
     with api_client(settings) as client:
         code = client.app.state.dev_sign_in_code

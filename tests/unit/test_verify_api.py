@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from infra.settings import Settings
-from tests.api_support import SAME_ORIGIN, SECRET, api_client, bearer, mint, signed_in_as
+from tests.api_support import ORIGIN, SAME_ORIGIN, SECRET, api_client, bearer, mint, signed_in_as
 from tests.conftest import FakeClock
 
 VERIFY_SECRET = "s3cret-verify"
@@ -74,7 +74,12 @@ def test_another_signed_in_user_learns_no_more_than_anyone() -> None:
 
 
 def test_a_service_with_the_verify_secret_learns_everything_and_no_one_else_is_served() -> None:
-    settings = Settings(database_url="memory:", auth_secrets=(SECRET,), verify_secret=VERIFY_SECRET)
+    settings = Settings(
+        database_url="memory:",
+        auth_secrets=(SECRET,),
+        verify_secret=VERIFY_SECRET,
+        public_url=ORIGIN,
+    )
     with api_client(settings) as client:
         key = mint(client)
         body = {"token": key["token"]}
