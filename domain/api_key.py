@@ -83,7 +83,9 @@ def check_text(field: str, text: str) -> None:
     let a name pass for another or split a log line; a pasted token would be stored for good.
     """
     if any(unicodedata.category(c) in _UNPRINTABLE for c in text):
-        raise InvalidInput(field, "control, format and line-separator characters are not allowed")
+        raise InvalidInput(
+            field, "no control, format, private-use, unassigned or line-separator characters"
+        )
     if token.holds_token(text):
         raise InvalidInput(
             field,
