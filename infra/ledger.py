@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,17 @@ from eventsourcing.persistence import IntegrityError, Notification, Tracking
 from domain import token as token_format
 from domain.api_key import ApiKey, Status
 from domain.errors import KeyNotFound
+from infra.deadline import (
+    CONNECTION_ERRORS,
+    REQUEST_BUDGET,
+    OutcomeUnknown,
+    StoreUnavailable,
+    bounded,
+    extended,
+    time_left,
+    unavailable,
+    within,
+)
 from projections.key_projection import KeyProjection
 from projections.verification_index import KeyRecord, Verification, VerificationIndex
 
@@ -25,7 +37,13 @@ log = logging.getLogger("anthra.ledger")
 Clock = Callable[[], float]
 # Where a command came from: request id, client IP, user agent (never any part of a token).
 Context = dict[str, str] | None
-_CONFLICT_RETRIES = 3
+# Two processes changing one key at once: the loser reloads and decides again, after a
+# random pause that grows with each loss, so that the same two do not collide in step.
+_CONFLICT_ATTEMPTS = 12
+_CONFLICT_PAUSE = 0.002
+_CONFLICT_PAUSE_MAX = 0.1
+# Learning whether a write whose COMMIT went unanswered was recorded: a short extra wait.
+_OUTCOME_CHECK = 0.6
 _PAGE = 500
 
 
@@ -34,6 +52,17 @@ class LedgerStore(Application[UUID]):
 
     name = "ledger"
     is_snapshotting_enabled = False
+
+
+class KeyBusy(Exception):
+    """Other commands kept changing the key while this one tried to: nothing was changed."""
+
+    def __init__(self, key_id: UUID) -> None:
+        super().__init__(
+            f"key {key_id} is being changed by other requests at this moment; nothing was "
+            "changed: retry"
+        )
+        self.key_id = key_id
 
 
 class MintedKey:
@@ -82,6 +111,7 @@ class KeyLedger:
 
     # Commands
 
+    @bounded()
     def mint(
         self,
         *,
@@ -112,6 +142,7 @@ class KeyLedger:
         log.info("minted key %s (%s) for %s by %s", key.id, record.prefix, owner_id, actor)
         return MintedKey(token, record)
 
+    @bounded()
     def set_scopes(
         self,
         key_id: str | UUID,
@@ -125,6 +156,7 @@ class KeyLedger:
             key_id, owner_id, lambda key: key.set_scopes(list(scopes), actor, self.now(), context)
         )
 
+    @bounded()
     def revoke(
         self,
         key_id: str | UUID,
@@ -140,6 +172,7 @@ class KeyLedger:
         log.info("revoked key %s (%s) by %s", record.key_id, record.prefix, actor)
         return record
 
+    @bounded()
     def expire(self, key_id: str | UUID) -> bool:
         """Record Expired for a key past its expiry; false if there was nothing to record."""
         changed: list[bool] = []
@@ -153,6 +186,7 @@ class KeyLedger:
 
     # Queries
 
+    @bounded()
     def key(self, key_id: str | UUID, owner_id: str | None = None) -> KeyRecord:
         """One key as the index holds it; another owner's key does not exist."""
         uuid = parse_key_id(key_id)
@@ -168,6 +202,7 @@ class KeyLedger:
     def keys_of(self, owner_id: str) -> list[KeyRecord]:
         return self.index.keys_of(owner_id)
 
+    @bounded()
     def history(
         self, key_id: str | UUID, owner_id: str | None = None
     ) -> list[DomainEventProtocol[UUID]]:
@@ -212,9 +247,12 @@ class KeyLedger:
         applied = 0
         with self._catch_up_lock:
             while True:
-                notifications = self.store.recorder.select_notifications(
-                    start=self.index.position, limit=_PAGE, inclusive_of_start=False
-                )
+                # Each page within its own deadline: a replay of the whole store at start
+                # takes many, and each is quick unless the database is not answering.
+                with within(REQUEST_BUDGET):
+                    notifications = self.store.recorder.select_notifications(
+                        start=self.index.position, limit=_PAGE, inclusive_of_start=False
+                    )
                 for notification in notifications:
                     self._apply(notification)
                 applied += len(notifications)
@@ -240,7 +278,8 @@ class KeyLedger:
         self, key_id: str | UUID, owner_id: str | None, command: Callable[[ApiKey], bool]
     ) -> KeyRecord:
         uuid = parse_key_id(key_id)
-        for attempt in range(_CONFLICT_RETRIES):
+        pause = _CONFLICT_PAUSE
+        for attempt in range(_CONFLICT_ATTEMPTS):
             key = self._load(uuid, owner_id)
             if not command(key):
                 return self.key(uuid)
@@ -249,9 +288,14 @@ class KeyLedger:
             except _Conflict:
                 # Another process changed the key first: decide again on its latest state.
                 log.info("conflict on key %s, attempt %d; retrying", uuid, attempt + 1)
+                wait = random.uniform(0, pause)
+                if time_left() < wait + 0.1:
+                    break
+                time.sleep(wait)
+                pause = min(pause * 2, _CONFLICT_PAUSE_MAX)
                 continue
             return self.key(uuid)
-        raise RuntimeError(f"key {uuid} kept changing under concurrent commands")
+        raise KeyBusy(uuid)
 
     def _load(self, key_id: UUID, owner_id: str | None) -> ApiKey:
         try:
@@ -266,9 +310,21 @@ class KeyLedger:
         try:
             self.store.save(*events)
         except IntegrityError:
-            # save() retries on a dead connection; the first try may have committed.
+            # Some stores try a save again on a dead connection: the first try may have
+            # committed, and then the second finds its own events in the way.
             if not self._was_recorded(key_id, events):
                 raise _Conflict from None
+        except OutcomeUnknown as unknown:
+            # The connection failed while committing: ask the store, briefly, how it ended.
+            # Not finding the events proves nothing (the COMMIT may still be on its way), so
+            # only finding them changes the answer.
+            try:
+                with extended(_OUTCOME_CHECK):
+                    recorded = self._was_recorded(key_id, events)
+            except (StoreUnavailable, *CONNECTION_ERRORS):
+                recorded = False
+            if not recorded:
+                raise unknown from None
         # Read-your-writes: apply this command's own events now, from memory, so the answer
         # holds even if reading the store back fails; catching up then fills in the rest.
         with self._catch_up_lock:
@@ -276,8 +332,11 @@ class KeyLedger:
                 self.projection.apply(event)
         try:
             self.catch_up()
-        except Exception:
-            log.warning("catch-up after a save failed; the follower will retry", exc_info=True)
+        except (StoreUnavailable, *CONNECTION_ERRORS) as e:
+            log.warning(
+                "catch-up after a save failed (%s); the follower will catch up",
+                unavailable(e).reason,
+            )
 
     def _was_recorded(self, key_id: UUID, events: Sequence[DomainEventProtocol[UUID]]) -> bool:
         last: Any = events[-1]

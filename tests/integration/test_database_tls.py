@@ -16,6 +16,7 @@ from eventsourcing.persistence import OperationalError
 from api.authjs_database import DatabaseSessions
 from infra.audit import AuditTrail
 from infra.database_url import parse_postgres_url
+from infra.deadline import StoreUnavailable
 from infra.event_store import store_env
 from infra.ledger import KeyLedger, LedgerStore
 from infra.settings import SettingsError, load_settings
@@ -38,12 +39,12 @@ def refused(url: str) -> list[str]:
     failed = []
     try:
         LedgerStore(env=store_env(settings_for(url))).close()
-    except OperationalError:
+    except (OperationalError, StoreUnavailable):
         failed.append("event store")
     usage = PostgresUsageStore(url)
     try:
         usage.add(UsageBatch(last_used={uuid4(): 1.0}))
-    except psycopg.OperationalError:
+    except (psycopg.OperationalError, StoreUnavailable):
         failed.append("usage")
     finally:
         usage.close()

@@ -1,0 +1,95 @@
+"""The index's notification channel on PostgreSQL: a LISTEN connection of the follower's own.
+
+Every write of events NOTIFYs the recorder's channel in its transaction, and PostgreSQL
+delivers a notification to a listening session as soon as the writer commits, and before the
+answer to any query that session sends afterwards. So an answer to a `SELECT 1` on this
+connection proves that every commit made before the query was sent has been notified: the
+index is current as of the moment the round trip began, once it has caught up with what was
+notified. That proof reads no table, so it holds while someone else locks the events table
+(no commit is possible then either), and it fails, closing verification, as soon as the
+channel itself is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+import psycopg
+from psycopg import Connection, sql
+from psycopg.conninfo import conninfo_to_dict
+
+from infra.connection_watchdog import Watchdog
+from infra.ledger import LedgerStore
+from infra.postgres_store import LedgerRecorder, events_pool
+
+APPLICATION_NAME: Final = "anthra-index-listener"
+
+
+class ChannelListener:
+    """LISTENs on the events' channel on a connection made from the whole connection string."""
+
+    def __init__(self, conninfo: str, channel: str, watchdog: Watchdog) -> None:
+        self.conninfo = conninfo
+        self.channel = channel
+        self.watchdog = watchdog
+        self._conn: Connection[tuple[object, ...]] | None = None
+        params = conninfo_to_dict(conninfo)
+        self._connect_timeout = float(params.get("connect_timeout") or 2)
+        # Its own name, so that an operator (or a test) can tell it from pooled connections.
+        named = params.get("application_name")
+        self._name = f"{named[:54]}-listener" if named else APPLICATION_NAME
+
+    def open(self) -> None:
+        """Connect and LISTEN; raises psycopg.Error if the database cannot be reached."""
+        self.close()
+        conn = psycopg.connect(self.conninfo, autocommit=True, application_name=self._name)
+        try:
+            with self.watchdog.watch(conn, time.monotonic() + self._connect_timeout):
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def notified(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for a notification; true if any came (all are taken)."""
+        conn = self._live()
+        came = False
+        for _ in conn.notifies(timeout=timeout, stop_after=1):
+            came = True
+        if came:
+            for _ in conn.notifies(timeout=0):
+                pass
+        return came
+
+    def round_trip(self, within: float) -> bool:
+        """SELECT 1, cut if unanswered `within` seconds; true if notifications came meanwhile."""
+        conn = self._live()
+        with self.watchdog.watch(conn, time.monotonic() + within):
+            conn.execute("SELECT 1")
+        # Notifications that arrived with the answer wait in psycopg's backlog.
+        came = False
+        for _ in conn.notifies(timeout=0):
+            came = True
+        return came
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _live(self) -> Connection[tuple[object, ...]]:
+        if self._conn is None:
+            raise psycopg.OperationalError("the listener is not connected")
+        return self._conn
+
+
+def listener_for(store: LedgerStore) -> ChannelListener | None:
+    """The channel listener for a store on PostgreSQL; None for a store that cannot notify."""
+    recorder = store.recorder
+    if not isinstance(recorder, LedgerRecorder):
+        return None
+    pool = events_pool(recorder.datastore)
+    assert isinstance(pool.conninfo, str)
+    return ChannelListener(pool.conninfo, recorder.channel_name, pool.watchdog)
