@@ -89,7 +89,7 @@ def _busy(_: Request[Any, Any, Any], exc: KeyBusy) -> Response[Any]:
 def _store_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     # The reason (host, port, the driver's words) goes to the log, not to the caller.
     reason = unavailable(exc)
-    log.info("%s %s: 503, %s", request.method, request.url.path, reason.reason)
+    log.debug("%s %s: 503, %s", request.method, request.url.path, reason.reason)
     if isinstance(reason, OutcomeUnknown):
         description = (
             "the key database stopped answering while this change was being recorded: it may "

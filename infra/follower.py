@@ -6,7 +6,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final
 
 from infra.deadline import CONNECTION_ERRORS, StoreUnavailable, unavailable, within
@@ -27,6 +27,14 @@ _STALE: Final = "verification answers 503 until it is back"
 # Each catch-up of the read models (audit trail, snapshot) ends within this; one far behind
 # commits page by page, and goes on from there the next time.
 READ_MODELS_WITHIN: Final = 5.0
+
+
+def reconnect_pauses() -> Iterator[float]:
+    """The pauses between attempts to get the channel back: doubling, never over RECONNECT_MAX."""
+    pause = RECONNECT_FIRST
+    while True:
+        yield pause
+        pause = min(pause * 2, RECONNECT_MAX)
 
 
 class IndexFollower:
@@ -123,7 +131,7 @@ class IndexFollower:
     # PostgreSQL: notifications for catch-up, a round trip on their channel for freshness.
 
     def _listen(self, listener: ChannelListener) -> None:
-        pause = RECONNECT_FIRST
+        pauses = reconnect_pauses()
         while not self._stopping.is_set():
             try:
                 listener.open()
@@ -133,7 +141,7 @@ class IndexFollower:
                 self.ledger.catch_up()
                 self.ledger.index.confirm(started)
                 self._channel.succeeded(f"caught up to position {self.ledger.index.position}")
-                pause = RECONNECT_FIRST
+                pauses = reconnect_pauses()
                 self._follow(listener)
             except (StoreUnavailable, *CONNECTION_ERRORS) as e:
                 if not self._stopping.is_set():
@@ -143,8 +151,7 @@ class IndexFollower:
                 log.exception("index following failed; starting again")
             finally:
                 listener.close()
-            self._stopping.wait(pause)
-            pause = min(pause * 2, RECONNECT_MAX)
+            self._stopping.wait(next(pauses))
 
     def _follow(self, listener: ChannelListener) -> None:
         """Catch up on every notification; confirm freshness by a round trip every heartbeat."""

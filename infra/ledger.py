@@ -314,17 +314,10 @@ class KeyLedger:
             # committed, and then the second finds its own events in the way.
             if not self._was_recorded(key_id, events):
                 raise _Conflict from None
-        except OutcomeUnknown as unknown:
+        except OutcomeUnknown:
             # The connection failed while committing: ask the store, briefly, how it ended.
-            # Not finding the events proves nothing (the COMMIT may still be on its way), so
-            # only finding them changes the answer.
-            try:
-                with extended(_OUTCOME_CHECK):
-                    recorded = self._was_recorded(key_id, events)
-            except (StoreUnavailable, *CONNECTION_ERRORS):
-                recorded = False
-            if not recorded:
-                raise unknown from None
+            if not self._recorded_after_all(key_id, events):
+                raise
         # Read-your-writes: apply this command's own events now, from memory, so the answer
         # holds even if reading the store back fails; catching up then fills in the rest.
         with self._catch_up_lock:
@@ -337,6 +330,24 @@ class KeyLedger:
                 "catch-up after a save failed (%s); the follower will catch up",
                 unavailable(e).reason,
             )
+
+    def _recorded_after_all(
+        self, key_id: UUID, events: Sequence[DomainEventProtocol[UUID]]
+    ) -> bool:
+        """Whether events whose COMMIT went unanswered show up in the store within a moment.
+
+        Not finding them proves nothing (the COMMIT may still be on its way, or in progress
+        on a slow server), so only finding them changes the answer.
+        """
+        with extended(_OUTCOME_CHECK):
+            while time_left() > 0:
+                try:
+                    if self._was_recorded(key_id, events):
+                        return True
+                except (StoreUnavailable, *CONNECTION_ERRORS):
+                    return False
+                time.sleep(min(0.05, max(0.0, time_left())))
+        return False
 
     def _was_recorded(self, key_id: UUID, events: Sequence[DomainEventProtocol[UUID]]) -> bool:
         last: Any = events[-1]

@@ -37,7 +37,7 @@ class ChannelListener:
         params = conninfo_to_dict(conninfo)
         self._connect_timeout = float(params.get("connect_timeout") or 2)
         # Its own name, so that an operator (or a test) can tell it from pooled connections.
-        named = params.get("application_name")
+        named = str(params.get("application_name") or "")
         self._name = f"{named[:54]}-listener" if named else APPLICATION_NAME
 
     def open(self) -> None:

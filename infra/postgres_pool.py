@@ -106,17 +106,19 @@ class SteadyPool(ConnectionPool[Connection[DictRow]]):
         super().close(timeout)
 
     def _checked_out(self, until: float, wait: float) -> Connection[DictRow]:
-        give_up = min(until, monotonic() + wait)
+        started = monotonic()
+        give_up = min(until, started + wait)
         while True:
-            left = give_up - monotonic()
             if self.outage.ongoing:
-                left = min(left, WAIT_WHILE_DOWN)
+                give_up = min(give_up, started + WAIT_WHILE_DOWN)
+            left = give_up - monotonic()
             if left <= 0:
                 raise self._unavailable(wait)
             try:
-                conn = self.getconn(timeout=left)
+                # In slices, so that an outage noticed meanwhile ends the wait.
+                conn = self.getconn(timeout=min(left, WAIT_WHILE_DOWN))
             except PoolTimeout:
-                raise self._unavailable(wait) from None
+                continue
             try:
                 with self.watchdog.watch(conn, min(until, monotonic() + CHECK_WITHIN)):
                     conn.execute("")
