@@ -82,6 +82,8 @@ def creating_tables(datastore: PostgresDatastore) -> Iterator[None]:
     conninfo = datastore.pool.conninfo
     assert isinstance(conninfo, str)
     with psycopg.connect(conninfo, autocommit=True) as conn:
+        # A peer that hangs while holding it stops this start with an error, not forever.
+        conn.execute("SET lock_timeout = '30s'")
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (_CREATING_TABLES,))
         yield  # the lock ends with the connection
 
