@@ -159,12 +159,12 @@ class IndexFollower:
         beat = time.monotonic() + self.heartbeat_interval
         while not self._stopping.is_set():
             wait = beat - time.monotonic()
-            if wait > 0 and listener.notified(wait):
+            if wait > 0 and listener.notified(wait) > index.position:
                 self.ledger.catch_up()
             if time.monotonic() < beat:
                 continue
             started = time.monotonic()
-            if listener.round_trip(ROUND_TRIP_WITHIN):
+            if listener.round_trip(ROUND_TRIP_WITHIN) > index.position:
                 self.ledger.catch_up()
             # Every commit made before `started` has been notified, and applied above.
             index.confirm(started)

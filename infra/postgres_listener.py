@@ -12,11 +12,13 @@ channel itself is lost.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Iterable
 from typing import Final
 
 import psycopg
-from psycopg import Connection, sql
+from psycopg import Connection, Notify, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from infra.connection_watchdog import Watchdog
@@ -52,27 +54,21 @@ class ChannelListener:
             raise
         self._conn = conn
 
-    def notified(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for a notification; true if any came (all are taken)."""
+    def notified(self, timeout: float) -> float:
+        """Wait up to `timeout` seconds for notifications; the position they announce (below)."""
         conn = self._live()
-        came = False
-        for _ in conn.notifies(timeout=timeout, stop_after=1):
-            came = True
-        if came:
-            for _ in conn.notifies(timeout=0):
-                pass
-        return came
+        reached = _reached(conn.notifies(timeout=timeout, stop_after=1))
+        if reached:
+            reached = max(reached, _reached(conn.notifies(timeout=0)))
+        return reached
 
-    def round_trip(self, within: float) -> bool:
-        """SELECT 1, cut if unanswered `within` seconds; true if notifications came meanwhile."""
+    def round_trip(self, within: float) -> float:
+        """SELECT 1, cut if unanswered `within` seconds; what was notified meanwhile (below)."""
         conn = self._live()
         with self.watchdog.watch(conn, time.monotonic() + within):
             conn.execute("SELECT 1")
         # Notifications that arrived with the answer wait in psycopg's backlog.
-        came = False
-        for _ in conn.notifies(timeout=0):
-            came = True
-        return came
+        return _reached(conn.notifies(timeout=0))
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -83,6 +79,18 @@ class ChannelListener:
         if self._conn is None:
             raise psycopg.OperationalError("the listener is not connected")
         return self._conn
+
+
+def _reached(notifies: Iterable[Notify]) -> float:
+    """The store position the notifications announce: 0 if none came, infinity if one came
+    without a position (a writer that does not say), so that the caller reads the store."""
+    reached = 0.0
+    for notify in notifies:
+        try:
+            reached = max(reached, float(int(notify.payload)))
+        except ValueError:
+            reached = math.inf
+    return reached
 
 
 def listener_for(store: LedgerStore) -> ChannelListener | None:

@@ -67,6 +67,7 @@ def test_an_outage_answers_503_at_once_changes_nothing_and_recovers_in_seconds(
     for name, path in {
         "list keys": "/api/v1/keys",
         "history": f"/api/v1/keys/{key['id']}/history",
+        "audit trail": "/api/v1/audit",
     }.items():
         response, took = timed(lambda path=path: browser.get(path))  # type: ignore[misc]
         assert_unavailable(response, took, changes=False)
