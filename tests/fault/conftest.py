@@ -12,13 +12,11 @@ import httpx
 import pytest
 
 from tests.api_support import COOKIE, session_cookie
-from tests.e2e.conftest import Secrets, StartServer, secrets_seen, start_server
+
+# The end-to-end fixtures, reused: servers whose every log line is searched for secrets.
+from tests.e2e.conftest import Secrets, secrets_seen, start_server  # noqa: F401
 from tests.e2e.server import ServerProcess
 from tests.fault.proxy import TcpProxy
-
-__all__ = ["secrets_seen", "start_server"]
-
-pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 _FIGURES = pytest.StashKey[list[tuple[str, str]]]()
 # What the service promises (README, Reliability): the fault tests hold it to these.
@@ -70,10 +68,10 @@ def proxy() -> Iterator[ProxyStart]:
         p.close()
 
 
-def signed_in(server: ServerProcess, user_id: str, secrets_seen: Secrets) -> httpx.Client:
-    """A browser signed in as the user, on the server; requests time out at the write promise."""
+def signed_in(server: ServerProcess, user_id: str, secrets: Secrets) -> httpx.Client:
+    """A browser signed in as the user, on the server; its cookie is searched for in the logs."""
     cookie = session_cookie(user_id)
-    secrets_seen.cookies.append(cookie)
+    secrets.cookies.append(cookie)
     return httpx.Client(
         base_url=server.url,
         headers={"Cookie": f"{COOKIE}={cookie}", "Sec-Fetch-Site": "same-origin"},
@@ -85,13 +83,13 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def mint(browser: httpx.Client, secrets_seen: Secrets, name: str = "k") -> dict[str, Any]:
+def mint(browser: httpx.Client, secrets: Secrets, name: str = "k") -> dict[str, Any]:
     response = browser.post(
         "/api/v1/keys", json={"name": name, "scopes": ["account:read", "books:read"]}
     )
     assert response.status_code == 201, response.text
     key: dict[str, Any] = response.json()
-    secrets_seen.tokens.append(key["token"])
+    secrets.tokens.append(key["token"])
     return key
 
 
@@ -141,6 +139,3 @@ def quiet_outage_log(lines: list[str]) -> None:
     for part, seen in states.items():
         alternating = all(a != b for a, b in itertools.pairwise(seen))
         assert alternating and seen[0] == "failing:", f"{part} logged {seen}"
-
-
-__all__ += ["StartServer"]
