@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -295,6 +296,32 @@ async def test_connections_killed_by_a_restart_cost_no_request(tables: AdapterTa
         assert killed is not None
         assert killed[0] >= 1
         assert await found.user(token) is not None
+    finally:
+        await found.close()
+
+
+@pytest.mark.anyio
+async def test_a_pool_of_dead_connections_is_replaced_without_a_pause(
+    tables: AdapterTables,
+) -> None:
+    name = f"anthra-test-{uuid.uuid4().hex[:12]}"
+    found = DatabaseSessions(f"{tables.url}&application_name={name}")
+    try:
+        token = tables.add_session(tables.add_user(), in_days(1))
+        # Lookups at once grow the pool to all its connections
+        await asyncio.gather(*(found.user(token) for _ in range(8)))
+        # A restart kills every one of them
+        killed = tables.conn.execute(
+            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
+            " WHERE application_name = %s",
+            (name,),
+        ).fetchone()
+        assert killed is not None
+        assert killed[0] >= 2
+        # The next lookup skips the dead ones and answers at once, not after a backoff
+        started = time.monotonic()
+        assert await found.user(token) is not None
+        assert time.monotonic() - started < 0.5
     finally:
         await found.close()
 
