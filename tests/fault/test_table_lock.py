@@ -53,7 +53,8 @@ def test_a_locked_events_table_refuses_writes_quickly_and_verification_goes_on(
         assert_unavailable(response, took, changes=True)
         figures.add("table lock: revoke answered 503 in", took)
 
-        # Bearer verification answers as before, well past the staleness budget
+        # Bearer verification answers as before, well past the staleness budget (a revoked
+        # token tried this often is refused with 429 once its prefix is over the limit)
         answers: set[tuple[str, int]] = set()
         while time.monotonic() - locked_at < max(HELD, 3 * MAX_STALENESS):
             for name, key in (("live", live), ("revoked", revoked)):
@@ -61,7 +62,7 @@ def test_a_locked_events_table_refuses_writes_quickly_and_verification_goes_on(
                 answers.add((name, status))
             assert api.get("/readyz").status_code == 200
             time.sleep(0.05)
-        assert answers == {("live", 200), ("revoked", 401)}
+        assert answers - {("revoked", 429)} == {("live", 200), ("revoked", 401)}
         locker.rollback()
 
     # The lock released, writes go through again, and the refused revoke had changed nothing
