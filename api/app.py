@@ -41,10 +41,11 @@ from infra.audit import AuditTrail
 from infra.auth_failure_stores import auth_failure_store_for
 from infra.auth_failure_sync import AuthFailureSync
 from infra.auth_failures import AuthFailures
+from infra.deadline import CONNECTION_ERRORS, OutcomeUnknown, StoreUnavailable, unavailable
 from infra.event_store import describe_store, store_env
 from infra.follower import IndexFollower
 from infra.index_snapshots import IndexSnapshot
-from infra.ledger import Clock, KeyLedger, LedgerStore
+from infra.ledger import Clock, KeyBusy, KeyLedger, LedgerStore
 from infra.outage import summary
 from infra.policy import Policy
 from infra.settings import Settings, load_settings, require_public_origin
@@ -93,6 +94,28 @@ def _stale(_: Request[Any, Any, Any], __: IndexStale) -> Response[Any]:
     response = _error(
         503, "temporarily_unavailable", "the verification index is catching up; retry shortly"
     )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def _busy(_: Request[Any, Any, Any], exc: KeyBusy) -> Response[Any]:
+    return _error(409, "conflict", str(exc))
+
+
+def _store_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # The reason (host, port, the driver's words) goes to the log, not to the caller.
+    reason = unavailable(exc)
+    log.debug("%s %s: 503, %s", request.method, request.url.path, reason.reason)
+    if isinstance(reason, OutcomeUnknown):
+        description = (
+            "the key database stopped answering while this change was being recorded: it may "
+            "or may not have been recorded; read the key before trying again"
+        )
+    elif request.method in {"GET", "HEAD"}:
+        description = "the key database is not answering; retry shortly"
+    else:
+        description = "the key database is not answering; nothing was changed; retry shortly"
+    response = _error(503, "temporarily_unavailable", description)
     response.headers["Retry-After"] = "1"
     return response
 
@@ -223,13 +246,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             raise
 
     async def stop() -> None:
-        usage_flusher.stop()
+        # Under five seconds in all, whatever the database does: each step ends on its own.
+        usage_flusher.stop(timeout=2.0)
         usage_store.close()
         if failure_sync is not None and failure_store is not None:
             failure_sync.stop()
             failure_store.close()
-        sweeper.stop()
-        follower.stop()
+        sweeper.stop(timeout=0.5)
+        follower.stop(timeout=0.5)
         store.close()
         if database_sessions is not None:
             await database_sessions.close()
@@ -266,6 +290,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             KeyNotActive: _not_active,
             IdempotencyKeyReused: _reused,
             IndexStale: _stale,
+            KeyBusy: _busy,
+            StoreUnavailable: _store_unavailable,
+            **dict.fromkeys(CONNECTION_ERRORS, _store_unavailable),
             HTTPException: _http,
             Exception: _unexpected,
         },

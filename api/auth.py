@@ -37,7 +37,7 @@ from api.authjs import (
 from api.edge import origin_of_url, request_origin
 from api.principal import Principal
 from infra.auth_failures import AuthFailures
-from infra.outage import Outage
+from infra.outage import Outage, summary
 from projections.verification_index import IndexStale, Verification
 
 log = logging.getLogger("anthra.auth")
@@ -185,9 +185,9 @@ class Authenticator:
             try:
                 found_claims = await self.database_sessions.user(value)
             except psycopg.Error as e:
-                self._sessions_outage.failed(e)
+                self._sessions_outage.failed(summary(e), "session cookies answer 503")
                 raise Unavailable(SESSIONS_UNREACHABLE) from None
-            self._sessions_outage.recovered()
+            self._sessions_outage.succeeded()
             if found_claims is None:
                 log.info("database session refused: unknown or expired")
                 return None

@@ -9,10 +9,11 @@ from typing import Any, Final
 
 from psycopg import AsyncConnection
 from psycopg.conninfo import make_conninfo
-from psycopg_pool import AsyncConnectionPool, PoolClosed
+from psycopg_pool import PoolClosed
 
 from api.authjs import SessionClaims
 from infra.database_url import parse_postgres_url
+from infra.postgres_pool import SteadyAsyncPool
 
 log = logging.getLogger("anthra.authjs_database")
 
@@ -57,17 +58,17 @@ class DatabaseSessions:
         self._lock = asyncio.Lock()
         self._opened = False
         self._closed = False
-        self._pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+        # Each connection is tested before use, the next tried at once if it is dead, and a
+        # lost one reconnected at most a second apart however long the database was away.
+        self._pool = SteadyAsyncPool(
             make_conninfo("", **params),
             kwargs={"autocommit": True},
             min_size=1,
             max_size=max_size,
             open=False,
             configure=self._configure,
-            # A database restart leaves dead connections in the pool; testing each before use
-            # turns what would be a 503 into a reconnect (about a second of backoff).
-            check=AsyncConnectionPool.check_connection,
             timeout=database.connect_timeout,
+            reconnect_timeout=365 * 86_400.0,
             name="authjs-sessions",
         )
 
@@ -120,7 +121,7 @@ class DatabaseSessions:
             if self._opened:
                 await self._pool.close()
 
-    async def _open_pool(self) -> AsyncConnectionPool[AsyncConnection[Any]]:
+    async def _open_pool(self) -> SteadyAsyncPool:
         if not self._opened:
             async with self._lock:
                 if self._closed:

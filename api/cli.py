@@ -20,6 +20,7 @@ import msgspec
 from api.authjs_database import SessionTablesMissing
 from domain.errors import LedgerError
 from domain.scopes import SCOPES
+from infra.deadline import CONNECTION_ERRORS, OutcomeUnknown, StoreUnavailable, unavailable
 from infra.ledger import parse_key_id
 from infra.policy import PolicyError
 from infra.settings import SettingsError, load_settings
@@ -349,6 +350,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except LedgerError as e:
         print(f"anthra-keys: {e}", file=sys.stderr)
+        return 1
+    except OutcomeUnknown as e:
+        print(f"anthra-keys: {e.reason}: read the key before trying again", file=sys.stderr)
+        return 1
+    except (StoreUnavailable, *CONNECTION_ERRORS) as e:
+        reason = unavailable(e).reason
+        print(f"anthra-keys: database unavailable: {reason}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

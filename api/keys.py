@@ -52,7 +52,12 @@ KeyId = Annotated[
     str,
     PathParameter(description="The key's id, as minting gave it", schema_extra={"format": "uuid"}),
 ]
-CONFLICT = {409: ResponseSpec(ErrorBody, description="The key is revoked or expired")}
+CONFLICT = {
+    409: ResponseSpec(
+        ErrorBody,
+        description="The key is revoked or expired, or changed by too many requests at once",
+    )
+}
 
 
 def key_view(
@@ -149,7 +154,7 @@ class KeysController(Controller):
         guards=[requires_session],
         status_code=201,
         security=SESSION_ONLY,
-        responses=IDEMPOTENT,
+        responses=CONFLICT | IDEMPOTENT,
         sync_to_thread=True,
     )
     def mint(
@@ -277,6 +282,7 @@ class KeysController(Controller):
         status_code=200,
         security=SESSION_OR_TOKEN,
         responses={403: ResponseSpec(ErrorBody, description="A token revoking another key")}
+        | CONFLICT
         | IDEMPOTENT,
         sync_to_thread=True,
     )

@@ -7,6 +7,7 @@ import threading
 import time
 
 from infra.audit_views import audit_view_for
+from infra.deadline import bounded
 from infra.ledger import LedgerStore
 from projections.audit import (
     AuditProjector,
@@ -48,11 +49,13 @@ class AuditTrail:
         with self._lock:
             return self.projector.catch_up()
 
+    @bounded()
     def query(self, query: AuditQuery) -> list[AuditRow]:
         """Rows matching the query, after catching up so a caller sees its own changes."""
         self.catch_up()
         return self.view.query(query)
 
+    @bounded()
     def rows_after(self, position: int, limit: int, owner_id: str | None = None) -> list[AuditRow]:
         return self.view.rows_after(position, limit, owner_id)
 

@@ -33,6 +33,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
 from infra.ledger import LedgerStore
+from infra.postgres_store import creating_tables
 from projections.audit import AuditQuery, AuditRow, AuditView, as_utc
 
 _MIGRATION = "__migration__"
@@ -331,6 +332,10 @@ class PostgresAuditView(PostgresTrackingRecorder, AuditView):
         self._owner = SQL(
             "SELECT owner_id FROM {0}.{1} WHERE key_id = %s ORDER BY position LIMIT 1"
         ).format(schema, table)
+
+    def create_table(self) -> None:
+        with creating_tables(self.datastore):
+            super().create_table()
 
     def append(self, rows: Sequence[AuditRow], tracking: Tracking) -> None:
         with self.datastore.transaction(commit=True) as curs:

@@ -23,7 +23,7 @@ from psycopg.rows import tuple_row
 from infra.auth_failures import Counts
 from infra.database_url import parse_postgres_url
 from infra.event_store import store_env
-from infra.postgres_store import pool
+from infra.postgres_pool import pool
 from infra.settings import Settings
 
 REDIS_KEY: Final = "anthra:auth-failures:"

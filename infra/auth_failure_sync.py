@@ -13,6 +13,7 @@ import threading
 
 from infra.auth_failure_stores import AuthFailureStore
 from infra.auth_failures import AuthFailures
+from infra.deadline import REQUEST_BUDGET, within
 
 log = logging.getLogger("anthra.auth_failures")
 
@@ -50,13 +51,13 @@ class AuthFailureSync:
         self._thread = threading.Thread(target=self._run, name="auth-failure-sync", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 0.5) -> None:
+        """Stop the thread; counts not shared yet are dropped (they only limit, and only for a
+        minute), so a database down at shutdown cannot hold it."""
         self._stopping.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=timeout)
             self._thread = None
-        if self.failures.enabled:
-            self._try_sync()
 
     def _run(self) -> None:
         while not self._stopping.wait(self.interval):
@@ -64,7 +65,8 @@ class AuthFailureSync:
 
     def _try_sync(self) -> None:
         try:
-            self.sync()
+            with within(REQUEST_BUDGET):
+                self.sync()
         except Exception as e:
             # Once per outage: the class name only, as a message may quote the store's URL.
             if not self._failing:

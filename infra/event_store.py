@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from infra.database_url import parse_postgres_url
-from infra.postgres_store import CONNINFO, POOL_MAX, POOL_WAIT
+from infra.postgres_store import CONNINFO, LOCK_TIMEOUT_SECONDS, POOL_MAX, POOL_WAIT
 from infra.settings import DEFAULT_SQLITE_PATH, Settings
 
 
@@ -41,6 +41,8 @@ def postgres_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_POOL_SIZE": str(settings.db_pool_size),
         POOL_MAX: str(settings.db_pool_max),
         POOL_WAIT: params["connect_timeout"],
+        # The library's LOCK TABLE before each write waits this long, not forever, for the table.
+        "POSTGRES_LOCK_TIMEOUT": str(LOCK_TIMEOUT_SECONDS),
     }
     if url.schema:
         env["POSTGRES_SCHEMA"] = url.schema

@@ -6,16 +6,39 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Final
 
+from infra.deadline import CONNECTION_ERRORS, StoreUnavailable, unavailable, within
 from infra.index_snapshots import IndexSnapshot, warm_start
 from infra.ledger import KeyLedger
+from infra.outage import Outage
+from infra.postgres_listener import ChannelListener, listener_for
 
 log = logging.getLogger("anthra.follower")
 
+# After the channel is lost, the first reconnection is tried after this long, then at most
+# every RECONNECT_MAX: a database back from an outage of any length is followed again at once.
+RECONNECT_FIRST: Final = 0.05
+RECONNECT_MAX: Final = 0.5
+# A heartbeat unanswered this long means the channel is gone: cut it and connect again.
+ROUND_TRIP_WITHIN: Final = 1.0
+_STALE: Final = "verification answers 503 until it is back"
+# Each catch-up of the read models (audit trail, snapshot) ends within this; one far behind
+# commits page by page, and goes on from there the next time.
+READ_MODELS_WITHIN: Final = 5.0
+
+
+def reconnect_pauses() -> Iterator[float]:
+    """The pauses between attempts to get the channel back: doubling, never over RECONNECT_MAX."""
+    pause = RECONNECT_FIRST
+    while True:
+        yield pause
+        pause = min(pause * 2, RECONNECT_MAX)
+
 
 class IndexFollower:
-    """Catches up at start, then follows the store: polls SQLite, subscribes to PostgreSQL."""
+    """Catches up at start, then follows the store: polls SQLite, LISTENs on PostgreSQL."""
 
     def __init__(
         self,
@@ -34,9 +57,11 @@ class IndexFollower:
         self.heartbeat_interval = heartbeat_interval
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._subscription: object | None = None
         self.ready = threading.Event()
         self._also: list[Callable[[], object]] = []
+        self._channel = Outage(log, "index notification channel")
+        self._polling = Outage(log, "index catch-up")
+        self._read_models = Outage(log, "read model catch-up")
         # Only this process writes to an in-memory store, and it applies its own writes at once.
         ledger.index.max_staleness = float("inf") if backend == "memory" else max_staleness
 
@@ -69,59 +94,95 @@ class IndexFollower:
         )
         if self.backend == "memory":
             return
-        self._spawn(self._poll, "index-poll")
-        if self.backend == "postgres":
-            self._spawn(self._subscribe, "index-subscription")
+        listener = listener_for(self.ledger.store)
+        if listener is None:
+            self._spawn(self._poll, "index-poll")
+        else:
+            self._spawn(lambda: self._listen(listener), "index-listener")
+            self._spawn(self._follow_read_models, "read-models")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop the threads, waiting at most `timeout` seconds in all (they are daemons)."""
         self._stopping.set()
-        subscription = self._subscription
-        if subscription is not None:
-            subscription.stop()  # type: ignore[attr-defined]
+        give_up = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=max(0.0, give_up - time.monotonic()))
         self._threads.clear()
 
-    def _spawn(self, target: object, name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
 
+    # SQLite: polling is both the catch-up and the proof of freshness.
+
     def _poll(self) -> None:
-        """Read the store on a timer; on PostgreSQL, the heartbeat behind the subscription."""
-        interval = self.poll_interval if self.backend == "sqlite" else self.heartbeat_interval
-        while not self._stopping.wait(interval):
+        while not self._stopping.wait(self.poll_interval):
             started = time.monotonic()
             try:
                 self.ledger.catch_up()
-            except Exception:
-                # The index goes unconfirmed and verification answers 503 once it is stale.
-                log.warning("index catch-up failed; will retry", exc_info=True)
+            except (StoreUnavailable, *CONNECTION_ERRORS) as e:
+                self._polling.failed(unavailable(e).reason, _STALE)
                 continue
             self.ledger.index.confirm(started)
-            for follow in self._also:
-                try:
-                    follow()
-                except Exception:
-                    log.warning("read model catch-up failed; will retry", exc_info=True)
+            self._polling.succeeded()
+            self._catch_up_read_models()
 
-    def _subscribe(self) -> None:
-        """Follow LISTEN/NOTIFY; when the connection dies, subscribe again from the position."""
-        backoff = 0.05
+    # PostgreSQL: notifications for catch-up, a round trip on their channel for freshness.
+
+    def _listen(self, listener: ChannelListener) -> None:
+        pauses = reconnect_pauses()
         while not self._stopping.is_set():
             try:
-                with self.ledger.store.recorder.subscribe(gt=self.ledger.index.position) as sub:
-                    self._subscription = sub
-                    if self._stopping.is_set():
-                        return
-                    backoff = 0.05
-                    for notification in sub:
-                        self.ledger.apply_notification(notification)
+                listener.open()
+                # LISTEN first, then read: a commit either is in what this reads or is
+                # notified afterwards.
+                started = time.monotonic()
+                self.ledger.catch_up()
+                self.ledger.index.confirm(started)
+                self._channel.succeeded(f"caught up to position {self.ledger.index.position}")
+                pauses = reconnect_pauses()
+                self._follow(listener)
+            except (StoreUnavailable, *CONNECTION_ERRORS) as e:
+                if not self._stopping.is_set():
+                    self._channel.failed(unavailable(e).reason, _STALE)
             except Exception:
-                if self._stopping.is_set():
-                    return
-                log.warning("index subscription lost; subscribing again", exc_info=True)
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
+                # Not the database going away: worth a traceback, and a pause as after a loss.
+                log.exception("index following failed; starting again")
             finally:
-                self._subscription = None
+                listener.close()
+            self._stopping.wait(next(pauses))
+
+    def _follow(self, listener: ChannelListener) -> None:
+        """Catch up on every notification; confirm freshness by a round trip every heartbeat."""
+        index = self.ledger.index
+        beat = time.monotonic() + self.heartbeat_interval
+        while not self._stopping.is_set():
+            wait = beat - time.monotonic()
+            if wait > 0 and listener.notified(wait) > index.position:
+                self.ledger.catch_up()
+            if time.monotonic() < beat:
+                continue
+            started = time.monotonic()
+            if listener.round_trip(ROUND_TRIP_WITHIN) > index.position:
+                self.ledger.catch_up()
+            # Every commit made before `started` has been notified, and applied above.
+            index.confirm(started)
+            beat = started + self.heartbeat_interval
+
+    def _follow_read_models(self) -> None:
+        while not self._stopping.wait(self.heartbeat_interval):
+            self._catch_up_read_models()
+
+    def _catch_up_read_models(self) -> None:
+        for follow in self._also:
+            try:
+                with within(READ_MODELS_WITHIN):
+                    follow()
+            except (StoreUnavailable, *CONNECTION_ERRORS) as e:
+                self._read_models.failed(unavailable(e).reason)
+                return
+            except Exception:
+                log.warning("read model catch-up failed; will retry", exc_info=True)
+                return
+        self._read_models.succeeded()

@@ -25,6 +25,7 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from infra.ledger import KeyLedger, LedgerStore
+from infra.postgres_store import creating_tables
 from projections.index_snapshot import (
     KeyState,
     SnapshotProjector,
@@ -363,6 +364,10 @@ class PostgresSnapshotView(PostgresTrackingRecorder, SnapshotView):
         self._select_all = SQL("SELECT {2} FROM {0}.{1} ORDER BY minted_position").format(
             schema, table, loaded
         )
+
+    def create_table(self) -> None:
+        with creating_tables(self.datastore):
+            super().create_table()
 
     def apply(
         self, changes: Sequence[KeyState], tracking: Tracking, *, after: int | None = None

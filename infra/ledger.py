@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,12 +18,24 @@ from eventsourcing.persistence import IntegrityError, Notification, Tracking
 from domain import token as token_format
 from domain.api_key import ApiKey, Status
 from domain.errors import KeyNotFound
+from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.idempotency import (
     SUPERSEDED,
     IdempotentRequest,
     check_key,
     fingerprint,
     record_id,
+)
+from infra.deadline import (
+    CONNECTION_ERRORS,
+    REQUEST_BUDGET,
+    OutcomeUnknown,
+    StoreUnavailable,
+    bounded,
+    extended,
+    time_left,
+    unavailable,
+    within,
 )
 from projections.key_projection import KeyProjection
 from projections.verification_index import KeyRecord, Verification, VerificationIndex
@@ -32,7 +45,13 @@ log = logging.getLogger("anthra.ledger")
 Clock = Callable[[], float]
 # Where a command came from: request id, client IP, user agent (never any part of a token).
 Context = dict[str, str] | None
-_CONFLICT_RETRIES = 3
+# Two processes changing one key at once: the loser reloads and decides again, after a
+# random pause that grows with each loss, so that the same two do not collide in step.
+_CONFLICT_ATTEMPTS = 12
+_CONFLICT_PAUSE = 0.002
+_CONFLICT_PAUSE_MAX = 0.1
+# Learning whether a write whose COMMIT went unanswered was recorded: a short extra wait.
+_OUTCOME_CHECK = 0.6
 _PAGE = 500
 
 
@@ -41,6 +60,17 @@ class LedgerStore(Application[UUID]):
 
     name = "ledger"
     is_snapshotting_enabled = False
+
+
+class KeyBusy(Exception):
+    """Other commands kept changing the key while this one tried to: nothing was changed."""
+
+    def __init__(self, key_id: UUID, what: str = "") -> None:
+        super().__init__(
+            f"{what or f'key {key_id}'} is being changed by other requests at this moment; "
+            "nothing was changed: retry"
+        )
+        self.key_id = key_id
 
 
 class MintedKey:
@@ -89,6 +119,7 @@ class KeyLedger:
 
     # Commands
 
+    @bounded()
     def mint(
         self,
         *,
@@ -110,7 +141,8 @@ class KeyLedger:
             if idempotency_key is not None
             else ""
         )
-        for attempt in range(_CONFLICT_RETRIES):
+        pause = _CONFLICT_PAUSE
+        for attempt in range(_CONFLICT_ATTEMPTS):
             at = self.now()
             token = token_format.generate()
             key = ApiKey.mint(
@@ -134,12 +166,15 @@ class KeyLedger:
                 self._record(events)
             except _Conflict:
                 log.info("idempotent mint raced another attempt, try %d; again", attempt + 1)
+                if not self._pause(pause):
+                    break
+                pause = min(pause * 2, _CONFLICT_PAUSE_MAX)
                 continue
             record = self.index.key(key.id)
             assert record is not None
             log.info("minted key %s (%s) for %s by %s", key.id, record.prefix, owner_id, actor)
             return MintedKey(token, record)
-        raise _Conflict.busy(owner_id)
+        raise KeyBusy(record_id(owner_id, idempotency_key or ""), f"{IDEMPOTENCY_HEADER} request")
 
     def _supersede_on_retry(
         self,
@@ -188,6 +223,7 @@ class KeyLedger:
             return None
         return found
 
+    @bounded()
     def set_scopes(
         self,
         key_id: str | UUID,
@@ -205,6 +241,7 @@ class KeyLedger:
             idempotency=(idempotency_key, ("set_scopes", sorted(set(scopes)))),
         )
 
+    @bounded()
     def revoke(
         self,
         key_id: str | UUID,
@@ -224,6 +261,7 @@ class KeyLedger:
         log.info("revoked key %s (%s) by %s", record.key_id, record.prefix, actor)
         return record
 
+    @bounded()
     def expire(self, key_id: str | UUID) -> bool:
         """Record Expired for a key past its expiry; false if there was nothing to record."""
         changed: list[bool] = []
@@ -237,6 +275,7 @@ class KeyLedger:
 
     # Queries
 
+    @bounded()
     def key(self, key_id: str | UUID, owner_id: str | None = None) -> KeyRecord:
         """One key as the index holds it; another owner's key does not exist."""
         uuid = parse_key_id(key_id)
@@ -252,6 +291,7 @@ class KeyLedger:
     def keys_of(self, owner_id: str) -> list[KeyRecord]:
         return self.index.keys_of(owner_id)
 
+    @bounded()
     def history(
         self, key_id: str | UUID, owner_id: str | None = None
     ) -> list[DomainEventProtocol[UUID]]:
@@ -295,9 +335,12 @@ class KeyLedger:
         applied = 0
         with self._catch_up_lock:
             while True:
-                notifications = self.store.recorder.select_notifications(
-                    start=self.index.position, limit=_PAGE, inclusive_of_start=False
-                )
+                # Each page within its own deadline: a replay of the whole store at start
+                # takes many, and each is quick unless the database is not answering.
+                with within(REQUEST_BUDGET):
+                    notifications = self.store.recorder.select_notifications(
+                        start=self.index.position, limit=_PAGE, inclusive_of_start=False
+                    )
                 for notification in notifications:
                     self._apply(notification)
                 applied += len(notifications)
@@ -328,7 +371,8 @@ class KeyLedger:
     ) -> KeyRecord:
         uuid = parse_key_id(key_id)
         idempotency_key, arguments = idempotency
-        for attempt in range(_CONFLICT_RETRIES):
+        pause = _CONFLICT_PAUSE
+        for attempt in range(_CONFLICT_ATTEMPTS):
             key = self._load(uuid, owner_id)
             changed = command(key)
             events: list[DomainEventProtocol[UUID]] = list(key.collect_events())
@@ -345,9 +389,21 @@ class KeyLedger:
             except _Conflict:
                 # Another process changed the key first: decide again on its latest state.
                 log.info("conflict on key %s, attempt %d; retrying", uuid, attempt + 1)
+                if not self._pause(pause):
+                    break
+                pause = min(pause * 2, _CONFLICT_PAUSE_MAX)
                 continue
             return self.key(uuid)
-        raise RuntimeError(f"key {uuid} kept changing under concurrent commands")
+        raise KeyBusy(uuid)
+
+    @staticmethod
+    def _pause(limit: float) -> bool:
+        """A random pause before trying again, if the request's deadline leaves room for it."""
+        wait = random.uniform(0, limit)
+        if time_left() < wait + 0.1:
+            return False
+        time.sleep(wait)
+        return True
 
     def _load(self, key_id: UUID, owner_id: str | None) -> ApiKey:
         try:
@@ -363,9 +419,14 @@ class KeyLedger:
         try:
             self.store.save(*events)
         except IntegrityError:
-            # save() retries on a dead connection; the first try may have committed.
+            # Some stores try a save again on a dead connection: the first try may have
+            # committed, and then the second finds its own events in the way.
             if not self._was_recorded(events):
                 raise _Conflict from None
+        except OutcomeUnknown:
+            # The connection failed while committing: ask the store, briefly, how it ended.
+            if not self._recorded_after_all(events):
+                raise
         # Read-your-writes: apply this command's own events now, from memory, so the answer
         # holds even if reading the store back fails; catching up then fills in the rest.
         with self._catch_up_lock:
@@ -373,8 +434,27 @@ class KeyLedger:
                 self.projection.apply(event)
         try:
             self.catch_up()
-        except Exception:
-            log.warning("catch-up after a save failed; the follower will retry", exc_info=True)
+        except (StoreUnavailable, *CONNECTION_ERRORS) as e:
+            log.warning(
+                "catch-up after a save failed (%s); the follower will catch up",
+                unavailable(e).reason,
+            )
+
+    def _recorded_after_all(self, events: Sequence[DomainEventProtocol[UUID]]) -> bool:
+        """Whether events whose COMMIT went unanswered show up in the store within a moment.
+
+        Not finding them proves nothing (the COMMIT may still be on its way, or in progress
+        on a slow server), so only finding them changes the answer.
+        """
+        with extended(_OUTCOME_CHECK):
+            while time_left() > 0:
+                try:
+                    if self._was_recorded(events):
+                        return True
+                except (StoreUnavailable, *CONNECTION_ERRORS):
+                    return False
+                time.sleep(min(0.05, max(0.0, time_left())))
+        return False
 
     def _was_recorded(self, events: Sequence[DomainEventProtocol[UUID]]) -> bool:
         # One transaction saves them all: if the last is stored as this one, all of them are.
@@ -389,7 +469,3 @@ class KeyLedger:
 
 class _Conflict(Exception):
     """Another writer saved a new version of an aggregate first."""
-
-    @staticmethod
-    def busy(owner_id: str) -> RuntimeError:
-        return RuntimeError(f"requests of {owner_id} kept conflicting; retry")

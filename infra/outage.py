@@ -1,5 +1,4 @@
-"""One log line when something the service depends on becomes unavailable, and one when it is
-back: however many requests meet the outage, and without a traceback for an expected failure."""
+"""One log line when something starts failing, one when it works again: never one per attempt."""
 
 from __future__ import annotations
 
@@ -16,33 +15,46 @@ def summary(error: BaseException) -> str:
 
 
 class Outage:
-    """Tracks whether one dependency is down; logs the transitions only."""
+    """The state of one dependency as this process sees it, logged only when it changes."""
 
     def __init__(self, log: logging.Logger, what: str) -> None:
         self.log = log
         self.what = what
-        self.down = False
-        self._since = 0.0
         self._lock = threading.Lock()
+        self._since: float | None = None
+        self._failures = 0
+        self.reason = ""
 
-    def failed(self, error: BaseException) -> None:
-        """A use of the dependency failed: logged if it was up until now."""
-        if self.down:
-            return
+    @property
+    def ongoing(self) -> bool:
+        return self._since is not None
+
+    def failed(self, reason: str, consequence: str = "") -> None:
+        """A failure: logged (at WARNING, no traceback) only if it is the first of an outage."""
         with self._lock:
-            if self.down:
+            self._failures += 1
+            self.reason = reason
+            if self._since is not None:
                 return
-            self.down = True
             self._since = time.monotonic()
-        self.log.warning("%s unavailable (%s)", self.what, summary(error))
+        tail = f"; {consequence}" if consequence else ""
+        self.log.warning("%s failing: %s%s", self.what, reason, tail)
 
-    def recovered(self) -> None:
-        """A use of the dependency succeeded: logged if it was down until now."""
-        if not self.down:
+    def succeeded(self, detail: str = "") -> None:
+        """A success: ends an outage, if there was one, with one line saying how long it lasted."""
+        if self._since is None:
             return
         with self._lock:
-            if not self.down:
+            since, failures = self._since, self._failures
+            if since is None:
                 return
-            self.down = False
-            lasted = time.monotonic() - self._since
-        self.log.warning("%s available again after %.1f s", self.what, lasted)
+            self._since = None
+            self._failures = 0
+        self.log.info(
+            "%s working again after %.1f s (%d failed attempt%s)%s",
+            self.what,
+            time.monotonic() - since,
+            failures,
+            "" if failures == 1 else "s",
+            f"; {detail}" if detail else "",
+        )

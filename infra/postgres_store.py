@@ -3,74 +3,169 @@
 The library builds its connection pool from five keywords (dbname, host, port, user, password)
 and drops every other libpq parameter, `sslmode` included. This factory gives its datastore a
 pool made from the whole connection string instead (infra.database_url), so TLS and every other
-libpq setting of `ANTHRA_DATABASE_URL` hold for the events, the subscriptions and the read
+libpq setting of `ANTHRA_DATABASE_URL` hold for the events, the index listener and the read
 models that share the datastore.
+
+Its recorder keeps the library's SQL but not its patience: the library tries a failed read or
+write ten times, each waiting for a pooled connection, which held a request for almost a minute
+while the database was down. Here a lock held by someone else ends a wait after a second, a
+connection error is tried again only while the operation's deadline allows (infra.deadline),
+and a write knows whether its COMMIT had been sent when it failed.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Final, TypeVar
 
-from eventsourcing.postgres import PostgresFactory
+import psycopg
+from eventsourcing.persistence import InterfaceError, Notification, OperationalError, StoredEvent
+from eventsourcing.postgres import (
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresFactory,
+)
 from psycopg import Connection, sql
-from psycopg.rows import DictRow, dict_row
-from psycopg_pool import ConnectionPool
-from psycopg_pool.base import AttemptWithBackoff
+from psycopg.rows import DictRow
+
+from infra.deadline import OutcomeUnknown, StoreUnavailable, time_left, unavailable
+from infra.postgres_pool import SteadyPool, pool
 
 CONNINFO: Final = "ANTHRA_POSTGRES_CONNINFO"
 POOL_MAX: Final = "ANTHRA_POSTGRES_POOL_MAX"
 POOL_WAIT: Final = "ANTHRA_POSTGRES_POOL_WAIT"
-# A lost connection is tried again at most this often, whatever the outage lasted, so a process
-# is back within about a second of the database (the library's pool doubles its delay each time,
-# to over a minute after a few minutes down).
-RECONNECT_EVERY: Final = 1.0
+# How long a statement waits for a lock another session holds (a LOCK TABLE, a long migration)
+# before the operation gives up with a 503: whole seconds, as the library's own setting is.
+LOCK_TIMEOUT_SECONDS: Final = 1
 _IDLE_IN_TRANSACTION: Final = "5s"
+# Without a deadline (background work), a failed read is tried this many times in all.
+_ATTEMPTS: Final = 3
+_PAUSE: Final = 0.05
+# One advisory lock for every CREATE of the ledger's tables, in every process.
+_CREATING_TABLES: Final = "anthra: creating tables"
+
+R = TypeVar("R")
 
 
-class _SteadyBackoff(AttemptWithBackoff):
-    """Reconnection attempts a quarter of a second apart at first, then at most a second apart."""
-
-    INITIAL_DELAY = 0.25
-
-    def update_delay(self, now: float) -> None:
-        super().update_delay(now)
-        self.delay = min(self.delay, RECONNECT_EVERY)
+def _locked_out(error: BaseException) -> bool:
+    """Whether the statement gave up waiting for a lock (lock_timeout) or was cancelled."""
+    cause = error.__cause__ or error
+    return isinstance(cause, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled)
 
 
-class SteadyPool(ConnectionPool[Connection[DictRow]]):
-    """A pool that never gives up reconnecting, and never waits over a second between tries."""
+def _tried_again(call: Callable[[], R], what: str) -> R:
+    """Call; on a connection error try again while the deadline allows, then StoreUnavailable."""
+    attempts = 0
+    while True:
+        try:
+            return call()
+        except (InterfaceError, OperationalError) as e:
+            if _locked_out(e):
+                raise StoreUnavailable(f"the events table is locked; {what} gave up") from e
+            attempts += 1
+            left = time_left()
+            if (left == float("inf") and attempts >= _ATTEMPTS) or left < _PAUSE * 2:
+                raise unavailable(e) from e
+            time.sleep(_PAUSE)
 
-    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
-        super()._add_connection(attempt or _SteadyBackoff(timeout=self.reconnect_timeout), growing)
+
+@contextmanager
+def creating_tables(datastore: PostgresDatastore) -> Iterator[None]:
+    """Held while this process creates tables, so that any number of processes can start at once.
+
+    Two processes creating the same table at once collide in PostgreSQL's catalogue (a duplicate
+    pg_type row), and two recorders creating a tracking table both insert its migration row. The
+    lock is taken on a connection of its own, so that a pool of one connection cannot deadlock.
+    """
+    conninfo = datastore.pool.conninfo
+    assert isinstance(conninfo, str)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        # A peer that hangs while holding it stops this start with an error, not forever.
+        conn.execute("SET lock_timeout = '30s'")
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (_CREATING_TABLES,))
+        yield  # the lock ends with the connection
 
 
-def pool(
-    conninfo: str,
-    *,
-    name: str,
-    min_size: int,
-    max_size: int,
-    wait: float,
-    configure: Any = None,
-    row_factory: Any = dict_row,
-) -> SteadyPool:
-    """A pool on the whole connection string; opened by its first user, not here."""
-    return SteadyPool(
-        conninfo,
-        kwargs={"row_factory": row_factory},
-        min_size=min_size,
-        max_size=max_size,
-        open=False,
-        configure=configure,
-        timeout=wait,
-        check=ConnectionPool.check_connection,
-        reconnect_timeout=365 * 86_400.0,
-        name=name,
-    )
+class LedgerRecorder(PostgresApplicationRecorder):
+    """The library's application recorder, bounded by deadlines and lock timeouts."""
+
+    # The NOTIFY of a write carries the write's last position (delivered, as any NOTIFY, only
+    # if it commits): a listener whose index is there already need not read the table, which
+    # matters when someone else holds a lock on it.
+    _notify_position = sql.SQL("SELECT pg_notify(%s, %s::text)")
+
+    def create_table(self) -> None:
+        with creating_tables(self.datastore):
+            super().create_table()
+
+    def _notify_channel(self, curs: Any) -> None:
+        """Nothing here: the write notifies once it knows its positions (see _insert_once)."""
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
+        """Insert in one transaction; OutcomeUnknown if the connection failed during COMMIT."""
+        attempts = 0
+        while True:
+            try:
+                return self._insert_once(stored_events, **kwargs)
+            except (InterfaceError, OperationalError) as e:
+                # Failed before COMMIT was sent: nothing was recorded, so trying again is safe.
+                if _locked_out(e):
+                    raise StoreUnavailable("the events table is locked; nothing was saved") from e
+                attempts += 1
+                if time_left() < _PAUSE * 2 or attempts >= _ATTEMPTS:
+                    raise unavailable(e) from e
+                time.sleep(_PAUSE)
+
+    def _insert_once(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
+        # The library's pipelined transaction (lock the table, NOTIFY, INSERT, COMMIT in one
+        # round trip), with a note of whether COMMIT had gone out when something failed.
+        failure: Exception | None = None
+        committing = False
+        ids: Sequence[int] = []
+        with self.datastore.get_connection() as conn:
+            try:
+                with conn.pipeline() as pipeline, conn.transaction():
+                    with conn.cursor() as curs:
+                        try:
+                            self._insert_stored_events(curs, stored_events, **kwargs)
+                            pipeline.sync()
+                            ids = self._fetch_ids_after_insert_events(curs, stored_events) or []
+                            if ids:
+                                curs.execute(self._notify_position, (self.channel_name, max(ids)))
+                        except Exception as e:
+                            # Raised after the pipeline ends, so that psycopg does not warn.
+                            failure = e
+                    committing = failure is None
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                if committing:
+                    raise OutcomeUnknown(
+                        "the database stopped answering while the change was being committed"
+                    ) from e
+                raise
+            if failure is not None:
+                raise failure
+        return ids
+
+    def select_events(self, originator_id: Any, **kwargs: Any) -> Sequence[StoredEvent]:
+        undecorated = PostgresApplicationRecorder.select_events.__wrapped__
+        return _tried_again(lambda: undecorated(self, originator_id, **kwargs), "reading a key")
+
+    def select_notifications(self, *args: Any, **kwargs: Any) -> Sequence[Notification]:
+        undecorated = PostgresApplicationRecorder.select_notifications.__wrapped__
+        return _tried_again(lambda: undecorated(self, *args, **kwargs), "reading the events")
+
+    def max_notification_id(self) -> int | None:
+        undecorated = PostgresApplicationRecorder.max_notification_id.__wrapped__
+        last: int | None = _tried_again(lambda: undecorated(self), "reading the last position")
+        return last
 
 
 class LedgerPostgresFactory(PostgresFactory):
     """The library's PostgreSQL factory, its datastore's pool replaced by one on our conninfo."""
+
+    application_recorder_class = LedgerRecorder
 
     def __init__(self, env: Any) -> None:
         super().__init__(env)
@@ -78,10 +173,14 @@ class LedgerPostgresFactory(PostgresFactory):
         set_idle = sql.SQL("SET idle_in_transaction_session_timeout = {}").format(
             sql.Literal(_IDLE_IN_TRANSACTION)
         )
+        set_lock_timeout = sql.SQL("SET lock_timeout = {}").format(
+            sql.Literal(f"{LOCK_TIMEOUT_SECONDS}s")
+        )
 
         def after_connect(conn: Connection[DictRow]) -> None:
             conn.autocommit = True
             conn.execute(set_idle)
+            conn.execute(set_lock_timeout)
 
         # Never opened, so dropping it leaves nothing behind.
         datastore.pool = pool(  # type: ignore[assignment]
@@ -92,3 +191,9 @@ class LedgerPostgresFactory(PostgresFactory):
             wait=float(self.env.get(POOL_WAIT) or 2),
             configure=after_connect,
         )
+
+
+def events_pool(datastore: PostgresDatastore) -> SteadyPool:
+    """The pool this factory gave the datastore."""
+    assert isinstance(datastore.pool, SteadyPool)
+    return datastore.pool

@@ -28,14 +28,19 @@ from psycopg import Connection, sql
 from psycopg.rows import tuple_row
 
 from infra.database_url import parse_postgres_url
+from infra.deadline import CONNECTION_ERRORS, StoreUnavailable, bounded, unavailable, within
 from infra.event_store import store_env
-from infra.postgres_store import pool
+from infra.outage import Outage
+from infra.postgres_pool import pool
 from infra.settings import Settings
 from projections.verification_index import KeyRecord
 
 log = logging.getLogger("anthra.usage")
 
 DAY_SECONDS = 86_400
+# A flush ends within this, stored or given back: a database that does not answer must not
+# hold the flusher (nor the shutdown that waits for it).
+FLUSH_WITHIN = 2.0
 _EPOCH_DAY = date(1970, 1, 1)
 # SQLite's default limit on host parameters was 999 before 3.32; stay well under it.
 _SQLITE_CHUNK = 500
@@ -509,6 +514,7 @@ class UsageFlusher:
         self.interval = interval
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._outage = Outage(log, "usage flush")
 
     def flush(self) -> int:
         """Store what the counter holds; returns the requests stored. On failure keeps them."""
@@ -521,13 +527,18 @@ class UsageFlusher:
         self._thread = threading.Thread(target=self._run, name="usage-flusher", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop the timer and flush what is left; call it after the server stops verifying."""
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the timer and flush what is left, within `timeout` seconds in all.
+
+        Call it after the server stops verifying. A flush in progress is waited for (it ends
+        within its own deadline); what the last flush cannot store is counted in the log line.
+        """
+        give_up = time.monotonic() + timeout
         self._stopping.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=max(0.0, give_up - time.monotonic()))
             self._thread = None
-        failure = self._try_flush()
+        failure = self._try_flush(max(0.0, give_up - time.monotonic()))
         if failure is not None:
             log.warning(
                 "usage flush on stop failed (%s); requests not stored: %d",
@@ -537,19 +548,23 @@ class UsageFlusher:
 
     def _run(self) -> None:
         while not self._stopping.wait(self.interval):
-            failure = self._try_flush()
-            if failure is not None:
-                log.warning(
-                    "usage flush failed (%s); will retry; requests pending: %d",
-                    failure,
-                    self.counter.pending().requests,
+            failure = self._try_flush(FLUSH_WITHIN)
+            if failure is None:
+                self._outage.succeeded()
+            else:
+                self._outage.failed(
+                    failure, f"requests held for the next flush: {self.counter.pending().requests}"
                 )
 
-    def _try_flush(self) -> str | None:
-        """Flush; on failure, the exception's class name (its message may quote settings)."""
+    def _try_flush(self, within_s: float) -> str | None:
+        """Flush; on failure, the reason (the exception's class, for other than the database)."""
         try:
-            self.flush()
+            with within(within_s):
+                self.flush()
+        except (StoreUnavailable, *CONNECTION_ERRORS) as e:
+            return unavailable(e).reason
         except Exception as e:
+            # Its message may quote settings.
             return type(e).__name__
         return None
 
@@ -564,6 +579,7 @@ class UsageReport:
         self.counter = counter
         self.clock = clock
 
+    @bounded()
     def last_used(self, key_ids: Iterable[UUID]) -> dict[UUID, datetime]:
         """When each key was last used; a key never used has no entry."""
         wanted = set(key_ids)
@@ -576,6 +592,7 @@ class UsageReport:
                     result[key_id] = at
         return result
 
+    @bounded()
     def daily(self, key_ids: Iterable[UUID], days: int = 30) -> dict[UUID, dict[date, int]]:
         """Requests per UTC day over the last `days` days, today included."""
         if days < 1:

@@ -33,7 +33,7 @@ def start_server(tmp_path: Path, secrets_seen: Secrets) -> Iterator[StartServer]
     """Starts servers; afterwards stops them and proves no log line holds a secret."""
     servers: list[ServerProcess] = []
 
-    def start(database_url: str, *args: str, **env: str) -> ServerProcess:
+    def start(database_url: str, *args: str, wait: bool = True, **env: str) -> ServerProcess:
         server = ServerProcess(
             {
                 "ANTHRA_DATABASE_URL": database_url,
@@ -47,7 +47,8 @@ def start_server(tmp_path: Path, secrets_seen: Secrets) -> Iterator[StartServer]
             args,
         )
         servers.append(server)
-        server.wait_ready()
+        if wait:
+            server.wait_ready()
         return server
 
     yield start

@@ -1,10 +1,11 @@
 """TLS and every other libpq parameter of the database URL reach every connection the service
-opens: the event store (and the subscriptions and read models on its pool), usage and Auth.js
-sessions. A URL that asks for TLS never connects without it."""
+opens: the event store (and the read models on its pool), the index's LISTEN connection, usage
+and Auth.js sessions. A URL that asks for TLS never connects without it."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from uuid import uuid4
@@ -16,7 +17,9 @@ from eventsourcing.persistence import OperationalError
 from api.authjs_database import DatabaseSessions
 from infra.audit import AuditTrail
 from infra.database_url import parse_postgres_url
+from infra.deadline import StoreUnavailable
 from infra.event_store import store_env
+from infra.follower import IndexFollower
 from infra.ledger import KeyLedger, LedgerStore
 from infra.settings import SettingsError, load_settings
 from infra.usage import PostgresUsageStore, UsageBatch
@@ -38,12 +41,12 @@ def refused(url: str) -> list[str]:
     failed = []
     try:
         LedgerStore(env=store_env(settings_for(url))).close()
-    except OperationalError:
+    except (OperationalError, StoreUnavailable):
         failed.append("event store")
     usage = PostgresUsageStore(url)
     try:
         usage.add(UsageBatch(last_used={uuid4(): 1.0}))
-    except psycopg.OperationalError:
+    except (psycopg.OperationalError, StoreUnavailable):
         failed.append("usage")
     finally:
         usage.close()
@@ -98,27 +101,38 @@ def test_verify_full_with_the_right_root_certificate_uses_tls_on_every_connectio
         sslrootcert=str(certificates.ca_cert),
         application_name=name,
     )
-    # The ledger writes and reads its events, its audit trail and usage over the URL
+    # The ledger writes and reads its events, its audit trail and usage over the URL, and its
+    # index follows the store on a LISTEN connection of its own
     store = LedgerStore(env=store_env(settings_for(url)))
     usage = PostgresUsageStore(url)
+    ledger = KeyLedger(store)
+    follower = IndexFollower(ledger, "postgres")
     try:
-        ledger = KeyLedger(store)
+        follower.start()
         minted = ledger.mint(
             owner_id="alice", name="ci", scopes=["books:read"], expires_in_days=None, actor="t"
         )
         audit = AuditTrail(store)
         assert audit.catch_up() == 1
         usage.add(UsageBatch(last_used={minted.record.key_id: 1.0}))
-        # Every connection it holds carries the URL's application_name, and every one is TLS
+        # Every connection it holds carries the URL's application_name (the listener's with
+        # "-listener" after it), and every one is TLS
         with psycopg.connect(server.url) as conn:
-            rows = conn.execute(
-                "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)"
-                " WHERE a.application_name = %s",
-                (name,),
-            ).fetchall()
-        assert len(rows) >= 2
-        assert all(ssl for (ssl,) in rows)
+            for _ in range(100):
+                rows = conn.execute(
+                    "SELECT a.application_name, s.ssl"
+                    " FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)"
+                    " WHERE a.application_name IN (%s, %s)",
+                    (name, f"{name}-listener"),
+                ).fetchall()
+                if f"{name}-listener" in {n for n, _ in rows}:
+                    break
+                time.sleep(0.05)
+        assert len(rows) >= 3
+        assert f"{name}-listener" in {n for n, _ in rows}
+        assert all(ssl for _, ssl in rows)
     finally:
+        follower.stop()
         usage.close()
         store.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 
 import psycopg
@@ -73,7 +74,12 @@ def test_sqlite_revocations_reach_another_process_by_polling(
 def test_postgres_revocations_reach_another_process_and_survive_a_lost_connection(
     postgres_url: str, open_process: Opened
 ) -> None:
-    (a, _), (b, follower) = open_process(postgres_url), open_process(postgres_url)
+    # B's connections carry a name of their own, so that only its listener is killed below
+    b_name = f"t-{uuid.uuid4().hex[:12]}"
+    (a, _), (b, follower) = (
+        open_process(postgres_url),
+        open_process(f"{postgres_url}&application_name={b_name}"),
+    )
     # A revocation on A reaches B through the subscription
     key_id, token = mint(a)
     wait_until(lambda: b.verify(token, ["books:read"]).valid, within=1.0)
@@ -84,8 +90,8 @@ def test_postgres_revocations_reach_another_process_and_survive_a_lost_connectio
     server_url = postgres_url.split("?")[0]
     with psycopg.connect(server_url, autocommit=True) as admin:
         killed = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE query ILIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (f"{b_name}-listener",),
         ).fetchall()
     assert killed, "found no LISTEN connection to kill"
 

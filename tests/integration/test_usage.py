@@ -223,7 +223,7 @@ class UsageContract:
         assert down_once.attempts >= 2
         warnings = [r.getMessage() for r in caplog.records if r.name == "anthra.usage"]
         assert warnings == [
-            "usage flush failed (ConnectionRefusedError); will retry; requests pending: 1"
+            "usage flush failing: ConnectionRefusedError; requests held for the next flush: 1"
         ]
         assert not any("hunter2" in r.getMessage() or r.exc_info for r in caplog.records)
 
