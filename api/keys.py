@@ -196,6 +196,7 @@ class KeysController(Controller):
         request: Request[Any, Any, Any],
         ledger: NamedDependency[KeyLedger],
         usage: NamedDependency[UsageReport],
+        # As far back as a key can have lived: 1 to 3650 days.
         unused_days: Annotated[
             str | None,
             QueryParameter(
