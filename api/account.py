@@ -12,8 +12,8 @@ from api.auth import principal_of, requires_scopes
 from api.openapi import SESSION_OR_TOKEN
 from api.schemas import Account, DayUsage, KeyCounts, KeyUsage, WhoAmI
 from domain.scopes import SCOPES
-from infra.ledger import KeyLedger
-from infra.usage import UsageReport
+from ledger.key_ledger import KeyLedger
+from ledger.usage_report import UsageReport
 
 USAGE_DAYS = 30
 

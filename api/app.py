@@ -37,21 +37,24 @@ from api.verify import VerifyController
 from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.idempotency import IdempotencyKeyReused
-from infra.audit import AuditTrail
 from infra.auth_failure_stores import auth_failure_store_for
 from infra.auth_failure_sync import AuthFailureSync
 from infra.auth_failures import AuthFailures
-from infra.deadline import CONNECTION_ERRORS, OutcomeUnknown, StoreUnavailable, unavailable
-from infra.event_store import describe_store, store_env
+from infra.backends import backend_for
 from infra.follower import IndexFollower
-from infra.index_snapshots import IndexSnapshot
-from infra.ledger import Clock, KeyBusy, KeyLedger, LedgerStore
 from infra.outage import summary
 from infra.policy import Policy
 from infra.settings import Settings, load_settings, require_public_origin
 from infra.sweeper import ExpirySweeper
-from infra.usage import UsageCounter, UsageFlusher, UsageReport, usage_store_for
-from projections.verification_index import IndexStale
+from infra.usage_flusher import UsageFlusher
+from ledger.audit_trail import AuditTrail
+from ledger.deadline import CONNECTION_ERRORS, OutcomeUnknown, StoreUnavailable, unavailable
+from ledger.key_ledger import Clock, KeyLedger
+from ledger.key_states import KeyStates
+from ledger.recording import KeyBusy
+from ledger.usage_report import UsageReport
+from projections.usage.counter import UsageCounter
+from projections.verification_index.index import IndexStale
 
 log = logging.getLogger("anthra.api")
 MAX_BODY_BYTES = 64 * 1024
@@ -167,27 +170,24 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     """Wire store, ledger, index follower, sweeper, authentication and controllers."""
     settings = settings or load_settings()
     require_public_origin(settings)
-    store = LedgerStore(env=store_env(settings))
-    ledger = KeyLedger(store, clock=clock)
-    snapshot = IndexSnapshot.beside(store)
+    backend = backend_for(settings)
+    usage_counter = UsageCounter()
+    ledger = KeyLedger(backend.store_env(), clock=clock, on_use=usage_counter.used)
+    key_states_view = backend.key_states_view(ledger)
+    audit = AuditTrail(ledger, backend.audit_view(ledger))
     follower = IndexFollower(
         ledger,
-        settings.backend,
-        snapshot=snapshot,
+        backend,
+        key_states=KeyStates(ledger, key_states_view) if key_states_view is not None else None,
+        read_models=[audit],
         poll_interval=settings.poll_interval,
         heartbeat_interval=settings.heartbeat_interval,
         max_staleness=settings.max_staleness,
     )
     sweeper = ExpirySweeper(ledger, interval=settings.sweep_interval)
-    audit = AuditTrail(store)
-    follower.also(audit.catch_up)
-    if snapshot is not None:
-        follower.also(snapshot.catch_up)
-    usage_counter = UsageCounter()
-    usage_store = usage_store_for(settings)
+    usage_store = backend.usage_store()
     usage_flusher = UsageFlusher(usage_counter, usage_store, interval=settings.usage_flush_interval)
     usage = UsageReport(usage_store, usage_counter, clock)
-    ledger.on_use = usage_counter.used
     if settings.dev_mode:
         # One secret per run, shared by every worker through the environment `serve` sets.
         secrets_in_use: tuple[str, ...] = (settings.dev_secret or secrets.token_urlsafe(32),)
@@ -205,7 +205,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         per_prefix=settings.auth_failures_per_prefix,
         window=settings.auth_failure_window,
     )
-    failure_store = auth_failure_store_for(settings) if failures.enabled else None
+    failure_store = auth_failure_store_for(settings, backend) if failures.enabled else None
     failure_sync = (
         AuthFailureSync(failures, failure_store, settings.auth_failure_sync_interval)
         if failure_store is not None
@@ -221,7 +221,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     )
 
     def start() -> None:
-        log.info("event store: %s (%s)", settings.backend, describe_store(settings))
+        log.info("event store: %s (%s)", backend.name, backend.describe())
         follower.start()
         sweeper.start()
         usage_flusher.start()
@@ -254,7 +254,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             failure_store.close()
         sweeper.stop(timeout=0.5)
         follower.stop(timeout=0.5)
-        store.close()
+        ledger.close()
         if database_sessions is not None:
             await database_sessions.close()
 

@@ -38,9 +38,9 @@ from api.schemas import (
 from domain.errors import InvalidInput
 from domain.scopes import ALL_SCOPES, SCOPES
 from domain.timeline import scope_change, scope_intervals
-from infra.audit import AuditTrail
-from infra.ledger import KeyLedger
-from projections.audit import MAX_PAGE, MAX_POSITION, AuditQuery, AuditRow
+from ledger.audit_trail import AuditTrail
+from ledger.key_ledger import KeyLedger
+from projections.audit_trail.view import MAX_PAGE, MAX_POSITION, AuditQuery, AuditRow
 
 EventType = Literal["Minted", "ScopesSet", "Revoked", "Expired"]
 EXPORT_BATCH = 1000

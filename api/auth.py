@@ -38,7 +38,7 @@ from api.edge import origin_of_url, request_origin
 from api.principal import Principal
 from infra.auth_failures import AuthFailures
 from infra.outage import Outage, summary
-from projections.verification_index import IndexStale, Verification
+from projections.verification_index.index import IndexStale, Verification
 
 log = logging.getLogger("anthra.auth")
 

@@ -12,8 +12,8 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import PoolClosed
 
 from api.authjs import SessionClaims
-from infra.database_url import parse_postgres_url
-from infra.postgres_pool import SteadyAsyncPool
+from infra.backends.postgres.pool import SteadyAsyncPool
+from infra.backends.postgres.url import parse_postgres_url
 
 log = logging.getLogger("anthra.authjs_database")
 

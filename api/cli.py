@@ -18,25 +18,24 @@ from typing import TYPE_CHECKING, NoReturn
 import msgspec
 
 from api.authjs_database import SessionTablesMissing
-from domain.errors import LedgerError
+from domain.errors import InvalidInput, LedgerError
 from domain.scopes import SCOPES
-from infra.deadline import CONNECTION_ERRORS, OutcomeUnknown, StoreUnavailable, unavailable
-from infra.ledger import parse_key_id
 from infra.policy import PolicyError
 from infra.settings import SettingsError, load_settings
-from projections.audit import MAX_PAGE, position
+from ledger.deadline import CONNECTION_ERRORS, OutcomeUnknown, StoreUnavailable, unavailable
+from ledger.key_ledger import parse_key_id
+from projections.audit_trail.view import MAX_PAGE, MAX_POSITION
 
 if TYPE_CHECKING:
-    from infra.audit import AuditTrail
-    from infra.ledger import KeyLedger
+    from ledger.audit_trail import AuditTrail
+    from ledger.key_ledger import KeyLedger
 
 
 def _ledger() -> KeyLedger:
-    from infra.event_store import store_env
-    from infra.ledger import KeyLedger, LedgerStore
+    from infra.backends import backend_for
+    from ledger.key_ledger import KeyLedger
 
-    settings = load_settings()
-    ledger = KeyLedger(LedgerStore(env=store_env(settings)))
+    ledger = KeyLedger(backend_for(load_settings()).store_env())
     ledger.catch_up()
     return ledger
 
@@ -55,6 +54,7 @@ def _print_json(value: object) -> None:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from infra.backends import backend_for
     from infra.logging import configure_logging, uvicorn_log_config
 
     settings = load_settings()
@@ -70,7 +70,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     print(
-        f"anthra-keys: listening on {base} ({settings.backend} event store, "
+        f"anthra-keys: listening on {base} ({backend_for(settings).name} event store, "
         f"{workers} worker{'s' if workers > 1 else ''})",
         flush=True,
     )
@@ -207,17 +207,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _audit() -> AuditTrail:
-    from infra.audit import AuditTrail
-    from infra.event_store import store_env
-    from infra.ledger import LedgerStore
+    from infra.backends import backend_for
+    from ledger.audit_trail import AuditTrail
+    from ledger.key_ledger import KeyLedger
 
-    return AuditTrail(LedgerStore(env=store_env(load_settings())))
+    backend = backend_for(load_settings())
+    ledger = KeyLedger(backend.store_env())
+    return AuditTrail(ledger, backend.audit_view(ledger))
 
 
 def audit_list(args: argparse.Namespace) -> int:
     from api.audit import audit_event
     from api.query_values import parse_instant
-    from projections.audit import AuditQuery
+    from projections.audit_trail.view import AuditQuery
 
     query = AuditQuery(
         owner_id=args.owner,
@@ -252,8 +254,8 @@ def audit_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def audit_verify(args: argparse.Namespace) -> int:
-    report = _audit().verify()
+def audit_check(args: argparse.Namespace) -> int:
+    report = _audit().check_chain()
     _print_json(report)
     if not report.ok:
         print(
@@ -265,10 +267,20 @@ def audit_verify(args: argparse.Namespace) -> int:
 
 
 def _page_size(text: str) -> int:
-    size = int(text)
-    if not 1 <= size <= MAX_PAGE:
-        raise ValueError(text)
-    return size
+    return _whole_number(text, "limit", 1, MAX_PAGE)
+
+
+def _position(text: str) -> int:
+    return _whole_number(text, "position", 0, MAX_POSITION)
+
+
+def _whole_number(text: str, field: str, low: int, high: int) -> int:
+    from api.query_values import whole_number
+
+    try:
+        return whole_number(text, field, low, high)
+    except InvalidInput as e:
+        raise argparse.ArgumentTypeError(e.message) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -320,7 +332,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", action="append", choices=list(SCOPES))
     p.set_defaults(run=verify)
 
-    audit = commands.add_parser("audit", help="read, export and verify the audit trail")
+    audit = commands.add_parser("audit", help="read, export and check the audit trail")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     p = audit_commands.add_parser("list", help="events, newest first, a page at a time")
     p.add_argument("--owner", help="one owner's keys (default: every owner)")
@@ -329,15 +341,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="RFC 3339 instant, inclusive")
     p.add_argument("--until", help="RFC 3339 instant, exclusive")
     p.add_argument("--oldest", action="store_true", help="oldest first")
-    p.add_argument("--cursor", type=position, help="the `next` of the previous page")
+    p.add_argument("--cursor", type=_position, help="the `next` of the previous page")
     p.add_argument("--limit", type=_page_size, default=100, help=f"1-{MAX_PAGE} events")
     p.set_defaults(run=audit_list)
     p = audit_commands.add_parser("export", help="NDJSON of every event after a position")
-    p.add_argument("--after", type=position, default=0, help="the last position already exported")
+    p.add_argument("--after", type=_position, default=0, help="the last position already exported")
     p.add_argument("--owner", help="one owner's keys (default: every owner)")
     p.set_defaults(run=audit_export)
-    p = audit_commands.add_parser("verify", help="recompute the hash chain from the stored events")
-    p.set_defaults(run=audit_verify)
+    p = audit_commands.add_parser("check", help="recompute the hash chain from the stored events")
+    p.set_defaults(run=audit_check)
     return root
 
 

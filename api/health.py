@@ -27,11 +27,11 @@ class HealthController(Controller):
         """Ready once the verification index has caught up with the store and is fresh."""
         follower: IndexFollower = request.app.state.follower
         index = follower.ledger.index
-        lag = index.lag() if follower.backend != "memory" else 0.0
+        lag = index.lag() if follower.backend.shared else 0.0
         ready = follower.ready.is_set() and index.is_fresh()
         body = Readiness(
             ready=ready,
-            backend=follower.backend,
+            backend=follower.backend.name,
             position=index.position,
             keys=len(index),
             lag_seconds=round(lag, 4),

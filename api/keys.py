@@ -44,9 +44,9 @@ from domain.errors import InvalidInput, KeyNotFound
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.scopes import SCOPES
 from domain.timeline import key_as_of, scope_change
-from infra.ledger import KeyLedger
-from infra.usage import UsageReport
-from projections.verification_index import KeyRecord
+from ledger.key_ledger import KeyLedger
+from ledger.usage_report import UsageReport
+from projections.verification_index.index import KeyRecord
 
 KeyId = Annotated[
     str,

@@ -17,8 +17,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from api import problems
 from api.openapi import OPERATOR_ONLY
 from api.problems import ErrorBody
-from api.schemas import ChainVerification
-from infra.audit import VERIFY_INTERVAL, AuditTrail, VerificationRunning, VerifiedTooRecently
+from api.schemas import ChainCheck
+from ledger.audit_trail import CHECK_INTERVAL, AuditTrail, CheckedTooRecently, CheckRunning
 
 OPERATOR_PATH = "/v1/operator"
 
@@ -57,32 +57,32 @@ class OperatorController(Controller):
     security = OPERATOR_ONLY
 
     @post(
-        "/audit/verify",
+        "/audit/check",
         status_code=200,
         sync_to_thread=True,
         responses={429: ResponseSpec(ErrorBody, description="One runs, or ran moments ago")},
     )
-    def verify_chain(self, audit: NamedDependency[AuditTrail]) -> ChainVerification:
+    def check_chain(self, audit: NamedDependency[AuditTrail]) -> ChainCheck:
         """Recompute the audit trail's hash chain from every stored event: the head, or the break.
 
         It reads the whole store, so one runs at a time and a new one starts at most every
         few seconds per process; others are told when to come back (429, Retry-After).
         """
         try:
-            report = audit.verify(min_interval=VERIFY_INTERVAL)
-        except VerificationRunning:
+            report = audit.check_chain(min_interval=CHECK_INTERVAL)
+        except CheckRunning:
             raise HTTPException(
                 status_code=429,
-                detail="a verification of the chain is already running; retry shortly",
+                detail="a check of the chain is already running; retry shortly",
                 headers={"Retry-After": "5"},
             ) from None
-        except VerifiedTooRecently as e:
+        except CheckedTooRecently as e:
             raise HTTPException(
                 status_code=429,
-                detail="the chain was verified moments ago; retry later",
+                detail="the chain was checked moments ago; retry later",
                 headers={"Retry-After": str(e.retry_after)},
             ) from None
-        return ChainVerification(
+        return ChainCheck(
             ok=report.ok,
             checked=report.checked,
             head_position=report.head_position,

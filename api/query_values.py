@@ -12,8 +12,7 @@ from litestar.params import QueryParameter
 from msgspec import Meta
 
 from domain.errors import InvalidInput
-from projections import audit
-from projections.audit import MAX_POSITION
+from projections.audit_trail.view import MAX_POSITION
 
 FIRST_YEAR = 1970
 LAST_YEAR = 9998
@@ -25,6 +24,8 @@ INSTANT_PATTERN = (
     r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
 _INSTANT = re.compile(INSTANT_PATTERN)
+# Digits, as many as the largest bound has (2**63 - 1 has 19): int() never reads a huge number.
+_DIGITS = re.compile("[0-9]{1,19}")
 INSTANT_HELP = (
     f"an RFC 3339 instant with its offset, years {FIRST_YEAR}-{LAST_YEAR}, "
     "e.g. 2026-11-28T12:00:00Z"
@@ -52,11 +53,17 @@ def parse_instant(text: str, field: str) -> datetime:
 
 
 def whole_number(text: str, field: str, low: int, high: int) -> int:
-    """Decimal ASCII digits, from low to high: no sign, exponent, fraction or other digits."""
-    try:
-        return audit.whole_number(text, low, high)
-    except ValueError as e:
-        raise InvalidInput(field, str(e)) from None
+    """Decimal ASCII digits, from low to high: no sign, space, exponent, fraction or other
+    digits ("²" and "٣" are digits to str.isdigit). The one reading of every whole number the
+    API and the command line take."""
+    if not _DIGITS.fullmatch(text) or not low <= (number := int(text)) <= high:
+        raise InvalidInput(field, f"a whole number from {low} to {high}, in decimal digits")
+    return number
+
+
+def position(text: str, field: str) -> int:
+    """A store position: a cursor, the start of an export."""
+    return whole_number(text, field, 0, MAX_POSITION)
 
 
 def integer_schema(low: int, high: int) -> dict[str, Any]:

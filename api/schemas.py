@@ -263,7 +263,7 @@ class Exposure(msgspec.Struct, frozen=True):
     keys: list[ExposedKey]
 
 
-class ChainVerification(msgspec.Struct, frozen=True):
+class ChainCheck(msgspec.Struct, frozen=True):
     """The audit hash chain recomputed from the stored events."""
 
     ok: bool

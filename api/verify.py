@@ -26,8 +26,8 @@ from api.schemas import VerifyRequest, VerifyResponse
 from domain.errors import InvalidInput
 from domain.scopes import ALL_SCOPES
 from domain.timeline import key_as_of, verify_as_of
-from infra.ledger import KeyLedger
-from projections.verification_index import KeyRecord
+from ledger.key_ledger import KeyLedger
+from projections.verification_index.index import KeyRecord
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,11 +34,12 @@ import psycopg
 
 from bench.verify import machine, table
 from domain.api_key import ApiKey, operator, user
-from infra.audit_views import audit_view_for
-from infra.event_store import store_env
-from infra.ledger import LedgerStore
+from infra.backends import Backend, backend_for
 from infra.settings import Settings
-from projections.audit import AuditProjector, AuditQuery, AuditView, verify_chain
+from ledger.key_ledger import KeyLedger
+from projections.audit_trail.check import check_chain
+from projections.audit_trail.projection import AuditProjector
+from projections.audit_trail.view import AuditQuery, AuditView
 
 QUERY_BUDGET_MS = 50.0
 PAGE = 100
@@ -82,9 +83,7 @@ def key_lives(keys: int, owners: int, seconds: float, rng: random.Random) -> Ite
         yield list(key.collect_events())
 
 
-def fill(
-    store: LedgerStore, events: int, owners: int, rng: random.Random
-) -> list[tuple[str, UUID]]:
+def fill(ledger: KeyLedger, events: int, owners: int, rng: random.Random) -> list[tuple[str, UUID]]:
     """Save about `events` events; returns every key as (owner, key id)."""
     # A year of history, so that time windows select a part of each owner's rows.
     lives = key_lives(max(1, events // 3), owners, 365 * 86_400.0, rng)
@@ -97,13 +96,13 @@ def fill(
         batch = [life[0] for life in chunk] + scopes_set
         if len(last) == 2:
             batch += last.popleft()
-        store.save(*batch)
+        ledger.save(*batch)
         made += [(life[0].owner_id, life[0].originator_id) for life in chunk]
         scopes_set = [life[1] for life in chunk]
         last.append([life[2] for life in chunk])
-    store.save(*scopes_set, *(last.popleft() if last else []))
+    ledger.save(*scopes_set, *(last.popleft() if last else []))
     if last:
-        store.save(*last.popleft())
+        ledger.save(*last.popleft())
     return made
 
 
@@ -147,11 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         conn.execute(f'CREATE SCHEMA "{schema}"')
         pg_version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
     separator = "&" if "?" in server else "?"
-    store = LedgerStore(env=store_env(Settings(database_url=f"{server}{separator}schema={schema}")))
+    backend = backend_for(Settings(database_url=f"{server}{separator}schema={schema}"))
+    ledger = KeyLedger(backend.store_env())
     try:
-        return run(args, rng, store, server, schema, pg_version)
+        return run(args, rng, backend, ledger, server, schema, pg_version)
     finally:
-        store.close()
+        ledger.close()
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
@@ -159,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(
     args: argparse.Namespace,
     rng: random.Random,
-    store: LedgerStore,
+    backend: Backend,
+    ledger: KeyLedger,
     server: str,
     schema: str,
     pg_version: str,
@@ -170,13 +171,13 @@ def run(
     print(flush=True)
 
     started = time.perf_counter()
-    keys = fill(store, args.events, args.owners, rng)
+    keys = fill(ledger, args.events, args.owners, rng)
     fill_s = time.perf_counter() - started
-    events = store.recorder.max_notification_id() or 0
+    events = ledger.recorder.max_notification_id() or 0
     print(f"filled {events:,} events ({len(keys):,} keys) in {fill_s:.1f} s", flush=True)
 
-    view = audit_view_for(store)
-    projector = AuditProjector(store.recorder, store.mapper, store.name, view)
+    view = backend.audit_view(ledger)
+    projector = AuditProjector(ledger.recorder, ledger.mapper, ledger.name, view)
     started = time.perf_counter()
     projected = projector.catch_up()
     project_s = time.perf_counter() - started
@@ -228,10 +229,10 @@ def run(
     header = ["query (page of 100)", "rows", "p50 ms", "p95 ms", "max ms", "budget p95", "verdict"]
 
     started = time.perf_counter()
-    chain = verify_chain(store.recorder, view)
+    chain = check_chain(ledger.recorder, view)
     chain_s = time.perf_counter() - started
     started = time.perf_counter()
-    full = verify_chain(store.recorder, view, mapper=store.mapper)
+    full = check_chain(ledger.recorder, view, mapper=ledger.mapper)
     full_s = time.perf_counter() - started
 
     print()

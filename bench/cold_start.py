@@ -5,7 +5,7 @@
 Fills a fresh schema (dropped at the end) of the PostgreSQL at ANTHRA_BENCH_POSTGRES_URL with
 N Minted events through the ledger's own event store (keys of N/4 owners, real token digests
 and prefixes, three scope sets, every other key expiring), 1,000 aggregates a save; projects
-the index snapshot once; then, before each warm start, appends T more events (revocations,
+the key states once; then, before each warm start, appends T more events (revocations,
 scope changes and new keys: what a fleet appends while a process is down).
 
 Every start is a fresh process (`python -m bench.cold_start --child MODE`), timed from the
@@ -15,12 +15,12 @@ connecting are in the figure; the budget is DESIGN.md's "cold start to ready wit
 
 - replay: `KeyLedger.catch_up()` from position 0, what `IndexFollower.start` does today;
 - replay, collector paused: the same with cyclic GC off, to show what of it is the collector;
-- warm start: `infra.index_snapshots.warm_start` (snapshot catch-up, load, replay of the rest).
+- warm start: `infra.warm_start.warm_start` (key states catch-up, load, replay of the rest).
 
 RSS per key is the child's RSS growth from before the catch-up to after it (after a full
 collection), over the keys in its index. With loaders on, the table also compares ways of
-reading the snapshot table into the index, each in a fresh process: the server-side cursor
-`PostgresSnapshotView.load` uses, and binary and text COPY with the same loop.
+reading the key_states table into the index, each in a fresh process: the server-side cursor
+`PostgresKeyStatesView.load` uses, and binary and text COPY with the same loop.
 """
 
 from __future__ import annotations
@@ -47,12 +47,13 @@ from psycopg.sql import SQL, Identifier
 from bench.verify import machine, table
 from domain import token as token_format
 from domain.api_key import ApiKey, operator, user
-from infra.event_store import store_env
-from infra.index_snapshots import IndexSnapshot, warm_start
-from infra.ledger import KeyLedger, LedgerStore
+from infra.backends import Backend, backend_for
 from infra.settings import Settings
-from projections.index_snapshot import collector_paused
-from projections.verification_index import KeyRecord
+from infra.warm_start import warm_start
+from ledger.key_ledger import KeyLedger
+from ledger.key_states import KeyStates
+from projections.key_states.projection import collector_paused
+from projections.verification_index.index import KeyRecord
 
 READY_BUDGET_S = 10.0
 _KEYS_PER_SAVE = 1_000
@@ -69,8 +70,16 @@ def bench_url() -> str:
     return os.environ.get("ANTHRA_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def store_for(url: str) -> LedgerStore:
-    return LedgerStore(env=store_env(Settings(database_url=url)))
+def ledger_for(url: str) -> tuple[Backend, KeyLedger]:
+    backend = backend_for(Settings(database_url=url))
+    return backend, KeyLedger(backend.store_env())
+
+
+def key_states(backend: Backend, ledger: KeyLedger) -> KeyStates:
+    """The key states beside the ledger's events, tables created if missing."""
+    view = backend.key_states_view(ledger)
+    assert view is not None
+    return KeyStates(ledger, view)
 
 
 # Filling
@@ -93,17 +102,17 @@ def minted(i: int) -> ApiKey:
     )
 
 
-def fill(store: LedgerStore, keys: int) -> list[ApiKey]:
+def fill(ledger: KeyLedger, keys: int) -> list[ApiKey]:
     """Save `keys` Minted events; returns every _KEPT_EVERY-th key, to change later."""
     kept: list[ApiKey] = []
     made = (minted(i) for i in range(keys))
     while chunk := list(itertools.islice(made, _KEYS_PER_SAVE)):
-        store.save(*chunk)
+        ledger.save(*chunk)
         kept += chunk[::_KEPT_EVERY]
     return kept
 
 
-def append_tail(store: LedgerStore, kept: list[ApiKey], events: int, rng: random.Random) -> int:
+def append_tail(ledger: KeyLedger, kept: list[ApiKey], events: int, rng: random.Random) -> int:
     """Revoke, re-scope and mint `events` times, as a live fleet does; returns the keys minted."""
     changed: list[Any] = []
     mints = 0
@@ -121,10 +130,10 @@ def append_tail(store: LedgerStore, kept: list[ApiKey], events: int, rng: random
             changed.append(minted(1_000_000_000 + rng.randrange(10**9) + i))
             mints += 1
         if len(changed) == _KEYS_PER_SAVE:
-            store.save(*changed)
+            ledger.save(*changed)
             changed.clear()
     if changed:
-        store.save(*changed)
+        ledger.save(*changed)
     return mints
 
 
@@ -141,9 +150,8 @@ def _rss() -> int:
 
 def child(mode: str, url: str) -> None:
     imported = time.time()
-    store = store_for(url)
-    ledger = KeyLedger(store)
-    store.recorder.max_notification_id()  # connect before the baseline
+    backend, ledger = ledger_for(url)
+    ledger.recorder.max_notification_id()  # connect before the baseline
     gc.collect()
     before = _rss()
     started = time.time()
@@ -154,20 +162,19 @@ def child(mode: str, url: str) -> None:
         with collector_paused():
             ledger.catch_up()
     elif mode == "warm":
-        w = warm_start(ledger)
+        # Opening the key states (their tables created if missing) is part of the timed start.
+        w = warm_start(ledger, key_states(backend, ledger))
         detail = {
-            "snapshot_catch_up_s": w.snapshot_catch_up_s,
+            "states_catch_up_s": w.states_catch_up_s,
             "load_s": w.load_s,
             "replay_s": w.replay_s,
             "projected": w.projected,
             "replayed": w.replayed,
         }
     elif mode == "cursor":
-        snapshot = IndexSnapshot.beside(store)
-        assert snapshot is not None
-        snapshot.view.load(ledger.index)
+        key_states(backend, ledger).view.load(ledger.index)
     else:
-        load_with(mode, store, ledger)
+        load_with(mode, ledger)
     ready = time.time()
     gc_started = time.perf_counter()
     gc.collect()
@@ -189,19 +196,19 @@ def child(mode: str, url: str) -> None:
         ),
         flush=True,
     )
-    store.close()
+    ledger.close()
 
 
-def load_with(loader: str, store: LedgerStore, ledger: KeyLedger) -> None:
-    """The snapshot table into the index by COPY, binary or text, in the view's loop."""
-    schema = store.factory.datastore.schema  # type: ignore[attr-defined]
+def load_with(loader: str, ledger: KeyLedger) -> None:
+    """The key_states table into the index by COPY, binary or text, in the view's loop."""
+    schema = ledger.factory.datastore.schema  # type: ignore[attr-defined]
     index = ledger.index
     add = index.add
     shared: dict[str, frozenset[str]] = {}
     select = SQL(
         "SELECT key_id, owner_id, name, prefix, digest, scopes, created_at, expires_at, "
         "revoked_at, expired_at, version FROM {} ORDER BY minted_position"
-    ).format(Identifier(schema, "index_snapshot"))
+    ).format(Identifier(schema, "key_states"))
     types = ["uuid", "text", "text", "text", "bytea", "text"] + ["timestamptz"] * 4 + ["int8"]
 
     def build(rows: Any) -> None:
@@ -279,18 +286,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         pg_version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
     separator = "&" if "?" in server else "?"
     url = f"{server}{separator}schema={schema}"
-    store = store_for(url)
+    backend, ledger = ledger_for(url)
     try:
-        return run(args, store, url, server, schema, pg_version)
+        return run(args, backend, ledger, url, server, schema, pg_version)
     finally:
-        store.close()
+        ledger.close()
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def run(
     args: argparse.Namespace,
-    store: LedgerStore,
+    backend: Backend,
+    ledger: KeyLedger,
     url: str,
     server: str,
     schema: str,
@@ -303,19 +311,18 @@ def run(
     print(flush=True)
 
     started = time.perf_counter()
-    kept = fill(store, args.keys)
+    kept = fill(ledger, args.keys)
     fill_s = time.perf_counter() - started
     print(f"filled {args.keys:,} Minted events in {fill_s:.1f} s", flush=True)
-    snapshot = IndexSnapshot.beside(store)
-    assert snapshot is not None
+    states = key_states(backend, ledger)
     started = time.perf_counter()
-    projected = snapshot.catch_up()
+    projected = states.catch_up()
     project_s = time.perf_counter() - started
     print(f"projected the snapshot: {projected:,} events in {project_s:.1f} s", flush=True)
     with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'VACUUM ANALYZE "{schema}".index_snapshot')
+        conn.execute(f'VACUUM ANALYZE "{schema}".key_states')
         size = conn.execute(
-            "SELECT pg_total_relation_size(%s)", (f'"{schema}".index_snapshot',)
+            "SELECT pg_total_relation_size(%s)", (f'"{schema}".key_states',)
         ).fetchone()[0]  # type: ignore[index]
 
     results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in _MODES}
@@ -325,21 +332,21 @@ def run(
         # Interleaved, so that a noisy neighbour hits every mode alike.
         for mode in _MODES:
             if mode == "warm" and args.tail:
-                keys += append_tail(store, kept, args.tail, rng)
+                keys += append_tail(ledger, kept, args.tail, rng)
                 tails += args.tail
             results[mode].append(start_in_child(mode, url))
             r = results[mode][-1]
             print(f"run {run_number + 1} {mode}: ready in {r['ready_s']:.2f} s", flush=True)
             # Each start must hold every key the store has, or its time means nothing.
             assert r["keys"] == keys, f"{mode} built {r['keys']:,} keys, the store has {keys:,}"
-            assert r["position"] == store.recorder.max_notification_id()
+            assert r["position"] == ledger.recorder.max_notification_id()
         if not args.no_loaders:
-            # The warm start just caught the snapshot up: every loader reads the same table.
+            # The warm start just caught the key states up: every loader reads the same table.
             for loader in _LOADERS:
                 loaders[loader].append(start_in_child(loader, url))
                 assert loaders[loader][-1]["keys"] == keys
 
-    events = store.recorder.max_notification_id() or 0
+    events = ledger.recorder.max_notification_id() or 0
 
     def cells(rs: list[dict[str, Any]]) -> list[str]:
         ready = [r["ready_s"] for r in rs]
@@ -375,7 +382,7 @@ def run(
                     names[mode],
                     f"{r['imported'] - r['spawned']:.2f}",
                     f"{r['started'] - r['imported']:.2f}",
-                    f"{r.get('snapshot_catch_up_s', 0.0):.2f} ({r.get('projected', 0):,})",
+                    f"{r.get('states_catch_up_s', 0.0):.2f} ({r.get('projected', 0):,})",
                     f"{r.get('load_s', 0.0):.2f}",
                     f"{r.get('replay_s', r['ready'] - r['started']):.2f} "
                     f"({r.get('replayed', r['position']):,})",

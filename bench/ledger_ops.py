@@ -52,9 +52,9 @@ from bench.common import (
     summary_row,
 )
 from bench.verify import table
-from infra.event_store import store_env
-from infra.ledger import KeyLedger, LedgerStore
+from infra.backends import backend_for
 from infra.settings import Settings
+from ledger.key_ledger import KeyLedger
 
 SCOPES = ("books:read", "account:read")
 # About the size of a Minted event's stored state, so the floor writes as many bytes.
@@ -177,9 +177,8 @@ def in_process(url: str, floor: InsertFloor, keys: int, rounds: int) -> list[Mea
     base = Measured("FLOOR: INSERT + COMMIT, 1 connection")
     mint = Measured("in process: KeyLedger.mint", base)
     revoke = Measured("in process: KeyLedger.revoke", base)
-    store = LedgerStore(env=store_env(Settings(database_url=url)))
+    ledger = KeyLedger(backend_for(Settings(database_url=url)).store_env())
     try:
-        ledger = KeyLedger(store)
         ledger.catch_up()
         for part in slices(keys, rounds):
             base.add(*floor.run(len(part), 1))
@@ -209,7 +208,7 @@ def in_process(url: str, floor: InsertFloor, keys: int, rounds: int) -> list[Mea
             records = [ledger.index.key(k) for k in ids]
             assert all(r is not None and r.revoked_at is not None for r in records)
     finally:
-        store.close()
+        ledger.close()
     return [base, mint, revoke]
 
 

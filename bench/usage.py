@@ -37,8 +37,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.verify import REQUIRED, Row, build_index, machine, table, time_rows
-from infra.usage import UsageCounter
-from projections.verification_index import VerificationIndex
+from projections.usage.counter import UsageCounter
+from projections.verification_index.index import VerificationIndex
 
 BUDGET = 0.05
 _MAX_USES = 5_000_000  # uses held by one timed drain's counter (8 bytes each)

@@ -41,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 from domain import token as token_format
-from projections.verification_index import KeyRecord, VerificationIndex
+from projections.verification_index.index import KeyRecord, VerificationIndex
 
 VERIFY_BUDGET_US = 1.5
 MEMORY_BUDGET_B = 400.0

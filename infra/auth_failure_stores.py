@@ -9,22 +9,22 @@ the sync thread calls them, never a request.
 from __future__ import annotations
 
 import math
-import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from psycopg import Connection, sql
-from psycopg.rows import tuple_row
+from psycopg import Connection
+from psycopg_pool import ConnectionPool
 
 from infra.auth_failures import Counts
-from infra.database_url import parse_postgres_url
-from infra.event_store import store_env
-from infra.postgres_pool import pool
 from infra.settings import Settings
+from projections.postgres_views import TablesOnFirstUse
+from projections.sqlite_views import connect, write_transaction
+
+if TYPE_CHECKING:
+    from infra.backends.base import Backend
 
 REDIS_KEY: Final = "anthra:auth-failures:"
 # Subjects are `ip:<address>` or `prefix:<12 characters>`; longer text is not ours.
@@ -90,16 +90,10 @@ class MemoryAuthFailureStore(AuthFailureStore):
 class SQLiteAuthFailureStore(AuthFailureStore):
     """A table in the ledger's SQLite file, for the processes on one host."""
 
-    def __init__(self, path: Path | str, busy_timeout: float = 2.0) -> None:
+    def __init__(self, path: str, busy_timeout: float = 2.0) -> None:
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        self._conn = connect(path, busy_timeout)
         with self._lock:
-            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            (mode,) = self._conn.execute("PRAGMA journal_mode").fetchone()
-            if str(mode).lower() != "wal":
-                self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(_TABLE.format(int="INTEGER"))
             self._conn.execute(_INDEX)
 
@@ -107,20 +101,13 @@ class SQLiteAuthFailureStore(AuthFailureStore):
         rows = sorted((w, s[:MAX_SUBJECT], n) for (w, s), n in counts.items())
         if not rows:
             return
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany(
-                    "INSERT INTO auth_failures (window_index, subject, failures) VALUES (?, ?, ?)"
-                    " ON CONFLICT (window_index, subject)"
-                    " DO UPDATE SET failures = failures + excluded.failures",
-                    rows,
-                )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+        with self._lock, write_transaction(self._conn) as conn:
+            conn.executemany(
+                "INSERT INTO auth_failures (window_index, subject, failures) VALUES (?, ?, ?)"
+                " ON CONFLICT (window_index, subject)"
+                " DO UPDATE SET failures = failures + excluded.failures",
+                rows,
+            )
 
     def at_least(self, window_index: int, failures: int) -> list[tuple[str, int]]:
         with self._lock:
@@ -143,41 +130,17 @@ class SQLiteAuthFailureStore(AuthFailureStore):
 class PostgresAuthFailureStore(AuthFailureStore):
     """A table in the ledger's PostgreSQL database (and `?schema=`), via a small pool."""
 
-    def __init__(self, url: str) -> None:
-        database = parse_postgres_url(url)
-        schema = database.schema
-        set_path = (
-            sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)) if schema else None
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
+        """`pool`'s connections are in autocommit mode, on the ledger's schema (search_path)."""
+        self._pool = pool
+        self._tables = TablesOnFirstUse(
+            "anthra auth failures", [_TABLE.format(int="bigint"), _INDEX]
         )
-
-        def configure(conn: Connection[Any]) -> None:
-            conn.autocommit = True
-            if set_path is not None:
-                conn.execute(set_path)
-
-        self._tables_ready = False
-        # Opening does not wait: a database down at start only fails syncs, which try again.
-        self._pool = pool(
-            database.conninfo,
-            name="anthra-auth-failures",
-            min_size=1,
-            max_size=1,
-            wait=database.connect_timeout,
-            configure=configure,
-            row_factory=tuple_row,
-        )
-        self._pool.open(wait=False)
 
     @contextmanager
     def _connection(self) -> Iterator[Connection[Any]]:
         with self._pool.connection() as conn:
-            if not self._tables_ready:
-                with conn.transaction():
-                    # Two processes creating the table at once would collide in pg_type.
-                    conn.execute("SELECT pg_advisory_xact_lock(hashtext('anthra auth failures'))")
-                    conn.execute(_TABLE.format(int="bigint"))
-                    conn.execute(_INDEX)
-                self._tables_ready = True
+            self._tables.ensure(conn)
             yield conn
 
     def add(self, counts: Counts) -> None:
@@ -254,13 +217,9 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def auth_failure_store_for(settings: Settings) -> AuthFailureStore:
-    """Redis when configured, else the ledger's own database: memory, SQLite or PostgreSQL."""
+def auth_failure_store_for(settings: Settings, backend: Backend) -> AuthFailureStore:
+    """Redis when configured (shared by every replica whatever their database), else the
+    backend's own store beside the ledger's events."""
     if settings.redis_url:
         return RedisAuthFailureStore(settings.redis_url, settings.auth_failure_window)
-    backend = settings.backend
-    if backend == "memory":
-        return MemoryAuthFailureStore()
-    if backend == "sqlite":
-        return SQLiteAuthFailureStore(store_env(settings)["SQLITE_DBNAME"])
-    return PostgresAuthFailureStore(settings.database_url)
+    return backend.auth_failure_store()

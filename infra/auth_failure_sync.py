@@ -13,7 +13,7 @@ import threading
 
 from infra.auth_failure_stores import AuthFailureStore
 from infra.auth_failures import AuthFailures
-from infra.deadline import REQUEST_BUDGET, within
+from ledger.deadline import REQUEST_BUDGET, within
 
 log = logging.getLogger("anthra.auth_failures")
 

@@ -6,14 +6,17 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Final
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final
 
-from infra.deadline import CONNECTION_ERRORS, StoreUnavailable, unavailable, within
-from infra.index_snapshots import IndexSnapshot, warm_start
-from infra.ledger import KeyLedger
+from infra.backends.base import Backend
+from infra.backends.postgres.listener import ChannelListener
 from infra.outage import Outage
-from infra.postgres_listener import ChannelListener, listener_for
+from infra.warm_start import warm_start
+from ledger.deadline import CONNECTION_ERRORS, StoreUnavailable, unavailable, within
+from ledger.key_ledger import KeyLedger
+from ledger.key_states import KeyStates
+from ledger.read_model import ReadModel
 
 log = logging.getLogger("anthra.follower")
 
@@ -24,7 +27,7 @@ RECONNECT_MAX: Final = 0.5
 # A heartbeat unanswered this long means the channel is gone: cut it and connect again.
 ROUND_TRIP_WITHIN: Final = 1.0
 _STALE: Final = "verification answers 503 until it is back"
-# Each catch-up of the read models (audit trail, snapshot) ends within this; one far behind
+# Each catch-up of the read models (audit trail, key states) ends within this; one far behind
 # commits page by page, and goes on from there the next time.
 READ_MODELS_WITHIN: Final = 5.0
 
@@ -38,63 +41,62 @@ def reconnect_pauses() -> Iterator[float]:
 
 
 class IndexFollower:
-    """Catches up at start, then follows the store: polls SQLite, LISTENs on PostgreSQL."""
+    """Catches up at start, then follows the store as its backend allows: polls it, or LISTENs.
+
+    The verification index comes first; the read models given (audit trail, key states) are
+    caught up after it on every poll or heartbeat.
+    """
 
     def __init__(
         self,
         ledger: KeyLedger,
-        backend: str,
+        backend: Backend,
         *,
+        key_states: KeyStates | None = None,
+        read_models: Sequence[ReadModel[Any]] = (),
         poll_interval: float = 0.1,
         heartbeat_interval: float = 0.25,
         max_staleness: float = 0.75,
-        snapshot: IndexSnapshot | None = None,
     ) -> None:
         self.ledger = ledger
         self.backend = backend
-        self.snapshot = snapshot
+        self.key_states = key_states
+        self.read_models = [*read_models, *([key_states] if key_states is not None else [])]
         self.poll_interval = poll_interval
         self.heartbeat_interval = heartbeat_interval
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.ready = threading.Event()
-        self._also: list[Callable[[], object]] = []
         self._channel = Outage(log, "index notification channel")
         self._polling = Outage(log, "index catch-up")
         self._read_models = Outage(log, "read model catch-up")
-        # Only this process writes to an in-memory store, and it applies its own writes at once.
-        ledger.index.max_staleness = float("inf") if backend == "memory" else max_staleness
-
-    def also(self, follow: Callable[[], object]) -> None:
-        """Another read model to catch up on every poll (after the index, which comes first)."""
-        self._also.append(follow)
+        # Only this process writes to a store of its own, and applies its own writes at once.
+        ledger.index.max_staleness = max_staleness if backend.shared else float("inf")
 
     def start(self) -> None:
         """Catch up from the store, then follow it in background threads."""
         started = time.monotonic()
-        warm = warm_start(self.ledger, self.snapshot) if self.snapshot else None
-        if warm is None:
-            self.ledger.catch_up()
+        warm = warm_start(self.ledger, self.key_states)
         self.ledger.index.confirm(started)
         # A million long-lived records need no cyclic GC: a full collection over them would
         # pause verification for over half a second.
         gc.freeze()
         self.ready.set()
         log.info(
-            "index ready: %d keys, position %d, %.2f s (snapshot %s)",
+            "index ready: %d keys, position %d, %.2f s (%s)",
             len(self.ledger.index),
             self.ledger.index.position,
             time.monotonic() - started,
             (
-                f"load {warm.load_s:.2f} s at {warm.snapshot_position}, "
+                f"key states loaded in {warm.load_s:.2f} s at {warm.states_position}, "
                 f"then {warm.replayed} events in {warm.replay_s:.2f} s"
             )
-            if warm
-            else "none: replayed the store",
+            if self.key_states is not None
+            else "every event replayed",
         )
-        if self.backend == "memory":
+        if not self.backend.shared:
             return
-        listener = listener_for(self.ledger.store)
+        listener = self.backend.listener(self.ledger)
         if listener is None:
             self._spawn(self._poll, "index-poll")
         else:
@@ -114,7 +116,7 @@ class IndexFollower:
         thread.start()
         self._threads.append(thread)
 
-    # SQLite: polling is both the catch-up and the proof of freshness.
+    # Polling (SQLite): both the catch-up and the proof of freshness.
 
     def _poll(self) -> None:
         while not self._stopping.wait(self.poll_interval):
@@ -128,7 +130,8 @@ class IndexFollower:
             self._polling.succeeded()
             self._catch_up_read_models()
 
-    # PostgreSQL: notifications for catch-up, a round trip on their channel for freshness.
+    # A LISTEN channel (PostgreSQL): notifications for catch-up, a round trip on the channel
+    # for freshness.
 
     def _listen(self, listener: ChannelListener) -> None:
         pauses = reconnect_pauses()
@@ -175,10 +178,10 @@ class IndexFollower:
             self._catch_up_read_models()
 
     def _catch_up_read_models(self) -> None:
-        for follow in self._also:
+        for read_model in self.read_models:
             try:
                 with within(READ_MODELS_WITHIN):
-                    follow()
+                    read_model.catch_up()
             except (StoreUnavailable, *CONNECTION_ERRORS) as e:
                 self._read_models.failed(unavailable(e).reason)
                 return

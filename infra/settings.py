@@ -5,12 +5,9 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import msgspec
-
-DEFAULT_SQLITE_PATH = Path("var") / "anthra-keys.sqlite3"
 
 
 class SettingsError(ValueError):
@@ -59,16 +56,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def dev_mode(self) -> bool:
         """Development mode: no AUTH_SECRET and serving on loopback only."""
         return not self.auth_secrets and is_loopback(self.host)
-
-    @property
-    def backend(self) -> str:
-        """memory, sqlite or postgres, from the database URL."""
-        url = self.database_url
-        if url == "memory:":
-            return "memory"
-        if url.startswith(("postgresql://", "postgres://")):
-            return "postgres"
-        return "sqlite"
 
 
 def require_public_origin(settings: Settings) -> None:
@@ -208,18 +195,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from the environment; a wrong value stops the start with its variable named."""
     env = os.environ if env is None else env
     database_url = env.get("ANTHRA_DATABASE_URL", "").strip()
-    if database_url and not (
-        database_url == "memory:"
-        or database_url.startswith(("postgresql://", "postgres://", "sqlite:"))
-    ):
-        raise SettingsError(
-            "ANTHRA_DATABASE_URL must be unset (SQLite under ./var/), 'memory:', "
-            "'sqlite:PATH' or 'postgresql://…'"
-        )
-    from infra.database_url import is_postgres_url, parse_postgres_url
+    # The backends read the URLs; imported here, as they read SettingsError from this module.
+    from infra.backends import check_database_url
+    from infra.backends.postgres.url import is_postgres_url, parse_postgres_url
 
-    if is_postgres_url(database_url):
-        parse_postgres_url(database_url)  # a parameter libpq cannot honour stops the start here
+    check_database_url(database_url)  # a parameter libpq cannot honour stops the start here
     authjs_database_url = env.get("ANTHRA_AUTHJS_DATABASE_URL", "").strip()
     if authjs_database_url:
         if not is_postgres_url(authjs_database_url):

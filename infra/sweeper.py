@@ -6,9 +6,9 @@ import logging
 import threading
 
 from domain.errors import KeyNotFound
-from infra.deadline import CONNECTION_ERRORS, StoreUnavailable, unavailable
-from infra.ledger import KeyLedger
 from infra.outage import Outage
+from ledger.deadline import CONNECTION_ERRORS, StoreUnavailable, unavailable
+from ledger.key_ledger import KeyLedger
 
 log = logging.getLogger("anthra.sweeper")
 

@@ -80,7 +80,7 @@ def test_mint_use_scope_revoke_over_http(
     assert [e["type"] for e in trail] == ["Minted", "ScopesSet", "Revoked"]
     exported = browser.get("/api/v1/audit/export").text.splitlines()
     assert len(exported) == 3
-    report = httpx.post(f"{server.url}/v1/operator/audit/verify", headers=OPERATOR).json()
+    report = httpx.post(f"{server.url}/v1/operator/audit/check", headers=OPERATOR).json()
     assert report["ok"] is True
     assert report["head_chain"] == trail[-1]["chain"]
     # The key was used: the account shows it, counted before the flush
@@ -142,7 +142,7 @@ def test_two_processes_on_one_sqlite_file_agree_within_a_second(
     from_b = b_browser.get("/api/v1/audit", params={"order": "oldest"}).json()["events"]
     assert [e["type"] for e in from_a] == ["Minted", "Revoked"]
     assert from_a == from_b
-    assert httpx.post(f"{b.url}/v1/operator/audit/verify", headers=OPERATOR).json()["ok"] is True
+    assert httpx.post(f"{b.url}/v1/operator/audit/check", headers=OPERATOR).json()["ok"] is True
     b_browser.close()
     browser.close()
 

@@ -16,19 +16,12 @@ import pytest
 from psycopg.sql import SQL, Identifier
 
 from domain.api_key import key_itself, operator, user
-from infra.audit_views import audit_view_for
-from infra.event_store import store_env
-from infra.ledger import KeyLedger, LedgerStore
-from projections.audit import (
-    GENESIS,
-    AuditProjector,
-    AuditQuery,
-    AuditRow,
-    AuditTrailBroken,
-    AuditView,
-    link,
-    verify_chain,
-)
+from infra.backends import backend_for
+from ledger.key_ledger import KeyLedger
+from projections.audit_trail.chain import GENESIS, link
+from projections.audit_trail.check import check_chain
+from projections.audit_trail.projection import AuditProjector
+from projections.audit_trail.view import AuditQuery, AuditRow, AuditTrailBroken, AuditView
 from tests.conftest import POSTGRES_URL, FakeClock, settings_for
 
 MINUTE = 60.0
@@ -37,9 +30,9 @@ CONTEXT = {"request_id": "req-1", "ip": "203.0.113.7", "user_agent": "curl/8"}
 
 @dataclass
 class Process:
-    """One ledger process: its store connection, ledger, audit view and projector."""
+    """One ledger process: its ledger (which is its store connection), audit view and projector."""
 
-    store: LedgerStore
+    store: KeyLedger
     ledger: KeyLedger
     view: AuditView
     projector: AuditProjector
@@ -61,22 +54,22 @@ class AuditContract:
     @pytest.fixture
     def open_process(self, database_url: str, clock: FakeClock) -> Iterator[Opener]:
         """Opens a process on the backend; in memory, every process shares the one store."""
-        stores: list[LedgerStore] = []
+        ledgers: list[KeyLedger] = []
+        backend = backend_for(settings_for(database_url))
 
         def open_one() -> Process:
-            settings = settings_for(database_url)
-            if settings.backend == "memory" and stores:
-                store = stores[0]
+            if not backend.shared and ledgers:
+                ledger = KeyLedger(clock=clock, beside=ledgers[0])
             else:
-                store = LedgerStore(env=store_env(settings))
-                stores.append(store)
-            view = audit_view_for(store)
-            projector = AuditProjector(store.recorder, store.mapper, store.name, view)
-            return Process(store, KeyLedger(store, clock=clock), view, projector)
+                ledger = KeyLedger(backend.store_env(), clock=clock)
+            ledgers.append(ledger)
+            view = backend.audit_view(ledger)
+            projector = AuditProjector(ledger.recorder, ledger.mapper, ledger.name, view)
+            return Process(ledger, ledger, view, projector)
 
         yield open_one
-        for store in stores:
-            store.close()
+        for ledger in ledgers:
+            ledger.close()
 
     @staticmethod
     def history(p: Process, clock: FakeClock) -> dict[str, UUID]:
@@ -301,7 +294,7 @@ class AuditContract:
         assert positions == [
             n.id for n in a.store.recorder.select_notifications(start=None, limit=1000)
         ]
-        assert verify_chain(a.store.recorder, b.view).ok
+        assert check_chain(a.store.recorder, b.view).ok
         # Catching up again writes nothing, in either process
         assert a.projector.catch_up() == b.projector.catch_up() == 0
         # New events go to whichever process catches up first, once
@@ -317,7 +310,7 @@ class AuditContract:
     ) -> None:
         p = open_process()
         # An empty trail verifies from the genesis
-        empty = verify_chain(p.store.recorder, p.view)
+        empty = check_chain(p.store.recorder, p.view)
         assert (empty.ok, empty.checked, empty.head_position, empty.head_chain) == (
             True,
             0,
@@ -326,7 +319,7 @@ class AuditContract:
         )
         self.history(p, clock)
         p.projector.catch_up(batch=3)
-        report = verify_chain(p.store.recorder, p.view, batch=2, mapper=p.store.mapper)
+        report = check_chain(p.store.recorder, p.view, batch=2, mapper=p.store.mapper)
         last = p.all_rows()[-1]
         assert report.ok and report.reason == "" and report.first_bad_position is None
         assert report.checked == len(p.all_rows())
@@ -336,10 +329,10 @@ class AuditContract:
         p.ledger.mint(
             owner_id="u1", name="new", scopes=["books:read"], expires_in_days=None, actor="x"
         )
-        assert verify_chain(p.store.recorder, p.view).head_position == last.position
+        assert check_chain(p.store.recorder, p.view).head_position == last.position
         # Once projected, the chain extends from the same head
         p.projector.catch_up()
-        assert verify_chain(p.store.recorder, p.view).ok
+        assert check_chain(p.store.recorder, p.view).ok
 
 
 class TamperContract(AuditContract):
@@ -374,7 +367,7 @@ class TamperContract(AuditContract):
             p, revoked.position, original.replace(b'"reason":"leaked"', b'"reason":"rotated"')
         )
         assert self.stored_state(p, revoked.position) != original
-        report = verify_chain(p.store.recorder, p.view)
+        report = check_chain(p.store.recorder, p.view)
         assert not report.ok
         assert report.first_bad_position == revoked.position
         assert report.reason == "stored event differs from the audit record"
@@ -382,7 +375,7 @@ class TamperContract(AuditContract):
         assert report.head_position == revoked.position - 1
         # Put back, the chain holds again
         self.edit_stored_event(p, revoked.position, original)
-        assert verify_chain(p.store.recorder, p.view).ok
+        assert check_chain(p.store.recorder, p.view).ok
 
     def test_a_missing_or_edited_audit_row_is_reported(
         self, open_process: Opener, clock: FakeClock
@@ -393,18 +386,18 @@ class TamperContract(AuditContract):
         rows = p.all_rows()
         # An edited actor in the audit table shows when rows are derived again from the store
         self.edit_audit_actor(p, rows[2].position, "user:someone-else")
-        assert verify_chain(p.store.recorder, p.view).ok  # the chain alone covers the store
-        report = verify_chain(p.store.recorder, p.view, mapper=p.store.mapper)
+        assert check_chain(p.store.recorder, p.view).ok  # the chain alone covers the store
+        report = check_chain(p.store.recorder, p.view, mapper=p.store.mapper)
         assert (report.ok, report.first_bad_position) == (False, rows[2].position)
         assert report.reason == "audit record's fields differ from the stored event"
         # A deleted audit row
         self.delete_audit_row(p, rows[4].position)
-        report = verify_chain(p.store.recorder, p.view)
+        report = check_chain(p.store.recorder, p.view)
         assert (report.ok, report.first_bad_position) == (False, rows[4].position)
         assert report.reason == "audit record missing"
         # A deleted stored event
         self.delete_stored_event(p, rows[1].position)
-        report = verify_chain(p.store.recorder, p.view)
+        report = check_chain(p.store.recorder, p.view)
         assert (report.ok, report.first_bad_position) == (False, rows[1].position)
         assert report.reason == "audit record for an event that is not in the store"
 
@@ -420,7 +413,7 @@ class TamperContract(AuditContract):
         )
         with pytest.raises(AuditTrailBroken):
             p.projector.catch_up()
-        assert verify_chain(p.store.recorder, p.view).reason == "audit record missing"
+        assert check_chain(p.store.recorder, p.view).reason == "audit record missing"
 
 
 class TestMemory(AuditContract):

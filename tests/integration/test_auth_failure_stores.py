@@ -14,16 +14,16 @@ import redis
 from infra.auth_failure_stores import (
     AuthFailureStore,
     MemoryAuthFailureStore,
-    PostgresAuthFailureStore,
     RedisAuthFailureStore,
     SQLiteAuthFailureStore,
     auth_failure_store_for,
 )
 from infra.auth_failure_sync import AuthFailureSync
 from infra.auth_failures import AuthFailures
+from infra.backends import backend_for
 from infra.settings import Settings
 from tests.api_support import ORIGIN, SECRET, api_client, bearer, from_peer, mint
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, settings_for
 
 Open = Callable[[], AuthFailureStore]
 
@@ -41,13 +41,13 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Open]
     elif kind == "sqlite":
 
         def make() -> AuthFailureStore:
-            return SQLiteAuthFailureStore(tmp_path / "ledger.sqlite3")
+            return SQLiteAuthFailureStore(str(tmp_path / "ledger.sqlite3"))
     elif kind == "postgres":
         request.applymarker(pytest.mark.postgres)
         url = request.getfixturevalue("postgres_url")
 
         def make() -> AuthFailureStore:
-            return PostgresAuthFailureStore(url)
+            return backend_for(settings_for(url)).auth_failure_store()
     else:
         request.applymarker(pytest.mark.redis)
         url = request.getfixturevalue("redis_url")
@@ -103,7 +103,7 @@ def test_in_redis_a_window_expires_after_twice_its_length(redis_url: str) -> Non
 
 @pytest.mark.postgres
 def test_processes_starting_together_create_the_table_once(postgres_url: str) -> None:
-    stores = [PostgresAuthFailureStore(postgres_url) for _ in range(4)]
+    stores = [backend_for(settings_for(postgres_url)).auth_failure_store() for _ in range(4)]
     errors: list[BaseException] = []
 
     def first_sync(store: AuthFailureStore) -> None:
@@ -124,14 +124,13 @@ def test_processes_starting_together_create_the_table_once(postgres_url: str) ->
 
 
 def test_the_store_follows_the_configuration(tmp_path: Path) -> None:
-    sqlite = auth_failure_store_for(Settings(database_url=f"sqlite:{tmp_path / 'l.sqlite3'}"))
+    def store_for(settings: Settings) -> Any:
+        return auth_failure_store_for(settings, backend_for(settings))
+
+    sqlite = store_for(Settings(database_url=f"sqlite:{tmp_path / 'l.sqlite3'}"))
     assert isinstance(sqlite, SQLiteAuthFailureStore)
-    assert isinstance(
-        auth_failure_store_for(Settings(database_url="memory:")), MemoryAuthFailureStore
-    )
-    redis_store = auth_failure_store_for(
-        Settings(database_url="memory:", redis_url="redis://127.0.0.1:6379/0")
-    )
+    assert isinstance(store_for(Settings(database_url="memory:")), MemoryAuthFailureStore)
+    redis_store = store_for(Settings(database_url="memory:", redis_url="redis://127.0.0.1:6379/0"))
     assert isinstance(redis_store, RedisAuthFailureStore)
     for store in (sqlite, redis_store):
         store.close()
@@ -142,9 +141,9 @@ def test_the_store_follows_the_configuration(tmp_path: Path) -> None:
 
 UNREACHABLE = {
     "redis": lambda: RedisAuthFailureStore("redis://127.0.0.1:1/0", window=60),
-    "postgres": lambda: PostgresAuthFailureStore(
-        "postgresql://postgres@127.0.0.1:1/test?connect_timeout=1"
-    ),
+    "postgres": lambda: backend_for(
+        settings_for("postgresql://postgres@127.0.0.1:1/test?connect_timeout=1")
+    ).auth_failure_store(),
 }
 
 

@@ -104,7 +104,7 @@ def test_mistakes_get_a_clear_message_and_no_trace(run) -> None:  # type: ignore
     assert "ant_live_AAAA" not in as_arg.stderr
 
 
-def test_an_operator_reads_exports_and_verifies_the_audit_trail(run, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_an_operator_reads_exports_and_checks_the_audit_trail(run, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
     import sqlite3
 
     minted = run("keys", "mint", "--owner", "u1", "--name", "a", "--scope", "books:read")
@@ -124,19 +124,19 @@ def test_an_operator_reads_exports_and_verifies_the_audit_trail(run, sqlite_url:
     resumed = run("audit", "export", "--after", "2").stdout.splitlines()
     assert [json.loads(line)["position"] for line in resumed] == [3]
 
-    # Verify: the head is the last chain value
-    verified = run("audit", "verify")
+    # Check: the head is the last chain value
+    verified = run("audit", "check")
     assert verified.returncode == 0
     assert json.loads(verified.stdout)["head_chain"] == lines[-1]["chain"]
 
-    # Someone edits a stored event behind the ledger's back: verify says where
+    # Someone edits a stored event behind the ledger's back: the check says where
     path = sqlite_url.removeprefix("sqlite:")
     with sqlite3.connect(path) as db:
         db.execute(
             "UPDATE stored_events SET state = CAST(replace(CAST(state AS TEXT), 'books:read', "
             "'publish:write') AS BLOB) WHERE rowid = 2"
         )
-    tampered = run("audit", "verify")
+    tampered = run("audit", "check")
     assert tampered.returncode == 1
     assert json.loads(tampered.stdout)["first_bad_position"] == 2
     assert "position 2" in tampered.stderr

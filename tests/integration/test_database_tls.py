@@ -15,14 +15,14 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from api.authjs_database import DatabaseSessions
-from infra.audit import AuditTrail
-from infra.database_url import parse_postgres_url
-from infra.deadline import StoreUnavailable
-from infra.event_store import store_env
+from infra.backends import backend_for
+from infra.backends.postgres.url import parse_postgres_url
 from infra.follower import IndexFollower
-from infra.ledger import KeyLedger, LedgerStore
 from infra.settings import SettingsError, load_settings
-from infra.usage import PostgresUsageStore, UsageBatch
+from ledger.audit_trail import AuditTrail
+from ledger.deadline import StoreUnavailable
+from ledger.key_ledger import KeyLedger
+from projections.usage.counter import UsageBatch
 from tests.conftest import settings_for
 from tests.postgres_cluster import PostgresCluster, make_certificates
 
@@ -40,10 +40,10 @@ def refused(url: str) -> list[str]:
     """Which of the service's connections could not be made with this URL."""
     failed = []
     try:
-        LedgerStore(env=store_env(settings_for(url))).close()
+        KeyLedger(backend_for(settings_for(url)).store_env()).close()
     except (OperationalError, StoreUnavailable):
         failed.append("event store")
-    usage = PostgresUsageStore(url)
+    usage = backend_for(settings_for(url)).usage_store()
     try:
         usage.add(UsageBatch(last_used={uuid4(): 1.0}))
     except (psycopg.OperationalError, StoreUnavailable):
@@ -103,16 +103,16 @@ def test_verify_full_with_the_right_root_certificate_uses_tls_on_every_connectio
     )
     # The ledger writes and reads its events, its audit trail and usage over the URL, and its
     # index follows the store on a LISTEN connection of its own
-    store = LedgerStore(env=store_env(settings_for(url)))
-    usage = PostgresUsageStore(url)
-    ledger = KeyLedger(store)
-    follower = IndexFollower(ledger, "postgres")
+    backend = backend_for(settings_for(url))
+    ledger = KeyLedger(backend.store_env())
+    usage = backend.usage_store()
+    follower = IndexFollower(ledger, backend)
     try:
         follower.start()
         minted = ledger.mint(
             owner_id="alice", name="ci", scopes=["books:read"], expires_in_days=None, actor="t"
         )
-        audit = AuditTrail(store)
+        audit = AuditTrail(ledger, backend.audit_view(ledger))
         assert audit.catch_up() == 1
         usage.add(UsageBatch(last_used={minted.record.key_id: 1.0}))
         # Every connection it holds carries the URL's application_name (the listener's with
@@ -134,7 +134,7 @@ def test_verify_full_with_the_right_root_certificate_uses_tls_on_every_connectio
     finally:
         follower.stop()
         usage.close()
-        store.close()
+        ledger.close()
 
 
 def test_a_parameter_libpq_does_not_know_stops_the_start_with_its_name() -> None:

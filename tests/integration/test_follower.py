@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from infra.event_store import store_env
+from infra.backends import backend_for
 from infra.follower import IndexFollower
-from infra.ledger import KeyLedger, LedgerStore
-from projections.verification_index import IndexStale
+from ledger.key_ledger import KeyLedger
+from projections.verification_index.index import IndexStale
 from tests.conftest import settings_for
 
 Opened = Callable[[str], tuple[KeyLedger, IndexFollower]]
@@ -21,23 +21,20 @@ Opened = Callable[[str], tuple[KeyLedger, IndexFollower]]
 @pytest.fixture
 def open_process() -> Iterator[Opened]:
     """Opens a 'process': its own store connection, ledger, index and running follower."""
-    opened: list[tuple[LedgerStore, IndexFollower]] = []
+    opened: list[tuple[KeyLedger, IndexFollower]] = []
 
     def open_one(database_url: str) -> tuple[KeyLedger, IndexFollower]:
-        settings = settings_for(database_url)
-        store = LedgerStore(env=store_env(settings))
-        ledger = KeyLedger(store)
-        follower = IndexFollower(
-            ledger, settings.backend, poll_interval=0.05, heartbeat_interval=0.1
-        )
+        backend = backend_for(settings_for(database_url))
+        ledger = KeyLedger(backend.store_env())
+        follower = IndexFollower(ledger, backend, poll_interval=0.05, heartbeat_interval=0.1)
         follower.start()
-        opened.append((store, follower))
+        opened.append((ledger, follower))
         return ledger, follower
 
     yield open_one
-    for store, follower in opened:
+    for ledger, follower in opened:
         follower.stop()
-        store.close()
+        ledger.close()
 
 
 def wait_until(condition: Callable[[], bool], within: float) -> float:

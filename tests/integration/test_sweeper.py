@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from infra.event_store import store_env
-from infra.ledger import KeyLedger, LedgerStore
+from infra.backends import backend_for
 from infra.sweeper import ExpirySweeper
+from ledger.key_ledger import KeyLedger
 from tests.conftest import FakeClock, settings_for
 
 
 def test_two_sweepers_record_expired_once(sqlite_url: str, clock: FakeClock) -> None:
-    stores = [LedgerStore(env=store_env(settings_for(sqlite_url))) for _ in range(2)]
+    backend = backend_for(settings_for(sqlite_url))
+    stores = [KeyLedger(backend.store_env(), clock=clock) for _ in range(2)]
     try:
-        a, b = (KeyLedger(store, clock=clock) for store in stores)
+        a, b = stores
         minted = a.mint(
             owner_id="u1", name="k", scopes=["books:read"], expires_in_days=1, actor="user:u1"
         )

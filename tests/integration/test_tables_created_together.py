@@ -1,5 +1,5 @@
 """Processes opening the ledger at the same moment on an empty PostgreSQL schema all open it: the
-event store, the audit trail, the index snapshot and usage create their tables one at a time."""
+event store, the audit trail, the key states and usage create their tables one at a time."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from infra.audit import AuditTrail
-from infra.event_store import store_env
-from infra.index_snapshots import IndexSnapshot
-from infra.ledger import LedgerStore
-from infra.usage import PostgresUsageStore, UsageBatch
+from infra.backends import backend_for
+from ledger.key_ledger import KeyLedger
+from projections.usage.counter import UsageBatch
 from tests.conftest import settings_for
 
 pytestmark = pytest.mark.postgres
@@ -39,17 +37,18 @@ def empty_schema_urls(postgres_server: str) -> Iterator[list[str]]:
 
 def open_everything(url: str) -> None:
     """What a server does at start: every table of the ledger's, created if missing."""
-    store = LedgerStore(env=store_env(settings_for(url)))
+    backend = backend_for(settings_for(url))
+    ledger = KeyLedger(backend.store_env())
     try:
-        AuditTrail(store)
-        IndexSnapshot.beside(store)
-        usage = PostgresUsageStore(url)
+        backend.audit_view(ledger)
+        backend.key_states_view(ledger)
+        usage = backend.usage_store()
         try:
             usage.add(UsageBatch(last_used={uuid.uuid4(): 1.0}))
         finally:
             usage.close()
     finally:
-        store.close()
+        ledger.close()
 
 
 def test_openers_starting_together_on_an_empty_schema_all_succeed(

@@ -11,9 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 import pytest
 
-from infra.deadline import REQUEST_BUDGET, OutcomeUnknown
-from infra.event_store import store_env
-from infra.ledger import KeyLedger, LedgerStore
+from infra.backends import backend_for
+from ledger.deadline import REQUEST_BUDGET, OutcomeUnknown
+from ledger.key_ledger import KeyLedger
 from tests.conftest import settings_for
 
 pytestmark = pytest.mark.postgres
@@ -21,9 +21,9 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def ledger(postgres_url: str) -> Iterator[KeyLedger]:
-    store = LedgerStore(env=store_env(settings_for(postgres_url)))
-    yield KeyLedger(store)
-    store.close()
+    ledger = KeyLedger(backend_for(settings_for(postgres_url)).store_env())
+    yield ledger
+    ledger.close()
 
 
 def slow_commits(postgres_url: str, seconds: float) -> None:

@@ -12,15 +12,12 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
-from infra.usage import (
-    MemoryUsageStore,
-    UsageBatch,
-    UsageCounter,
-    UsageFlusher,
-    UsageReport,
-    UsageStore,
-    usage_store_for,
-)
+from infra.backends import backend_for
+from infra.usage_flusher import UsageFlusher
+from ledger.usage_report import UsageReport
+from projections.usage.counter import UsageBatch, UsageCounter
+from projections.usage.memory import MemoryUsageStore
+from projections.usage.store import UsageStore
 from tests.conftest import FakeClock, settings_for
 
 DAY = 86_400.0
@@ -80,10 +77,11 @@ class UsageContract:
         opened: list[UsageStore] = []
         shared = MemoryUsageStore()
 
+        backend = backend_for(settings_for(database_url))
+
         def open_one() -> UsageStore:
-            settings = settings_for(database_url)
             # In memory, the "database" two processes share can only be one object.
-            store = shared if settings.backend == "memory" else usage_store_for(settings)
+            store = backend.usage_store() if backend.shared else shared
             opened.append(store)
             return store
 
@@ -181,8 +179,9 @@ class UsageContract:
         assert store.daily([never], since=DAY1 - timedelta(days=365)) == {}
         # Unused for 30 days: the key never used, and the one last used 40 days ago
         cutoff = at(-30 * DAY)
-        assert store.unused_since([never, recent, long_ago], cutoff) == {never, long_ago}
-        assert store.unused_since([], cutoff) == set()
+        report = UsageReport(store, UsageCounter())
+        assert report.unused_since([never, recent, long_ago], cutoff) == {never, long_ago}
+        assert report.unused_since([], cutoff) == set()
 
     def test_a_failed_flush_loses_nothing(self, store: UsageStore) -> None:
         down_once = StoreDownOnce(store)

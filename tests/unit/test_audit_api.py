@@ -138,7 +138,7 @@ def test_export_is_ndjson_resumable_from_a_position_and_the_chain_verifies() -> 
             lines[1]["position"],
             lines[2]["position"],
         ]
-        report = client.post("/v1/operator/audit/verify", headers=OPERATOR).json()
+        report = client.post("/v1/operator/audit/check", headers=OPERATOR).json()
         assert report["ok"] is True
         assert report["head_chain"] == lines[-1]["chain"]
 
@@ -156,22 +156,22 @@ def test_verifying_the_whole_chain_is_an_operator_action_one_at_a_time() -> None
         reader = mint(client, scopes=["account:read"])
         # It reads every owner's events: neither a token nor a signed-in user may start it
         for headers in (bearer(reader["token"]), signed_in_as("alice") | SAME_ORIGIN, {}):
-            refused = client.post("/v1/operator/audit/verify", headers=headers)
+            refused = client.post("/v1/operator/audit/check", headers=headers)
             assert refused.status_code in (401, 403), headers
         wrong = {"Authorization": "Bearer " + "x" * 40}
-        assert client.post("/v1/operator/audit/verify", headers=wrong).status_code == 401
+        assert client.post("/v1/operator/audit/check", headers=wrong).status_code == 401
         # The operator may; while one runs, a second caller is told to come back
         audit = client.app.state.audit
-        audit._verifying.acquire()
+        audit._checking.acquire()
         try:
-            busy = client.post("/v1/operator/audit/verify", headers=OPERATOR)
+            busy = client.post("/v1/operator/audit/check", headers=OPERATOR)
         finally:
-            audit._verifying.release()
+            audit._checking.release()
         assert busy.status_code == 429
         assert busy.headers["retry-after"] == "5"
-        assert client.post("/v1/operator/audit/verify", headers=OPERATOR).json()["ok"]
+        assert client.post("/v1/operator/audit/check", headers=OPERATOR).json()["ok"]
         # And a new run starts at most every few seconds
-        again = client.post("/v1/operator/audit/verify", headers=OPERATOR)
+        again = client.post("/v1/operator/audit/check", headers=OPERATOR)
         assert again.status_code == 429
         assert 1 <= int(again.headers["retry-after"]) <= 10
         # The old session route is gone
@@ -184,6 +184,6 @@ def test_verifying_the_whole_chain_is_an_operator_action_one_at_a_time() -> None
 def test_operator_routes_are_off_without_an_operator_secret() -> None:
     settings = Settings(database_url="memory:", auth_secrets=(SECRET,), public_url=ORIGIN)
     with api_client(settings) as client:
-        refused = client.post("/v1/operator/audit/verify", headers=OPERATOR)
+        refused = client.post("/v1/operator/audit/check", headers=OPERATOR)
         assert refused.status_code == 403
         assert "ANTHRA_OPERATOR_SECRET" in refused.json()["error_description"]

@@ -197,9 +197,9 @@ def test_a_wrong_operator_secret_counts_against_the_client() -> None:
         from_peer(client, "6.6.6.6")
         wrong = {"Authorization": "Bearer " + "g" * 32}
         for _ in range(3):
-            assert client.post("/v1/operator/audit/verify", headers=wrong).status_code == 401
-        refused = client.post("/v1/operator/audit/verify", headers=wrong)
+            assert client.post("/v1/operator/audit/check", headers=wrong).status_code == 401
+        refused = client.post("/v1/operator/audit/check", headers=wrong)
         assert refused.status_code == 429
         assert refused.json()["error"] == "too_many_requests"
         right = {"Authorization": "Bearer " + "o" * 32}
-        assert client.post("/v1/operator/audit/verify", headers=right).status_code == 200
+        assert client.post("/v1/operator/audit/check", headers=right).status_code == 200

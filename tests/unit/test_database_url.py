@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from infra.database_url import parse_postgres_url
-from infra.event_store import postgres_env
-from infra.postgres_store import CONNINFO
+from infra.backends import backend_for
+from infra.backends.postgres.store import CONNINFO
+from infra.backends.postgres.url import parse_postgres_url
 from infra.settings import SettingsError, load_settings
 from tests.conftest import settings_for
 
@@ -60,7 +60,7 @@ def test_the_event_store_gets_the_whole_connection_string_and_the_pool_sizes() -
     settings = settings_for(
         "postgresql://u:pw@db/anthra?sslmode=require&schema=s", db_pool_size=3, db_pool_max=9
     )
-    env = postgres_env(settings)
+    env = backend_for(settings).store_env()
     assert conninfo_to_dict(env[CONNINFO])["sslmode"] == "require"
     assert env["POSTGRES_SCHEMA"] == "s"
     assert (env["POSTGRES_POOL_SIZE"], env["ANTHRA_POSTGRES_POOL_MAX"]) == ("3", "9")

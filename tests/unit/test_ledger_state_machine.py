@@ -19,7 +19,7 @@ from hypothesis.stateful import (
 from domain import token
 from domain.errors import KeyNotActive
 from domain.scopes import SCOPES
-from infra.ledger import KeyLedger, LedgerStore
+from ledger.key_ledger import KeyLedger
 from tests.conftest import FakeClock
 
 DAY = 86_400.0
@@ -53,13 +53,12 @@ class LedgerMachine(RuleBasedStateMachine):
     @initialize()
     def start(self) -> None:
         self.clock = FakeClock()
-        self.store = LedgerStore(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-        self.ledger = KeyLedger(self.store, clock=self.clock)
+        self.ledger = KeyLedger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=self.clock)
         self.model: dict[str, ModelKey] = {}
 
     def teardown(self) -> None:
-        if hasattr(self, "store"):
-            self.store.close()
+        if hasattr(self, "ledger"):
+            self.ledger.close()
 
     @rule(
         target=keys,
@@ -123,9 +122,9 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule()
     def restart(self) -> None:
-        rebuilt = KeyLedger(self.store, clock=self.clock)
+        rebuilt = KeyLedger(clock=self.clock, beside=self.ledger)
         rebuilt.catch_up()
-        assert rebuilt.index.snapshot() == self.ledger.index.snapshot()
+        assert rebuilt.index.fields() == self.ledger.index.fields()
         self.ledger = rebuilt
 
     @rule(key_id=consumes(keys))
@@ -150,9 +149,9 @@ class LedgerMachine(RuleBasedStateMachine):
     def a_rebuilt_index_equals_the_live_one(self) -> None:
         if not hasattr(self, "store"):
             return
-        rebuilt = KeyLedger(self.store, clock=self.clock)
+        rebuilt = KeyLedger(clock=self.clock, beside=self.ledger)
         rebuilt.catch_up()
-        assert rebuilt.index.snapshot() == self.ledger.index.snapshot()
+        assert rebuilt.index.fields() == self.ledger.index.fields()
 
 
 LedgerMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)

@@ -61,7 +61,7 @@ def test_callers_authenticate_as_the_document_says() -> None:
     assert keys["post"]["security"] == [{"session": []}]
     assert {"bearer": []} in keys["get"]["security"]
     assert {} in document["paths"]["/v1/verify"]["post"]["security"]
-    operator = document["paths"]["/v1/operator/audit/verify"]["post"]["security"]
+    operator = document["paths"]["/v1/operator/audit/check"]["post"]["security"]
     assert operator == [{"operatorSecret": []}]
 
 
@@ -83,7 +83,7 @@ def test_every_error_an_operation_can_answer_is_documented_as_an_error_body() ->
     # The ones a rule cannot guess, declared by their handlers
     assert "403" in document["paths"]["/api/v1/keys/{key_id}"]["delete"]["responses"]
     assert "409" in document["paths"]["/api/v1/keys/{key_id}/scopes"]["put"]["responses"]
-    assert "429" in document["paths"]["/v1/operator/audit/verify"]["post"]["responses"]
+    assert "429" in document["paths"]["/v1/operator/audit/check"]["post"]["responses"]
     # A command that may be retried under an Idempotency-Key says so, and what reusing one is
     for path, method in [("/api/v1/keys", "post"), ("/api/v1/keys/{key_id}", "delete")]:
         operation = document["paths"][path][method]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from itertools import islice
 
+from infra.backends.postgres.pool import RECONNECT_EVERY, _SteadyBackoff
 from infra.follower import RECONNECT_MAX, reconnect_pauses
-from infra.postgres_pool import RECONNECT_EVERY, _SteadyBackoff
 
 
 def test_the_pools_reconnect_delay_stops_growing_at_a_second() -> None:

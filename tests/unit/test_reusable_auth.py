@@ -16,7 +16,7 @@ from api.auth import (
     requires_scopes,
     scopes_from_opt,
 )
-from infra.ledger import KeyLedger, LedgerStore
+from ledger.key_ledger import KeyLedger
 
 
 @get("/api/v1/books", guards=[requires_scopes("books:read")])
@@ -32,8 +32,7 @@ async def publish_status() -> dict[str, bool]:
 
 
 def test_a_books_service_guards_its_routes_with_the_ledger() -> None:
-    store = LedgerStore(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    ledger = KeyLedger(store)
+    ledger = KeyLedger({"PERSISTENCE_MODULE": "eventsourcing.popo"})
     app = Litestar(
         route_handlers=[list_books, publish_status],
         middleware=[
@@ -53,4 +52,4 @@ def test_a_books_service_guards_its_routes_with_the_ledger() -> None:
         assert client.get("/api/v1/books").status_code == 401
         ledger.revoke(reader.record.key_id, actor="user:alice")
         assert client.get("/api/v1/books", headers=headers).status_code == 401
-    store.close()
+    ledger.close()

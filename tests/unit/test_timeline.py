@@ -26,7 +26,7 @@ from domain.timeline import (
     verify_as_of,
     widened,
 )
-from infra.ledger import KeyLedger, LedgerStore
+from ledger.key_ledger import KeyLedger
 from tests.conftest import FakeClock
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
@@ -380,9 +380,8 @@ def test_verify_as_of_repeats_what_live_verification_answered_at_the_time(
     scopes: list[str], days: int | None, plan: list[tuple[str, Any]], asks: list[list[str]]
 ) -> None:
     clock = FakeClock()
-    store = LedgerStore(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    ledger = KeyLedger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=clock)
     try:
-        ledger = KeyLedger(store, clock=clock)
         minted = ledger.mint(
             owner_id="u1", name="k", scopes=scopes, expires_in_days=days, actor="user:u1"
         )
@@ -411,4 +410,4 @@ def test_verify_as_of_repeats_what_live_verification_answered_at_the_time(
             assert verify_as_of(history, at, asked) == said, (at, asked)
             assert key_as_of(history, at).status == was  # type: ignore[union-attr]
     finally:
-        store.close()
+        ledger.close()

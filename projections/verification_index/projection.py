@@ -9,7 +9,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 
 from domain.api_key import ApiKey
-from projections.verification_index import KeyRecord, VerificationIndex
+from projections.verification_index.index import KeyRecord, VerificationIndex
 
 
 class KeyProjection(Projection[VerificationIndex]):

@@ -21,9 +21,7 @@ import psycopg
 from psycopg import Connection, Notify, sql
 from psycopg.conninfo import conninfo_to_dict
 
-from infra.connection_watchdog import Watchdog
-from infra.ledger import LedgerStore
-from infra.postgres_store import LedgerRecorder, events_pool
+from infra.backends.postgres.watchdog import Watchdog
 
 APPLICATION_NAME: Final = "anthra-index-listener"
 
@@ -91,13 +89,3 @@ def _reached(notifies: Iterable[Notify]) -> float:
         except ValueError:
             reached = math.inf
     return reached
-
-
-def listener_for(store: LedgerStore) -> ChannelListener | None:
-    """The channel listener for a store on PostgreSQL; None for a store that cannot notify."""
-    recorder = store.recorder
-    if not isinstance(recorder, LedgerRecorder):
-        return None
-    pool = events_pool(recorder.datastore)
-    assert isinstance(pool.conninfo, str)
-    return ChannelListener(pool.conninfo, recorder.channel_name, pool.watchdog)

@@ -2,8 +2,8 @@
 
 An operation done for a caller (a command, a query) runs `within(REQUEST_BUDGET)`: every wait
 for a pooled connection ends at the deadline, and a connection still busy then is cut (see
-infra.connection_watchdog), so the caller has an answer, or a 503, in well under three seconds
-whatever the database does: stopped, locked, or silent behind a cut network. Deadlines nest;
+infra.backends.postgres.watchdog), so the caller has an answer, or a 503, in well under three
+seconds whatever the database does: stopped, locked, or silent behind a cut network. Deadlines nest;
 the earlier one holds. Background work sets its own, shorter or longer, or none.
 """
 

@@ -76,7 +76,7 @@ class KeyRecord:
             self.revoked_at is not None, self.expired_at is not None, self.expires_ts, now
         )
 
-    def snapshot(self) -> tuple[object, ...]:
+    def fields(self) -> tuple[object, ...]:
         """Every field but the cached answer, for comparing two indexes."""
         return tuple(getattr(self, name) for name in self.__slots__ if name != "answer")
 
@@ -166,9 +166,9 @@ class VerificationIndex(TrackingRecorder):
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def snapshot(self) -> dict[UUID, tuple[object, ...]]:
+    def fields(self) -> dict[UUID, tuple[object, ...]]:
         """Every record's fields, for comparing a rebuilt index with a live one."""
-        return {key_id: record.snapshot() for key_id, record in self._by_id.items()}
+        return {key_id: record.fields() for key_id, record in self._by_id.items()}
 
     def lag(self) -> float:
         """Seconds since the index was last known to hold everything in the store."""

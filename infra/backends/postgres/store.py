@@ -2,14 +2,14 @@
 
 The library builds its connection pool from five keywords (dbname, host, port, user, password)
 and drops every other libpq parameter, `sslmode` included. This factory gives its datastore a
-pool made from the whole connection string instead (infra.database_url), so TLS and every other
-libpq setting of `ANTHRA_DATABASE_URL` hold for the events, the index listener and the read
-models that share the datastore.
+pool made from the whole connection string instead (infra.backends.postgres.url), so TLS
+and every other libpq setting of `ANTHRA_DATABASE_URL` hold for the events, the index listener
+and the read models that share the datastore.
 
 Its recorder keeps the library's SQL but not its patience: the library tries a failed read or
 write ten times, each waiting for a pooled connection, which held a request for almost a minute
 while the database was down. Here a lock held by someone else ends a wait after a second, a
-connection error is tried again only while the operation's deadline allows (infra.deadline),
+connection error is tried again only while the operation's deadline allows (ledger.deadline),
 and a write knows whether its COMMIT had been sent when it failed.
 """
 
@@ -30,8 +30,8 @@ from eventsourcing.postgres import (
 from psycopg import Connection, sql
 from psycopg.rows import DictRow
 
-from infra.deadline import OutcomeUnknown, StoreUnavailable, time_left, unavailable
-from infra.postgres_pool import SteadyPool, pool
+from infra.backends.postgres.pool import SteadyPool, pool
+from ledger.deadline import OutcomeUnknown, StoreUnavailable, time_left, unavailable
 
 CONNINFO: Final = "ANTHRA_POSTGRES_CONNINFO"
 POOL_MAX: Final = "ANTHRA_POSTGRES_POOL_MAX"

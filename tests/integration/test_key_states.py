@@ -1,4 +1,4 @@
-"""The index snapshot: a process that starts from the table holds the index a replay builds."""
+"""Key states: a process that starts from the table holds the index a replay builds."""
 
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ from psycopg.sql import SQL, Identifier
 
 from domain.api_key import ACTIVE
 from domain.scopes import SCOPES
-from infra.event_store import store_env
-from infra.index_snapshots import IndexSnapshot, warm_start
-from infra.ledger import KeyLedger, LedgerStore
-from projections.index_snapshot import KeyState
-from projections.verification_index import KeyRecord, VerificationIndex
+from infra.backends import backend_for
+from infra.warm_start import warm_start
+from ledger.key_ledger import KeyLedger
+from ledger.key_states import KeyStates
+from projections.key_states.view import KeyState, load_rows, state_row
+from projections.verification_index.index import KeyRecord, VerificationIndex
 from tests.conftest import POSTGRES_URL, FakeClock, settings_for
 
 HOUR = 3600.0
@@ -31,11 +32,11 @@ OWNERS = ("u0", "u1", "u2", "u3")
 
 @dataclass
 class Process:
-    """One ledger process: its store connection, ledger (with its index) and snapshot handle."""
+    """One ledger process: its ledger (its store connection, with its index) and key states."""
 
-    store: LedgerStore
+    store: KeyLedger
     ledger: KeyLedger
-    snapshot: IndexSnapshot
+    states: KeyStates
 
     def head(self) -> int:
         return self.store.recorder.max_notification_id() or 0
@@ -85,20 +86,21 @@ class Life:
             self.step()
 
 
-def replayed_up_to(store: LedgerStore, position: int | None = None) -> KeyLedger:
+def replayed_up_to(store: KeyLedger, position: int | None = None) -> KeyLedger:
     """A ledger whose new index is built by replaying the store (up to a position)."""
-    ledger = KeyLedger(store)
+    ledger = KeyLedger(beside=store)
     if position is None:
         ledger.catch_up()
         return ledger
     for n in store.recorder.select_notifications(start=1, limit=100_000, stop=position):
-        ledger.apply_notification(n)
+        event = ledger.mapper.to_domain_event(n)
+        ledger.projection.process_event(event, Tracking(ledger.name, n.id))
     return ledger
 
 
 def same_index(a: KeyLedger, b: KeyLedger) -> bool:
     """The same records, and each owner's keys listed in the same order."""
-    return a.index.snapshot() == b.index.snapshot() and all(
+    return a.index.fields() == b.index.fields() and all(
         [r.key_id for r in a.keys_of(o)] == [r.key_id for r in b.keys_of(o)] for o in OWNERS
     )
 
@@ -106,32 +108,32 @@ def same_index(a: KeyLedger, b: KeyLedger) -> bool:
 def answer(ledger: KeyLedger, token: str) -> tuple[object, ...]:
     """What verifying a token for books:read answers, with the record it names."""
     v = ledger.verify(token, ["books:read"])
-    return v.code, v.missing, v.record.snapshot() if v.record is not None else None
+    return v.code, v.missing, v.record.fields() if v.record is not None else None
 
 
-class SnapshotContract:
-    """Every backend with a snapshot passes these; subclasses provide `database_url`."""
+class KeyStatesContract:
+    """Every backend with key states passes these; subclasses provide `database_url`."""
 
     @pytest.fixture
     def database_url(self) -> str:
         raise NotImplementedError
 
     def stored_rows(self) -> str:
-        """Everything in the snapshot table, as text."""
+        """Everything in the key states table, as text."""
         raise NotImplementedError
 
     @pytest.fixture
     def open_process(self, database_url: str, clock: FakeClock) -> Iterator[Opener]:
-        stores: list[LedgerStore] = []
+        stores: list[KeyLedger] = []
+        # A pool of one for each of the dozen processes a test opens, not five.
+        backend = backend_for(settings_for(database_url, db_pool_size=1, db_pool_max=2))
 
         def open_one() -> Process:
-            # A pool of one for each of the dozen processes a test opens, not five.
-            settings = settings_for(database_url, db_pool_size=1, db_pool_max=2)
-            store = LedgerStore(env=store_env(settings))
-            stores.append(store)
-            snapshot = IndexSnapshot.beside(store)
-            assert snapshot is not None
-            return Process(store, KeyLedger(store, clock=clock), snapshot)
+            ledger = KeyLedger(backend.store_env(), clock=clock)
+            stores.append(ledger)
+            view = backend.key_states_view(ledger)
+            assert view is not None
+            return Process(ledger, ledger, KeyStates(ledger, view))
 
         yield open_one
         for store in stores:
@@ -143,19 +145,19 @@ class SnapshotContract:
     ) -> None:
         p = open_process()
         life = Life(p, clock, seed)
-        # Keys live their lives; now and then the snapshot catches up, in uneven batches
+        # Keys live their lives; now and then the key states catch up, in uneven batches
         for _ in range(6):
             life.run(20)
-            p.snapshot.projector.catch_up(batch=life.rng.randint(1, 7))
+            p.states.projector.catch_up(batch=life.rng.randint(1, 7))
         life.run(15)
-        behind = p.head() - (p.snapshot.view.max_tracking_id("ledger") or 0)
+        behind = p.head() - (p.states.view.max_tracking_id("ledger") or 0)
         assert behind > 0
-        # A new process starts from the snapshot
+        # A new process starts from the key states
         q = open_process()
-        started = warm_start(q.ledger, q.snapshot)
-        # It brought the snapshot up to date first, and loaded it all
+        started = warm_start(q.ledger, q.states)
+        # It brought the key states up to date first, and loaded it all
         assert started.projected == behind
-        assert started.snapshot_position == started.position == p.head()
+        assert started.states_position == started.position == p.head()
         assert started.replayed == 0
         assert started.keys == len(life.keys)
         # Its index is the one a replay builds, and the one the writing process holds
@@ -170,48 +172,48 @@ class SnapshotContract:
         stored = self.stored_rows()
         assert all(t not in stored and t[12:] not in stored for t in life.tokens)
 
-    def test_events_after_the_snapshot_are_replayed_over_it(
+    def test_events_after_the_key_states_are_replayed_over_them(
         self, open_process: Opener, clock: FakeClock
     ) -> None:
         p = open_process()
         life = Life(p, clock, 7)
         life.run(40)
-        p.snapshot.catch_up()
+        p.states.catch_up()
         taken_at = p.head()
-        # Keys in the snapshot change after it was taken, and new ones are minted
+        # Keys in the table change after its position was taken, and new ones are minted
         life.run(40)
         assert p.head() > taken_at
-        # Loading alone gives the index as it stood at the snapshot's position
+        # Loading alone gives the index as it stood at the table's position
         q = open_process()
-        assert q.snapshot.view.load(q.ledger.index) == taken_at == q.ledger.index.position
+        assert q.states.view.load(q.ledger.index) == taken_at == q.ledger.index.position
         assert same_index(q.ledger, replayed_up_to(p.store, taken_at))
         # Catching up from there applies only what came after, and ends at the store's state
         assert q.ledger.catch_up() == p.head() - taken_at
         assert same_index(q.ledger, replayed_up_to(p.store))
         # A loaded index takes no second load
         with pytest.raises(ValueError, match="empty index"):
-            q.snapshot.view.load(q.ledger.index)
+            q.states.view.load(q.ledger.index)
 
-    def test_a_snapshot_far_behind_is_loaded_as_it_is_and_the_rest_replayed(
+    def test_key_states_far_behind_are_loaded_as_they_are_and_the_rest_replayed(
         self, open_process: Opener, clock: FakeClock
     ) -> None:
         p = open_process()
         life = Life(p, clock, 13)
         life.run(30)
-        p.snapshot.catch_up()
+        p.states.catch_up()
         taken_at = p.head()
         life.run(30)
         behind = p.head() - taken_at
         # Further behind than the limit: the start does not wait for the table to catch up
         q = open_process()
-        started = warm_start(q.ledger, q.snapshot, catch_up_limit=behind - 1)
-        assert (started.projected, started.snapshot_position) == (0, taken_at)
+        started = warm_start(q.ledger, q.states, catch_up_limit=behind - 1)
+        assert (started.projected, started.states_position) == (0, taken_at)
         assert started.replayed == behind
         assert same_index(q.ledger, replayed_up_to(p.store))
-        assert q.snapshot.view.max_tracking_id("ledger") == taken_at
+        assert q.states.view.max_tracking_id("ledger") == taken_at
         # Within it, the table is caught up first and nothing is left to replay
         r = open_process()
-        started = warm_start(r.ledger, r.snapshot, catch_up_limit=behind)
+        started = warm_start(r.ledger, r.states, catch_up_limit=behind)
         assert (started.projected, started.replayed) == (behind, 0)
         assert same_index(r.ledger, q.ledger)
 
@@ -227,25 +229,25 @@ class SnapshotContract:
 
         def run(p: Process) -> None:
             start.wait()
-            written.append(p.snapshot.projector.catch_up(batch=2))
+            written.append(p.states.projector.catch_up(batch=2))
 
         threads = [threading.Thread(target=run, args=(p,)) for p in (a, b)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(timeout=60)
-        # Each position was written once, by one of them, and the snapshot is complete
+        # Each position was written once, by one of them, and the table is complete
         assert sum(written) == total
-        assert a.snapshot.catch_up() == b.snapshot.catch_up() == 0
+        assert a.states.catch_up() == b.states.catch_up() == 0
         c = open_process()
-        assert c.snapshot.view.load(c.ledger.index) == total
+        assert c.states.view.load(c.ledger.index) == total
         assert same_index(c.ledger, replayed_up_to(a.store))
         # A new event goes to whichever process catches up first, once
         a.ledger.mint(
             owner_id="u1", name="late", scopes=["books:read"], expires_in_days=None, actor="x"
         )
-        assert b.snapshot.catch_up() == 1
-        assert a.snapshot.catch_up() == 0
+        assert b.states.catch_up() == 1
+        assert a.states.catch_up() == 0
 
     def test_a_process_started_while_another_is_writing_ends_up_equal(
         self, open_process: Opener, clock: FakeClock
@@ -253,7 +255,7 @@ class SnapshotContract:
         writer, projector = open_process(), open_process()
         life = Life(writer, clock, 23)
         life.run(30)
-        writer.snapshot.catch_up()
+        writer.states.catch_up()
         stop = threading.Event()
         failures: list[BaseException] = []
 
@@ -264,10 +266,10 @@ class SnapshotContract:
             except BaseException as e:
                 failures.append(e)
 
-        # One process keeps writing while another keeps the snapshot current, an event at a time
+        # One process keeps writing while another keeps the key states current, an event at a time
         threads = [
             threading.Thread(target=keep, args=(life.step,)),
-            threading.Thread(target=keep, args=(lambda: projector.snapshot.projector.catch_up(1),)),
+            threading.Thread(target=keep, args=(lambda: projector.states.projector.catch_up(1),)),
         ]
         for t in threads:
             t.start()
@@ -281,7 +283,7 @@ class SnapshotContract:
                     assert time.monotonic() < deadline, "the writer stopped writing"
                     time.sleep(0.001)
                 q = open_process()
-                warm_start(q.ledger, q.snapshot)
+                warm_start(q.ledger, q.states)
                 started.append((q, q.ledger.index.position))
         finally:
             stop.set()
@@ -303,7 +305,7 @@ class SnapshotContract:
         writer = open_process()
         life = Life(writer, clock, 31)
         life.run(30)
-        writer.snapshot.catch_up()
+        writer.states.catch_up()
         taken_at = writer.head()
         other = open_process()
 
@@ -313,49 +315,49 @@ class SnapshotContract:
             def add(self, record: KeyRecord) -> None:
                 if not len(self):
                     life.run(10)
-                    assert other.snapshot.catch_up() > 0
+                    assert other.states.catch_up() > 0
                 super().add(record)
 
         q = open_process()
-        q.ledger = KeyLedger(q.store, CommitsMidway(), clock)
+        q.ledger = KeyLedger(clock=clock, index=CommitsMidway(), beside=q.store)
         # The rows and the position come from before the other process's commit
-        assert q.snapshot.view.load(q.ledger.index) == taken_at
+        assert q.states.view.load(q.ledger.index) == taken_at
         assert same_index(q.ledger, replayed_up_to(writer.store, taken_at))
         # Catching up brings it to the store's state as usual
         q.ledger.catch_up()
         assert same_index(q.ledger, replayed_up_to(writer.store))
 
-    def test_a_snapshot_that_cannot_be_read_leaves_a_full_replay(
+    def test_key_states_that_cannot_be_read_leave_a_full_replay(
         self, open_process: Opener, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         p = open_process()
         life = Life(p, clock, 5)
         life.run(40)
-        p.snapshot.catch_up()
+        p.states.catch_up()
         life.run(10)
         q = open_process()
-        states = q.snapshot.view.states(life.keys)
+        states = q.states.view.states(life.keys)
 
         # The connection dies halfway through loading
         def load_half(into: VerificationIndex) -> int:
-            for state in list(states.values())[: len(states) // 2]:
-                into.add(state.record(into))
+            half = list(states.values())[: len(states) // 2]
+            load_rows(into, [state_row(state)[:-1] for state in half])
             raise OperationalError("connection lost")
 
-        monkeypatch.setattr(q.snapshot.view, "load", load_half)
-        started = warm_start(q.ledger, q.snapshot)
+        monkeypatch.setattr(q.states.view, "load", load_half)
+        started = warm_start(q.ledger, q.states)
         # Every event was replayed over the half that loaded, to the same index
-        assert started.snapshot_position == 0
+        assert started.states_position == 0
         assert started.replayed == p.head()
-        assert q.ledger.index.snapshot() == replayed_up_to(p.store).index.snapshot()
+        assert q.ledger.index.fields() == replayed_up_to(p.store).index.fields()
 
     def test_the_view_keeps_the_newest_state_and_moves_only_from_where_it_is(
         self, open_process: Opener, clock: FakeClock
     ) -> None:
         p = open_process()
         Life(p, clock, 3).run(5)
-        view = p.snapshot.view
-        p.snapshot.catch_up()
+        view = p.states.view
+        p.states.catch_up()
         position = view.max_tracking_id("ledger") or 0
         key_id = next(iter(p.ledger.index.records())).key_id
         newest = view.states([key_id])[key_id]
@@ -384,18 +386,18 @@ class SnapshotContract:
         assert view.states([UUID(int=0)]) == {}
 
 
-def test_the_memory_store_has_no_snapshot_and_starts_by_replay(clock: FakeClock) -> None:
-    store = LedgerStore(env=store_env(settings_for("memory:")))
-    ledger = KeyLedger(store, clock=clock)
+def test_the_memory_store_has_no_key_states_and_starts_by_replay(clock: FakeClock) -> None:
+    backend = backend_for(settings_for("memory:"))
+    ledger = KeyLedger(backend.store_env(), clock=clock)
     ledger.mint(owner_id="u1", name="k", scopes=["books:read"], expires_in_days=None, actor="x")
-    assert IndexSnapshot.beside(store) is None
-    fresh = KeyLedger(store, clock=clock)
-    started = warm_start(fresh)
-    assert (started.snapshot_position, started.replayed, started.keys) == (0, 1, 1)
-    assert fresh.index.snapshot() == ledger.index.snapshot()
+    assert backend.key_states_view(ledger) is None
+    fresh = KeyLedger(clock=clock, beside=ledger)
+    started = warm_start(fresh, None)
+    assert (started.states_position, started.replayed, started.keys) == (0, 1, 1)
+    assert fresh.index.fields() == ledger.index.fields()
 
 
-class TestSQLite(SnapshotContract):
+class TestSQLite(KeyStatesContract):
     @pytest.fixture
     def database_url(self, sqlite_url: str) -> str:
         self.path = sqlite_url.removeprefix("sqlite:")
@@ -403,17 +405,17 @@ class TestSQLite(SnapshotContract):
 
     def stored_rows(self) -> str:
         with sqlite3.connect(self.path) as conn:
-            return repr(conn.execute("SELECT * FROM index_snapshot").fetchall())
+            return repr(conn.execute("SELECT * FROM key_states").fetchall())
 
 
 @pytest.mark.postgres
-class TestPostgres(SnapshotContract):
+class TestPostgres(KeyStatesContract):
     @pytest.fixture
     def database_url(self, postgres_url: str) -> str:
         self.schema = parse_qs(urlsplit(postgres_url).query)["schema"][0]
         return postgres_url
 
     def stored_rows(self) -> str:
-        query = SQL("SELECT * FROM {}").format(Identifier(self.schema, "index_snapshot"))
+        query = SQL("SELECT * FROM {}").format(Identifier(self.schema, "key_states"))
         with psycopg.connect(POSTGRES_URL) as conn:
             return repr(conn.execute(query).fetchall())

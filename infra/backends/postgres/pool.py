@@ -6,11 +6,11 @@ connections after a restart, doubles its reconnect delay to over a minute during
 logs a warning per failed attempt, and waits forever for a query the server never answers.
 These pools instead:
 
-- give up waiting at the operation's deadline (infra.deadline), and after a quarter of a second
+- give up waiting at the operation's deadline (ledger.deadline), and after a quarter of a second
   while the database is known to be down, with StoreUnavailable saying why;
 - check a connection before handing it out and, when it is dead, try the next one at once;
 - reconnect at most a second apart, however long the outage lasted;
-- cut a connection still busy at the operation's deadline (infra.connection_watchdog);
+- cut a connection still busy at the operation's deadline (infra.backends.postgres.watchdog);
 - log one line when the database becomes unreachable and one when it is back.
 """
 
@@ -27,9 +27,9 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
-from infra.connection_watchdog import Watchdog
-from infra.deadline import StoreUnavailable, deadline, unavailable
+from infra.backends.postgres.watchdog import Watchdog
 from infra.outage import Outage
+from ledger.deadline import StoreUnavailable, deadline, unavailable
 
 log = logging.getLogger("anthra.database")
 

@@ -1,0 +1,123 @@
+"""Saving a command's events: one transaction, conflicts decided again, the outcome of a cut
+COMMIT found out, and the command's own events in the index before it answers."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import IntegrityError
+
+from ledger.deadline import (
+    CONNECTION_ERRORS,
+    OutcomeUnknown,
+    StoreUnavailable,
+    extended,
+    time_left,
+    unavailable,
+)
+
+log = logging.getLogger("anthra.ledger")
+
+T = TypeVar("T")
+Events = list[DomainEventProtocol[UUID]]
+# Two processes changing one aggregate at once: the loser reloads and decides again, after a
+# random pause that grows with each loss, so that the same two do not collide in step.
+_CONFLICT_ATTEMPTS = 12
+_CONFLICT_PAUSE = 0.002
+_CONFLICT_PAUSE_MAX = 0.1
+# Learning whether a write whose COMMIT went unanswered was recorded: a short extra wait.
+_OUTCOME_CHECK = 0.6
+
+
+class KeyBusy(Exception):
+    """Other commands kept changing the key while this one tried to: nothing was changed."""
+
+    def __init__(self, key_id: UUID, what: str = "") -> None:
+        super().__init__(
+            f"{what or f'key {key_id}'} is being changed by other requests at this moment; "
+            "nothing was changed: retry"
+        )
+        self.key_id = key_id
+
+
+class Conflict(Exception):
+    """Another writer saved a new version of an aggregate first."""
+
+
+class Recording(Application[UUID]):
+    """The saving half of the key ledger's application."""
+
+    def until_saved(
+        self, decide: Callable[[], tuple[Events, Callable[[], T]]], busy: Callable[[], Exception]
+    ) -> T:
+        """Decide a command on the latest state and save its events; when another writer got
+        there first, decide again. `decide` answers the events and how to answer once saved."""
+        pause = _CONFLICT_PAUSE
+        for attempt in range(_CONFLICT_ATTEMPTS):
+            events, answer = decide()
+            if not events:
+                return answer()
+            try:
+                self.record(events)
+            except Conflict:
+                log.info("conflicting write, attempt %d; deciding again", attempt + 1)
+                wait = random.uniform(0, pause)
+                if time_left() < wait + 0.1:
+                    break
+                time.sleep(wait)
+                pause = min(pause * 2, _CONFLICT_PAUSE_MAX)
+                continue
+            return answer()
+        raise busy()
+
+    def record(self, events: Sequence[DomainEventProtocol[UUID]]) -> None:
+        """Save the events in one transaction, then apply them to this process's read models."""
+        try:
+            self.save(*events)
+        except IntegrityError:
+            # Some stores try a save again on a dead connection: the first try may have
+            # committed, and then the second finds its own events in the way.
+            if not self._was_recorded(events):
+                raise Conflict from None
+        except OutcomeUnknown:
+            # The connection failed while committing: ask the store, briefly, how it ended.
+            if not self._recorded_after_all(events):
+                raise
+        self.recorded(events)
+
+    def recorded(self, events: Sequence[DomainEventProtocol[UUID]]) -> None:
+        """What to do once events are saved: the key ledger applies them to its index."""
+
+    def _recorded_after_all(self, events: Sequence[DomainEventProtocol[UUID]]) -> bool:
+        """Whether events whose COMMIT went unanswered show up in the store within a moment.
+
+        Not finding them proves nothing (the COMMIT may still be on its way, or in progress
+        on a slow server), so only finding them changes the answer.
+        """
+        with extended(_OUTCOME_CHECK):
+            while time_left() > 0:
+                try:
+                    if self._was_recorded(events):
+                        return True
+                except (StoreUnavailable, *CONNECTION_ERRORS) as e:
+                    log.info("could not learn how a write ended (%s)", unavailable(e).reason)
+                    return False
+                time.sleep(min(0.05, max(0.0, time_left())))
+        return False
+
+    def _was_recorded(self, events: Sequence[DomainEventProtocol[UUID]]) -> bool:
+        # One transaction saves them all: if the last is stored as this one, all of them are.
+        last: Any = events[-1]
+        stored: list[Any] = list(
+            self.events.get(
+                last.originator_id, gt=last.originator_version - 1, lte=last.originator_version
+            )
+        )
+        return bool(stored) and stored[0].timestamp == last.timestamp

@@ -1,0 +1,101 @@
+"""Key states in the ledger's SQLite file: key_states, tracked in key_states_tracking."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from uuid import UUID
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.sqlite import SQLiteDatastore
+
+from projections.key_states.projection import collector_paused
+from projections.key_states.view import (
+    COLUMNS,
+    LOADED,
+    KeyState,
+    KeyStatesView,
+    load_rows,
+    state_from_row,
+    state_row,
+)
+from projections.sqlite_views import SQLiteTrackedView, sqlite_instant
+from projections.verification_index.index import VerificationIndex
+
+_TABLES = (
+    # The Minted position is the rowid: a plain scan of the table is in minting order.
+    "CREATE TABLE IF NOT EXISTS key_states ("
+    "key_id TEXT NOT NULL UNIQUE, owner_id TEXT NOT NULL, name TEXT NOT NULL, "
+    "prefix TEXT NOT NULL, digest BLOB NOT NULL, scopes TEXT NOT NULL, "
+    "created_at TEXT NOT NULL, expires_at TEXT, revoked_at TEXT, expired_at TEXT, "
+    "version INTEGER NOT NULL, minted_position INTEGER PRIMARY KEY)",
+)
+# A newer state replaces an older one, never the other way round.
+_UPSERT = (
+    f"INSERT INTO key_states ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    "ON CONFLICT (key_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:-1])
+    + " WHERE key_states.version < excluded.version"
+)
+_SELECT_STATES = f"SELECT {', '.join(COLUMNS)} FROM key_states "
+_LOAD = f"SELECT {', '.join(LOADED)} FROM key_states ORDER BY minted_position"
+# Well below SQLite's limit on parameters in one statement, whatever its build.
+_CHUNK = 500
+
+
+def _stored(at: datetime | None) -> str | None:
+    return None if at is None else sqlite_instant(at)
+
+
+class SQLiteKeyStatesView(SQLiteTrackedView, KeyStatesView):
+    """Key states in the ledger's SQLite file."""
+
+    def __init__(self, datastore: SQLiteDatastore, application_name: str = "ledger") -> None:
+        super().__init__(datastore, "key_states_tracking")
+        self.application_name = application_name
+
+    def table_statements(self) -> Sequence[str]:
+        return _TABLES
+
+    def apply(
+        self, changes: Sequence[KeyState], tracking: Tracking, *, after: int | None = None
+    ) -> None:
+        params = []
+        for s in changes:
+            row = list(state_row(s))
+            row[0] = str(s.key_id)
+            row[6:10] = [_stored(at) for at in row[6:10]]
+            params.append(row)
+        with self.datastore.transaction(commit=True) as c:
+            # Tracking first: it takes the write lock, and a process that lost the race fails
+            # before writing any row.
+            self.track(c, tracking, after)
+            c.executemany(_UPSERT, params)
+
+    def states(self, key_ids: Collection[UUID]) -> dict[UUID, KeyState]:
+        ids = [str(k) for k in key_ids]
+        found: dict[UUID, KeyState] = {}
+        with self.datastore.transaction(commit=False) as c:
+            raw = c.sqlite_cursor
+            raw.row_factory = None
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                raw.execute(f"{_SELECT_STATES} WHERE key_id IN ({marks})", chunk)
+                for row in raw.fetchall():
+                    state = state_from_row(row, key_id=UUID, instant=datetime.fromisoformat)
+                    found[state.key_id] = state
+        return found
+
+    def load(self, into: VerificationIndex) -> int:
+        with collector_paused(), self.datastore.transaction(commit=False) as c:
+            # One read transaction: in WAL mode its snapshot is fixed by the first read, so the
+            # position and the rows belong together.
+            c.execute(self._select_max, (self.application_name,))
+            position: int = c.fetchone()[0] or 0
+            raw = c.sqlite_cursor
+            raw.row_factory = None
+            raw.execute(_LOAD)
+            load_rows(into, raw, key_id=UUID, instant=datetime.fromisoformat)
+        into.position = position
+        return position
