@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from api.auth import principal_of, requires_scopes
 from api.openapi import SESSION_OR_TOKEN
 from api.schemas import Account, DayUsage, KeyCounts, KeyUsage, WhoAmI
-from domain.scopes import SCOPES
+from domain.scopes import in_order
 from ledger.key_ledger import KeyLedger
 from ledger.usage_report import UsageReport
 
@@ -31,7 +31,7 @@ class AccountController(Controller):
             user_id=principal.user_id,
             via=principal.via,
             key_id=str(principal.key_id) if principal.key_id else None,
-            scopes=[s for s in SCOPES if s in principal.scopes],
+            scopes=list(in_order(principal.scopes)),
         )
 
     @get("/", sync_to_thread=True, guards=[requires_scopes("account:read")])

@@ -19,9 +19,14 @@ from litestar.types import Message, Scope
 from api import problems
 from api.account import AccountController
 from api.audit import AuditController
-from api.auth import Authenticator, KeyAuthMiddleware, RefuseTokensInUrl, problem_response
+from api.auth import (
+    AUTH_EXCEPTION_HANDLERS,
+    Authenticator,
+    KeyAuthMiddleware,
+    RefuseTokensInUrl,
+    problem_response,
+)
 from api.authjs import SessionCookieCodec
-from api.authjs_database import DatabaseSessions, SessionTablesMissing
 from api.edge import Edge
 from api.forward_auth import ForwardAuth
 from api.health import HealthController
@@ -40,6 +45,7 @@ from domain.idempotency import IdempotencyKeyReused
 from infra.auth_failure_stores import auth_failure_store_for
 from infra.auth_failure_sync import AuthFailureSync
 from infra.auth_failures import AuthFailures
+from infra.authjs_sessions import DatabaseSessions, SessionTablesMissing
 from infra.backends import backend_for
 from infra.follower import IndexFollower
 from infra.outage import summary
@@ -65,7 +71,6 @@ def _error(status: int, error: str, description: str, field: str | None = None) 
         problems.ErrorBody(error=error, error_description=description, field=field),
         status_code=status,
         media_type=MediaType.JSON,
-        headers={"Cache-Control": "no-store"},
     )
 
 
@@ -93,12 +98,8 @@ def _not_active(_: Request[Any, Any, Any], exc: KeyNotActive) -> Response[Any]:
     return _error(409, "conflict", str(exc))
 
 
-def _stale(_: Request[Any, Any, Any], __: IndexStale) -> Response[Any]:
-    response = _error(
-        503, "temporarily_unavailable", "the verification index is catching up; retry shortly"
-    )
-    response.headers["Retry-After"] = "1"
-    return response
+def _stale(request: Request[Any, Any, Any], _: IndexStale) -> Response[Any]:
+    return problem_response(request, problems.unavailable())
 
 
 def _busy(_: Request[Any, Any, Any], exc: KeyBusy) -> Response[Any]:
@@ -283,7 +284,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             )
         ],
         exception_handlers={
-            problems.AuthProblem: problem_response,
+            **AUTH_EXCEPTION_HANDLERS,
             InvalidInput: _invalid_input,
             ValidationException: _validation,
             KeyNotFound: _not_found,

@@ -18,6 +18,7 @@ from litestar.params import QueryParameter
 from litestar.response import Stream
 
 from api.auth import principal_of, requires_scopes
+from api.events import KEY_EVENT_TYPES, audit_event
 from api.openapi import SESSION_OR_TOKEN
 from api.query_values import (
     InstantQuery,
@@ -28,45 +29,26 @@ from api.query_values import (
     whole_number,
 )
 from api.schemas import (
-    AuditEvent,
     AuditPage,
     ExportLine,
     ExposedKey,
     Exposure,
     Interval,
 )
+from domain.api_key import EventType
 from domain.errors import InvalidInput
 from domain.scopes import ALL_SCOPES, SCOPES
-from domain.timeline import scope_change, scope_intervals
+from domain.timeline import scope_intervals
 from ledger.audit_trail import AuditTrail
 from ledger.key_ledger import KeyLedger
 from projections.audit_trail.view import MAX_PAGE, MAX_POSITION, AuditQuery, AuditRow
 
-EventType = Literal["Minted", "ScopesSet", "Revoked", "Expired"]
 EXPORT_BATCH = 1000
 DEFAULT_PAGE = 100
 NDJSON = "application/x-ndjson"
 _encode_line = msgspec.json.Encoder().encode
 _UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _UUID = re.compile(_UUID_PATTERN)
-
-
-def audit_event(row: AuditRow) -> AuditEvent:
-    """An audit row in the wire's tagged-union form."""
-    fields: dict[str, Any] = dict(row.event)
-    if row.type == "ScopesSet":
-        added, removed = scope_change(fields["previous_scopes"], fields["scopes"])
-        fields |= {"added": list(added), "removed": list(removed), "widened": bool(added)}
-    fields |= {
-        "type": row.type,
-        "position": row.position,
-        "key_id": str(row.key_id),
-        "at": row.at,
-        "actor": row.actor,
-        "chain": row.chain,
-    }
-    event: AuditEvent = msgspec.convert(fields, AuditEvent, strict=False)
-    return event
 
 
 def _position(text: str | None, field: str) -> int | None:
@@ -131,7 +113,9 @@ class AuditController(Controller):
         )
         rows = audit.query(query)
         following = str(rows[-1].position) if len(rows) == page_size else None
-        return AuditPage(events=[audit_event(r) for r in rows], next=following)
+        return AuditPage(
+            events=[audit_event(r) for r in rows if r.type in KEY_EVENT_TYPES], next=following
+        )
 
     @get("/exposure", sync_to_thread=True, security=SESSION_OR_TOKEN)
     def exposure(

@@ -19,8 +19,7 @@ from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import (
     ASGIApp,
-    HTTPResponseBodyEvent,
-    HTTPResponseStartEvent,
+    ExceptionHandlersMap,
     Receive,
     Scope,
     Send,
@@ -28,7 +27,6 @@ from litestar.types import (
 
 from api import problems
 from api.authjs import (
-    SessionClaims,
     SessionCookieCodec,
     SessionCookieError,
     find_session_cookie,
@@ -37,6 +35,7 @@ from api.authjs import (
 from api.edge import origin_of_url, request_origin
 from api.principal import Principal
 from infra.auth_failures import AuthFailures
+from infra.authjs_sessions import SessionClaims
 from infra.outage import Outage, summary
 from projections.verification_index.index import IndexStale, Verification
 
@@ -52,18 +51,6 @@ class SessionLookup(Protocol):
     """Auth.js's database strategy: a session token to its user, or None if unknown or expired."""
 
     async def user(self, session_token: str) -> SessionClaims | None: ...
-
-
-INDEX_CATCHING_UP = "the verification index is catching up; retry shortly"
-SESSIONS_UNREACHABLE = "the session database is unreachable; retry shortly"
-
-
-class Unavailable(Exception):
-    """Something authentication needs cannot answer: 503, never fail open; says what."""
-
-    def __init__(self, description: str = INDEX_CATCHING_UP) -> None:
-        super().__init__(description)
-        self.description = description
 
 
 def token_in_url(raw_path: bytes, query_string: bytes) -> bool:
@@ -109,7 +96,7 @@ class Authenticator:
         return await self._session(b"; ".join(cookies)) if cookies else None
 
     async def authenticate(self, scope: Scope) -> Principal:
-        """The caller of this request; raises AuthProblem or Unavailable."""
+        """The caller of this request; raises AuthProblem (a 503 one if it cannot tell)."""
         if token_in_url(
             scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b"")
         ):
@@ -158,7 +145,7 @@ class Authenticator:
         try:
             verification = self.verify(credential, ())
         except IndexStale:
-            raise Unavailable from None
+            raise problems.unavailable() from None
         record = verification.record
         if not verification.valid or record is None:
             self.attempt_failed(scope, credential)
@@ -186,7 +173,7 @@ class Authenticator:
                 found_claims = await self.database_sessions.user(value)
             except psycopg.Error as e:
                 self._sessions_outage.failed(summary(e), "session cookies answer 503")
-                raise Unavailable(SESSIONS_UNREACHABLE) from None
+                raise problems.unavailable(problems.SESSIONS_UNREACHABLE) from None
             self._sessions_outage.succeeded()
             if found_claims is None:
                 log.info("database session refused: unknown or expired")
@@ -240,9 +227,6 @@ class KeyAuthMiddleware:
         except problems.AuthProblem as problem:
             await _send_problem(send, problem, metadata_url_of(scope, self.public_url))
             return
-        except Unavailable as unavailable:
-            await _send_unavailable(send, unavailable.description)
-            return
         scope["user"] = principal
         scope["auth"] = principal.via
         await self.app(scope, receive, send)
@@ -263,17 +247,6 @@ class RefuseTokensInUrl:
         await self.app(scope, receive, send)
 
 
-async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    start: HTTPResponseStartEvent = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": headers,
-    }
-    await send(start)
-    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
-    await send(end)
-
-
 def metadata_url_of(scope: Scope, public_url: str = "") -> str:
     """The protected-resource metadata URL for a request's challenges: under the public URL,
     else the request's own trusted origin (its Host checked by the edge)."""
@@ -283,19 +256,9 @@ def metadata_url_of(scope: Scope, public_url: str = "") -> str:
 async def _send_problem(
     send: Send, problem: problems.AuthProblem, resource_metadata: str = ""
 ) -> None:
-    await _send(send, problem.status, problem.headers(resource_metadata), problem.body())
-
-
-async def _send_unavailable(send: Send, description: str = INDEX_CATCHING_UP) -> None:
-    body = problems._encode(
-        problems.ErrorBody(error="temporarily_unavailable", error_description=description)
+    await problems.send_answer(
+        send, problem.status, problem.headers(resource_metadata), problem.body()
     )
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"retry-after", b"1"),
-        (b"cache-control", b"no-store"),
-    ]
-    await _send(send, 503, headers, body)
 
 
 def problem_response(request: Request[Any, Any, Any], exc: problems.AuthProblem) -> Response[Any]:
@@ -309,7 +272,7 @@ def problem_response(request: Request[Any, Any, Any], exc: problems.AuthProblem)
     )
 
 
-AUTH_EXCEPTION_HANDLERS = {problems.AuthProblem: problem_response}
+AUTH_EXCEPTION_HANDLERS: ExceptionHandlersMap = {problems.AuthProblem: problem_response}
 
 
 # Guards: async, so Litestar awaits them in the request task instead of a thread pool.
@@ -333,17 +296,6 @@ def requires_scopes(*scopes: str) -> Callable[..., Any]:
             raise problems.insufficient_scope(missing)
 
     return guard
-
-
-async def scopes_from_opt(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> None:
-    """A guard reading the scopes a handler needs from `opt={"scopes": [...]}`."""
-    needed = handler.opt.get("scopes", ())
-    granted = principal_of(connection).scopes
-    missing = [s for s in needed if s not in granted]
-    if missing:
-        raise problems.insufficient_scope(missing)
 
 
 async def requires_session(

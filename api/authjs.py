@@ -16,12 +16,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal, get_args
 from urllib.parse import unquote_to_bytes
 
-import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from infra.authjs_sessions import SessionClaims
 
 SESSION_COOKIE_NAMES = ("__Secure-authjs.session-token", "authjs.session-token")
 
@@ -49,15 +50,6 @@ _MESSAGES: Final[Mapping[str, str]] = {
     "wrong_secret": "the session cookie was not made with any configured secret",
     "invalid": "the session cookie is malformed or fails its integrity check",
 }
-
-
-class SessionClaims(msgspec.Struct, frozen=True):
-    """Who a valid session cookie speaks for."""
-
-    user_id: str
-    email: str | None
-    name: str | None
-    expires_at: float | None
 
 
 class SessionCookieError(Exception):

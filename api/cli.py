@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, NoReturn
 
 import msgspec
 
-from api.authjs_database import SessionTablesMissing
+from domain.actors import operator
+from domain.api_key import EVENT_TYPES
 from domain.errors import InvalidInput, LedgerError
 from domain.scopes import SCOPES
+from infra.authjs_sessions import SessionTablesMissing
 from infra.policy import PolicyError
 from infra.settings import SettingsError, load_settings
 from ledger.deadline import CONNECTION_ERRORS, OutcomeUnknown, StoreUnavailable, unavailable
@@ -42,9 +44,9 @@ def _ledger() -> KeyLedger:
 
 def _operator() -> str:
     try:
-        return f"operator:{getpass.getuser()}"
+        return operator(getpass.getuser())
     except (KeyError, OSError):
-        return "operator:unknown"
+        return operator("unknown")
 
 
 def _print_json(value: object) -> None:
@@ -113,7 +115,7 @@ def _check_session_tables(url: str) -> None:
 
     import psycopg
 
-    from api.authjs_database import DatabaseSessions
+    from infra.authjs_sessions import DatabaseSessions
 
     async def check() -> None:
         sessions = DatabaseSessions(url)
@@ -169,7 +171,7 @@ def revoke(args: argparse.Namespace) -> int:
 
 
 def history(args: argparse.Namespace) -> int:
-    from api.keys import history_event
+    from api.events import history_event
 
     ledger = _ledger()
     _print_json(
@@ -217,7 +219,7 @@ def _audit() -> AuditTrail:
 
 
 def audit_list(args: argparse.Namespace) -> int:
-    from api.audit import audit_event
+    from api.events import KEY_EVENT_TYPES, audit_event
     from api.query_values import parse_instant
     from projections.audit_trail.view import AuditQuery
 
@@ -234,7 +236,7 @@ def audit_list(args: argparse.Namespace) -> int:
     rows = _audit().query(query)
     _print_json(
         {
-            "events": [audit_event(r) for r in rows],
+            "events": [audit_event(r) for r in rows if r.type in KEY_EVENT_TYPES],
             "next": str(rows[-1].position) if len(rows) == args.limit else None,
         }
     )
@@ -337,7 +339,7 @@ def parser() -> argparse.ArgumentParser:
     p = audit_commands.add_parser("list", help="events, newest first, a page at a time")
     p.add_argument("--owner", help="one owner's keys (default: every owner)")
     p.add_argument("--key", help="one key's events")
-    p.add_argument("--type", action="append", choices=["Minted", "ScopesSet", "Revoked", "Expired"])
+    p.add_argument("--type", action="append", choices=list(EVENT_TYPES))
     p.add_argument("--since", help="RFC 3339 instant, inclusive")
     p.add_argument("--until", help="RFC 3339 instant, exclusive")
     p.add_argument("--oldest", action="store_true", help="oldest first")

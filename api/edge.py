@@ -19,8 +19,6 @@ from typing import Final, cast
 from litestar.enums import ScopeType
 from litestar.types import (
     ASGIApp,
-    HTTPResponseBodyEvent,
-    HTTPResponseStartEvent,
     Receive,
     Scope,
     Send,
@@ -224,21 +222,21 @@ class Edge:
             return
         headers = cast("list[tuple[bytes, bytes]]", scope["headers"])
         if len(headers) > self.max_headers:
-            await _send(send, *self._too_large)
+            await problems.send_answer(send, *self._too_large)
             return
         size = 0
         for name, value in headers:  # a plain loop: cheaper here than sum(map(len, chain(…)))
             size += len(name) + len(value)
         if size > self.max_header_bytes:
-            await _send(send, *self._too_large)
+            await problems.send_answer(send, *self._too_large)
             return
         if len(scope.get("raw_path") or b"") + len(scope["query_string"]) > MAX_TARGET_BYTES:
-            await _send(send, *self._too_long)
+            await problems.send_answer(send, *self._too_long)
             return
         if self.proxies is not None:
             self.proxies.apply(scope)
         if self.allowed_hosts is not None and not self._serves(scope):
-            await _send(send, *self._misdirected)
+            await problems.send_answer(send, *self._misdirected)
             return
         await self.app(scope, receive, send)
 
@@ -267,14 +265,3 @@ def _refusal(status: int, error: str, description: str) -> Refusal:
         (b"connection", b"close"),
     ]
     return status, headers, problems.error_body(error, description)
-
-
-async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    start: HTTPResponseStartEvent = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": headers,
-    }
-    await send(start)
-    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
-    await send(end)

@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Any, cast
 from urllib.parse import quote
 
-import msgspec
 from litestar import Controller, MediaType, Request, Response, route
 from litestar.enums import HttpMethod
 from litestar.types import Scope
 
 from api import problems
-from api.auth import TOKEN_IN_URL, Authenticator, Unavailable, metadata_url_of, token_in_url
+from api.auth import TOKEN_IN_URL, Authenticator, problem_response, token_in_url
 from api.principal import Principal
-from domain.scopes import SCOPES
+from domain.scopes import in_order
 from infra.policy import AmbiguousPath, Policy, path_of
 
 AUTHZ_PATH = "/v1/authz"
@@ -60,7 +59,6 @@ class ForwardAuth(Controller):
         ["/", "/{original_path:path}"],
         http_method=_METHODS,
         status_code=200,
-        response_headers={"Cache-Control": "no-store"},
         security=[{}, {"bearer": []}],
     )
     async def authorize(self, request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -68,13 +66,7 @@ class ForwardAuth(Controller):
         try:
             return await _decide(request)
         except problems.AuthProblem as problem:
-            public_url: str = request.app.state.get("public_url", "")
-            return Response(
-                problem.body(),
-                status_code=problem.status,
-                media_type=MediaType.JSON,
-                headers=problem.header_map(metadata_url_of(request.scope, public_url)),
-            )
+            return problem_response(request, problem)
 
 
 async def _decide(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -98,10 +90,7 @@ async def _decide(request: Request[Any, Any, Any]) -> Response[bytes]:
     if rule.public:
         return Response(b"", status_code=200, media_type=MediaType.TEXT)
     authenticator: Authenticator = request.app.state.authenticator
-    try:
-        principal = await authenticator.authenticate(_authorization_only(request.scope))
-    except Unavailable:
-        return _unavailable()
+    principal = await authenticator.authenticate(_authorization_only(request.scope))
     if any(scope not in principal.scopes for scope in rule.scopes):
         # RFC 6750: scope= names what the resource needs, not only what is missing.
         raise problems.insufficient_scope(rule.scopes)
@@ -168,7 +157,7 @@ def _authorization_only(scope: Scope) -> Scope:
 
 
 def _granted(principal: Principal) -> Response[bytes]:
-    scopes = " ".join(s for s in SCOPES if s in principal.scopes)
+    scopes = " ".join(in_order(principal.scopes))
     return Response(
         b"",
         status_code=200,
@@ -184,22 +173,4 @@ def _granted(principal: Principal) -> Response[bytes]:
 def _denied(description: str) -> Response[bytes]:
     # Not an RFC 6750 challenge: no token would help, so there is no WWW-Authenticate.
     body = problems.ErrorBody(error="access_denied", error_description=description)
-    return Response(
-        msgspec.json.encode(body),
-        status_code=403,
-        media_type=MediaType.JSON,
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-def _unavailable() -> Response[bytes]:
-    body = problems.ErrorBody(
-        error="temporarily_unavailable",
-        error_description="the verification index is catching up; retry shortly",
-    )
-    return Response(
-        msgspec.json.encode(body),
-        status_code=503,
-        media_type=MediaType.JSON,
-        headers={"Cache-Control": "no-store", "Retry-After": "1"},
-    )
+    return Response(problems.encode(body), status_code=403, media_type=MediaType.JSON)

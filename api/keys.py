@@ -13,6 +13,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from api import problems
 from api.auth import principal_of, requires_scopes, requires_session
+from api.events import history_event
 from api.openapi import IDEMPOTENT, SESSION_ONLY, SESSION_OR_TOKEN
 from api.problems import ErrorBody
 from api.query_values import (
@@ -24,28 +25,21 @@ from api.query_values import (
 from api.request_context import context_of
 from api.schemas import (
     LINE_PATTERN,
-    ActorKind,
-    ExpiredEvent,
     History,
-    HistoryEvent,
     Key,
     KeyList,
-    MintedEvent,
     MintedKey,
     MintRequest,
-    RevokedEvent,
-    ScopesSetEvent,
     SetScopesRequest,
 )
 from api.schemas import KeyAsOf as KeyAsOfView
-from domain import api_key
-from domain.api_key import MAX_EXPIRY_DAYS, MAX_REASON_LENGTH, MIN_EXPIRY_DAYS, ApiKey
+from domain.api_key import MAX_EXPIRY_DAYS, MAX_REASON_LENGTH, MIN_EXPIRY_DAYS
 from domain.errors import InvalidInput, KeyNotFound
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
-from domain.scopes import SCOPES
-from domain.timeline import key_as_of, scope_change
+from domain.scopes import in_order
+from domain.timeline import key_as_of
 from ledger.key_ledger import KeyLedger
-from ledger.usage_report import UsageReport
+from ledger.usage_report import UsageReport, unused_since
 from projections.verification_index.index import KeyRecord
 
 KeyId = Annotated[
@@ -67,7 +61,7 @@ def key_view(
         id=str(record.key_id),
         prefix=record.prefix,
         name=record.name,
-        scopes=sorted(record.scopes, key=_scope_order),
+        scopes=list(in_order(record.scopes)),
         status=ledger.status(record),
         created_at=record.created_at,
         expires_at=record.expires_at,
@@ -76,71 +70,12 @@ def key_view(
     )
 
 
-_ORDER = {scope: i for i, scope in enumerate(SCOPES)}
-
-
-def _scope_order(scope: str) -> int:
-    return _ORDER[scope]
-
-
 def idempotency_key_of(request: Request[Any, Any, Any]) -> str | None:
     """The request's Idempotency-Key header, if it sent one (checked by the ledger)."""
     given = request.headers.getall(IDEMPOTENCY_HEADER, [])
     if len(given) > 1:
         raise InvalidInput(IDEMPOTENCY_HEADER, "send one, not several")
     return given[0] if given else None
-
-
-# Each kind of actor by the prefix the domain spells it with.
-_ACTOR_PREFIXES: dict[str, ActorKind] = {
-    api_key.user(""): "user",
-    api_key.key_itself(""): "key",
-    api_key.operator(""): "operator",
-}
-
-
-def actor_parts(actor: str) -> dict[str, str | None]:
-    """An event's actor as `actor_kind` and `actor_id`; none for an actor of no known kind."""
-    if actor == api_key.SYSTEM:
-        return {"actor_kind": "system", "actor_id": None}
-    prefix, colon, actor_id = actor.partition(":")
-    kind = _ACTOR_PREFIXES.get(prefix + colon)
-    if kind is None or not actor_id:
-        return {"actor_kind": None, "actor_id": None}
-    return {"actor_kind": kind, "actor_id": actor_id}
-
-
-def history_event(event: Any) -> HistoryEvent:
-    common = {
-        "at": event.at,
-        "actor": event.actor,
-        **actor_parts(event.actor),
-        "version": event.originator_version,
-        "context": event.context,
-    }
-    if isinstance(event, ApiKey.Minted):
-        return MintedEvent(
-            **common,
-            name=event.name,
-            prefix=event.prefix,
-            scopes=list(event.scopes),
-            expires_at=event.expires_at,
-        )
-    if isinstance(event, ApiKey.ScopesSet):
-        added, removed = scope_change(event.previous_scopes, event.scopes)
-        return ScopesSetEvent(
-            **common,
-            scopes=list(event.scopes),
-            previous_scopes=list(event.previous_scopes),
-            added=list(added),
-            removed=list(removed),
-            widened=bool(added),
-        )
-    if isinstance(event, ApiKey.Revoked):
-        return RevokedEvent(**common, reason=event.reason)
-    if isinstance(event, ApiKey.Expired):
-        return ExpiredEvent(**common, expires_at=event.expires_at)
-    raise TypeError(f"no history form for {type(event).__qualname__}")
 
 
 class KeysController(Controller):
@@ -180,7 +115,7 @@ class KeysController(Controller):
             token=minted.token,
             prefix=record.prefix,
             name=record.name,
-            scopes=sorted(record.scopes, key=_scope_order),
+            scopes=list(in_order(record.scopes)),
             created_at=record.created_at,
             expires_at=record.expires_at,
         )
@@ -212,9 +147,8 @@ class KeysController(Controller):
         if unused_days is not None:
             days = whole_number(unused_days, "unused_days", MIN_EXPIRY_DAYS, MAX_EXPIRY_DAYS)
             cutoff = ledger.now() - timedelta(days=days)
-            records = [
-                r for r in records if r.key_id not in last_used or last_used[r.key_id] < cutoff
-            ]
+            unused = unused_since(last_used, (r.key_id for r in records), cutoff)
+            records = [r for r in records if r.key_id in unused]
         return KeyList(keys=[key_view(r, ledger, last_used) for r in records])
 
     @get(

@@ -25,7 +25,7 @@ from litestar import Controller, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
-from api.auth import Unavailable
+from api import problems
 from domain.api_key import MAX_EXPIRY_DAYS, MAX_NAME_LENGTH, MIN_EXPIRY_DAYS
 from domain.scopes import SCOPES
 
@@ -249,7 +249,7 @@ class AccountPage(Controller):
         state = request.app.state
         try:
             principal = await state.authenticator.session_principal(request.scope)
-        except Unavailable:
+        except problems.AuthProblem:
             response = _error_page(
                 503,
                 "Temporarily unavailable",

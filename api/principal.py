@@ -7,6 +7,7 @@ from uuid import UUID
 
 import msgspec
 
+from domain.actors import key_itself, user
 from domain.scopes import ALL_SCOPES
 
 
@@ -26,5 +27,6 @@ class Principal(msgspec.Struct, frozen=True):
     def actor(self) -> str:
         """The actor recorded on events this caller causes."""
         if self.via == "token":
-            return f"key:{self.key_id}"
-        return f"user:{self.user_id}"
+            assert self.key_id is not None
+            return key_itself(self.key_id)
+        return user(self.user_id)

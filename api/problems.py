@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import msgspec
+from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Send
 
 REALM = 'Bearer realm="anthra"'
 
@@ -17,12 +18,14 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     field: str | None = None
 
 
-_encode = msgspec.json.Encoder().encode
+encode = msgspec.json.Encoder().encode
+INDEX_CATCHING_UP = "the verification index is catching up; retry shortly"
+SESSIONS_UNREACHABLE = "the session database is unreachable; retry shortly"
 
 
 def error_body(error: str, description: str) -> bytes:
     """An error body as JSON bytes, for layers that answer before Litestar does."""
-    return _encode(ErrorBody(error=error, error_description=description))
+    return encode(ErrorBody(error=error, error_description=description))
 
 
 class AuthProblem(Exception):
@@ -59,7 +62,7 @@ class AuthProblem(Exception):
         return ", ".join(parts)
 
     def body(self) -> bytes:
-        return _encode(ErrorBody(error=self.body_error, error_description=self.description))
+        return encode(ErrorBody(error=self.body_error, error_description=self.description))
 
     def header_map(self, resource_metadata: str = "") -> dict[str, str]:
         """The answer's headers but its content type: the challenge, or Retry-After on a 429."""
@@ -81,6 +84,11 @@ def resource_metadata_url(base: str) -> str:
     """Where this resource's RFC 9728 metadata is, under the public URL or the request's origin;
     "" when there is neither."""
     return f"{base}{METADATA_PATH}" if base else ""
+
+
+def unavailable(description: str = INDEX_CATCHING_UP) -> AuthProblem:
+    """Something authentication needs cannot answer: 503, never fail open; says what."""
+    return AuthProblem(503, None, description, body_error="temporarily_unavailable", retry_after=1)
 
 
 def no_credentials() -> AuthProblem:
@@ -137,3 +145,18 @@ def cross_site() -> AuthProblem:
         "a state-changing request signed in with a session cookie must come from the same origin",
         body_error="cross_site_request",
     )
+
+
+async def send_answer(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    """Answer from an ASGI layer that runs before Litestar's routing (the edge, the auth
+    middleware): the start, then the whole body."""
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": headers,
+    }
+    await send(start)
+    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+    await send(end)

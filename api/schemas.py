@@ -9,8 +9,10 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from api.query_values import Instant
+from domain.actors import ActorKind
 from domain.api_key import MAX_NAME_LENGTH
 from domain.scopes import SCOPES
+from domain.verification import Code
 
 # Printable text on one line (no control, format or separator character), and for a name
 # something besides spaces: the ledger's text rule, as far as a pattern can say it.
@@ -105,9 +107,6 @@ class KeyList(msgspec.Struct, frozen=True):
     keys: list[Key]
 
 
-ActorKind = Literal["user", "key", "operator", "system"]
-
-
 class _EventCommon(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What every event shows: when, who, the key's version after it, and where from; in the
     audit trail also its store position, its key and its chain value."""
@@ -199,7 +198,7 @@ class VerifyResponse(msgspec.Struct, frozen=True, omit_defaults=True):
     a service with the verify secret, or to the signed-in owner of the token."""
 
     valid: bool
-    code: Literal["valid", "invalid_token", "insufficient_scope"]
+    code: Code
     key_id: str | UnsetType | None = UNSET
     owner_id: str | UnsetType | None = UNSET
     scopes: list[str] | UnsetType | None = UNSET

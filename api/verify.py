@@ -15,16 +15,15 @@ from typing import Any
 
 import anyio
 from litestar import Controller, Request, post
-from litestar.exceptions import HTTPException
 from litestar.params import JSONBody
 
 from api import problems
-from api.auth import Authenticator, Unavailable
+from api.auth import Authenticator
 from api.openapi import ANYONE_SERVICE_OR_SESSION
 from api.query_values import parse_instant
 from api.schemas import VerifyRequest, VerifyResponse
 from domain.errors import InvalidInput
-from domain.scopes import ALL_SCOPES
+from domain.scopes import ALL_SCOPES, in_order
 from domain.timeline import key_as_of, verify_as_of
 from ledger.key_ledger import KeyLedger
 from projections.verification_index.index import KeyRecord
@@ -91,7 +90,7 @@ class VerifyController(Controller):
             code=verification.code,
             key_id=str(record.key_id),
             owner_id=record.owner_id,
-            scopes=sorted(record.scopes),
+            scopes=list(in_order(record.scopes)),
             expires_at=record.expires_at,
             missing_scopes=list(verification.missing) or None,
         )
@@ -111,14 +110,7 @@ async def _caller(request: Request[Any, Any, Any], authenticator: Authenticator)
                 authenticator.attempt_failed(request.scope)  # counted by client only
             raise
         return Caller(service=True)
-    try:
-        principal = await authenticator.session_principal(request.scope)
-    except Unavailable:
-        raise HTTPException(
-            status_code=503,
-            detail="the session could not be checked just now; retry shortly",
-            headers={"Retry-After": "1"},
-        ) from None
+    principal = await authenticator.session_principal(request.scope)
     if principal is not None:
         return Caller(user_id=principal.user_id)
     if secret:
@@ -156,7 +148,7 @@ def _verify_as_of(
         code=code,
         key_id=str(then.key_id),
         owner_id=then.owner_id,
-        scopes=sorted(then.scopes),
+        scopes=list(in_order(then.scopes)),
         expires_at=then.expires_at,
         missing_scopes=missing or None,
     )

@@ -33,7 +33,8 @@ from uuid import UUID
 import psycopg
 
 from bench.verify import machine, table
-from domain.api_key import ApiKey, operator, user
+from domain.actors import operator, user
+from domain.api_key import ApiKey
 from infra.backends import Backend, backend_for
 from infra.settings import Settings
 from ledger.key_ledger import KeyLedger

@@ -46,7 +46,8 @@ from psycopg.sql import SQL, Identifier
 
 from bench.verify import machine, table
 from domain import token as token_format
-from domain.api_key import ApiKey, operator, user
+from domain.actors import operator, user
+from domain.api_key import ApiKey
 from infra.backends import Backend, backend_for
 from infra.settings import Settings
 from infra.warm_start import warm_start

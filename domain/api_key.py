@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime, timedelta
-from typing import Final, Literal, TypeVar
+from typing import Final, Literal, TypeVar, get_args
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
 from domain import token
+from domain.actors import SYSTEM
 from domain.errors import InvalidInput, KeyNotActive
 from domain.scopes import normalise
 
@@ -22,6 +23,9 @@ MAX_REASON_LENGTH = 200
 _UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 Status = Literal["active", "revoked", "expired"]
+# The events of a key's life, by the names its history and audit trail give them.
+EventType = Literal["Minted", "ScopesSet", "Revoked", "Expired"]
+EVENT_TYPES: Final[tuple[EventType, ...]] = get_args(EventType)
 ACTIVE: Final = "active"
 REVOKED: Final = "revoked"
 EXPIRED: Final = "expired"
@@ -36,24 +40,6 @@ def key_status(revoked: bool, expired: bool, expires: Instant | None, now: Insta
     if expired or (expires is not None and now >= expires):
         return EXPIRED
     return ACTIVE
-
-
-def user(user_id: str) -> str:
-    """The actor for a signed-in user."""
-    return f"user:{user_id}"
-
-
-def key_itself(key_id: UUID | str) -> str:
-    """The actor for a key acting on itself (a token revoking itself)."""
-    return f"key:{key_id}"
-
-
-def operator(name: str) -> str:
-    """The actor for an operator at the CLI."""
-    return f"operator:{name}"
-
-
-SYSTEM = "system"
 
 
 def check_name(name: str) -> str:

@@ -18,6 +18,13 @@ SCOPES: dict[str, str] = {
     "analytics:read": "Read per-chapter reader analytics for your published books.",
 }
 ALL_SCOPES: frozenset[str] = frozenset(SCOPES)
+_RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
+
+
+def in_order(scopes: Iterable[str]) -> tuple[str, ...]:
+    """Scopes deduplicated, in the order of SCOPES (the one order every answer lists them in);
+    any no longer known last, sorted."""
+    return tuple(sorted(set(scopes), key=lambda s: (_RANK.get(s, len(_RANK)), s)))
 
 
 def normalise(scopes: Iterable[str], field: str = "scopes") -> list[str]:
@@ -30,5 +37,4 @@ def normalise(scopes: Iterable[str], field: str = "scopes") -> list[str]:
         )
     if not given:
         raise InvalidInput(field, "a key needs at least one scope")
-    chosen = set(given)
-    return [s for s in SCOPES if s in chosen]
+    return list(in_order(given))

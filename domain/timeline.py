@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 
 from domain.api_key import ApiKey, Status, key_status
-from domain.scopes import SCOPES
+from domain.scopes import in_order
+from domain.verification import Code
 
-Code = Literal["valid", "invalid_token", "insufficient_scope"]
 Events = Sequence[DomainEventProtocol[Any]]
 Interval = tuple[datetime, datetime]
 Later = ApiKey.ScopesSet | ApiKey.Revoked | ApiKey.Expired
-
-_RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,18 +35,12 @@ class KeyAsOf:
     as_of: datetime
 
 
-def canonical(scopes: Iterable[str]) -> tuple[str, ...]:
-    """Scopes deduplicated, in the order of domain.scopes.SCOPES; retired ones last, sorted."""
-    # Old events may hold a scope that has since been withdrawn: keep it visible, never drop it.
-    return tuple(sorted(set(scopes), key=lambda s: (_RANK.get(s, len(_RANK)), s)))
-
-
 def scope_change(
     previous: Sequence[str], new: Sequence[str]
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The scopes a change added and the scopes it removed, each in canonical order."""
     before, after = set(previous), set(new)
-    return canonical(after - before), canonical(before - after)
+    return in_order(after - before), in_order(before - after)
 
 
 def widened(previous: Sequence[str], new: Sequence[str]) -> bool:
@@ -84,7 +76,7 @@ def key_as_of(events: Events, instant: datetime) -> KeyAsOf | None:
         name=minted.name,
         prefix=minted.prefix,
         status=status,
-        scopes=canonical(scopes),
+        scopes=in_order(scopes),
         created_at=minted.at,
         expires_at=minted.expires_at,
         revoked_at=revoked_at,

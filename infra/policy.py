@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
-from domain.scopes import ALL_SCOPES, SCOPES
+from domain.scopes import ALL_SCOPES, SCOPES, in_order
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 ANY_METHOD = "*"
@@ -291,8 +291,7 @@ def _scopes(value: Any, fail: Fail) -> tuple[str, ...]:
     unknown = [s for s in given if s not in ALL_SCOPES]
     if unknown:
         raise fail("scope", f"unknown scope {unknown[0]!r}; known scopes are {', '.join(SCOPES)}")
-    chosen = set(given)
-    return tuple(s for s in SCOPES if s in chosen)
+    return in_order(given)
 
 
 def _refuse_duplicates(source: str, rules: list[Rule]) -> None:

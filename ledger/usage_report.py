@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, timedelta
 from uuid import UUID
 
@@ -53,5 +53,11 @@ class UsageReport:
     def unused_since(self, key_ids: Iterable[UUID], cutoff: datetime) -> set[UUID]:
         """The keys never used, or last used before `cutoff`."""
         wanted = set(key_ids)
-        last = self.last_used(wanted)
-        return {k for k in wanted if k not in last or last[k] < cutoff}
+        return unused_since(self.last_used(wanted), wanted, cutoff)
+
+
+def unused_since(
+    last_used: Mapping[UUID, datetime], key_ids: Iterable[UUID], cutoff: datetime
+) -> set[UUID]:
+    """Of these keys, those never used or last used before `cutoff`, given when each was."""
+    return {k for k in key_ids if k not in last_used or last_used[k] < cutoff}

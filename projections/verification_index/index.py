@@ -8,7 +8,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from hashlib import sha256
-from typing import Literal
 from uuid import UUID
 
 from eventsourcing.persistence import Tracking, TrackingRecorder
@@ -16,8 +15,7 @@ from eventsourcing.persistence import Tracking, TrackingRecorder
 from domain.api_key import Status, key_status
 from domain.scopes import SCOPES
 from domain.token import checked_bytes
-
-Code = Literal["valid", "invalid_token", "insufficient_scope"]
+from domain.verification import Code
 
 
 class IndexStale(Exception):

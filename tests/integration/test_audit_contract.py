@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.sql import SQL, Identifier
 
-from domain.api_key import key_itself, operator, user
+from domain.actors import key_itself, operator, user
 from infra.backends import backend_for
 from ledger.key_ledger import KeyLedger
 from projections.audit_trail.chain import GENESIS, link

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from eventsourcing.persistence import OperationalError
 
-from api.authjs_database import DatabaseSessions
+from infra.authjs_sessions import DatabaseSessions
 from infra.backends import backend_for
 from infra.backends.postgres.url import parse_postgres_url
 from infra.follower import IndexFollower

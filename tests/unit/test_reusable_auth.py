@@ -14,7 +14,6 @@ from api.auth import (
     KeyAuthMiddleware,
     principal_of,
     requires_scopes,
-    scopes_from_opt,
 )
 from ledger.key_ledger import KeyLedger
 
@@ -25,9 +24,9 @@ async def list_books(request: Request[Any, Any, Any]) -> dict[str, str]:
     return {"owner": principal_of(request).user_id}
 
 
-@get("/api/v1/publish", guards=[scopes_from_opt], opt={"scopes": ["publish:write"]})
+@get("/api/v1/publish", guards=[requires_scopes("publish:write")])
 async def publish_status() -> dict[str, bool]:
-    """An endpoint whose scope is declared in opt."""
+    """An endpoint that needs another scope."""
     return {"ok": True}
 
 

@@ -7,13 +7,23 @@ import logging
 import re
 from typing import Any, Final
 
+import msgspec
 from psycopg import AsyncConnection
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import PoolClosed
 
-from api.authjs import SessionClaims
 from infra.backends.postgres.pool import SteadyAsyncPool
 from infra.backends.postgres.url import parse_postgres_url
+
+
+class SessionClaims(msgspec.Struct, frozen=True):
+    """Who a valid session speaks for: an Auth.js session cookie, or a database session."""
+
+    user_id: str
+    email: str | None
+    name: str | None
+    expires_at: float | None
+
 
 log = logging.getLogger("anthra.authjs_database")
 

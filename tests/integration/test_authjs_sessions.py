@@ -16,8 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from api.authjs import SessionClaims
-from api.authjs_database import DatabaseSessions
+from infra.authjs_sessions import DatabaseSessions, SessionClaims
 
 pytestmark = pytest.mark.postgres
 
@@ -416,7 +415,7 @@ def test_a_ledger_on_postgresql_without_the_setting_never_looks_sessions_up(
 def test_configured_without_the_adapter_s_tables_the_start_fails_naming_them(
     postgres_url: str,
 ) -> None:
-    from api.authjs_database import SessionTablesMissing
+    from infra.authjs_sessions import SessionTablesMissing
     from infra.settings import Settings
 
     settings = Settings(
