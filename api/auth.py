@@ -29,11 +29,10 @@ from api import problems
 from api.authjs import (
     SessionCookieCodec,
     SessionCookieError,
-    find_session_cookie,
-    parse_cookie_header,
 )
 from api.edge import origin_of_url, request_origin
 from api.principal import Principal
+from api.session_cookies import find_session_cookie, parse_cookie_header
 from infra.auth_failures import AuthFailures
 from infra.authjs_sessions import SessionClaims
 from infra.outage import Outage, summary

@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal, get_args
-from urllib.parse import unquote_to_bytes
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -22,9 +21,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from api.session_cookies import SESSION_COOKIE_NAMES
 from infra.authjs_sessions import SessionClaims
-
-SESSION_COOKIE_NAMES = ("__Secure-authjs.session-token", "authjs.session-token")
 
 _Reason = Literal["expired", "wrong_secret", "invalid"]
 
@@ -41,8 +39,6 @@ _GCM_TAG_LENGTH: Final = 16
 
 _B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 # Only canonical indices count as chunks, so "name.01" cannot shadow "name.1".
-_CHUNK_INDEX: Final = re.compile(r"0|[1-9][0-9]{0,5}")
-_BAD_PERCENT: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _MISSING: Final = object()
 
 _MESSAGES: Final[Mapping[str, str]] = {
@@ -66,36 +62,6 @@ class SessionCookieError(Exception):
 
     def __str__(self) -> str:
         return _MESSAGES[self.reason]
-
-
-def find_session_cookie(cookies: Mapping[str, str]) -> tuple[str, str] | None:
-    """(cookie name without chunk suffix, joined value) or None when there is no session cookie."""
-    for name in SESSION_COOKIE_NAMES:
-        value = _assemble(cookies, name)
-        if value is not None:
-            return name, value
-    return None
-
-
-def parse_cookie_header(header: str) -> dict[str, str]:
-    """Cookie header to a dict, tolerant of junk (no exception on malformed input)."""
-    cookies: dict[str, str] = {}
-    if not isinstance(header, str):
-        return cookies
-    # Same rules as the cookie parser vendored in @auth/core: first occurrence wins,
-    # surrounding quotes go, percent-escapes are decoded only when they are well formed.
-    for pair in header.split(";"):
-        name, sep, value = pair.partition("=")
-        if not sep:
-            continue
-        name = name.strip(" \t")
-        if not name or name in cookies:
-            continue
-        value = value.strip(" \t")
-        if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
-            value = value[1:-1]
-        cookies[name] = _percent_decode(value)
-    return cookies
 
 
 class SessionCookieCodec:
@@ -329,39 +295,6 @@ def _session_claims(claims: Mapping[str, Any]) -> SessionClaims:
         name=_well_formed(claims.get("name")),
         expires_at=_as_float(exp) if _is_number(exp) else None,
     )
-
-
-def _assemble(cookies: Mapping[str, str], name: str) -> str | None:
-    """The plain cookie, else the joined gapless run name.0, name.1, ...; None otherwise."""
-    # Empty values are cookies being cleared (Auth.js skips them too).
-    plain = cookies.get(name)
-    if isinstance(plain, str) and plain:
-        return plain
-    prefix = name + "."
-    pieces: dict[int, str] = {}
-    for key, value in cookies.items():
-        if not (isinstance(key, str) and key.startswith(prefix)):
-            continue
-        if not (isinstance(value, str) and value):
-            continue
-        index = key[len(prefix) :]
-        if _CHUNK_INDEX.fullmatch(index):
-            pieces[int(index)] = value
-    # Distinct non-negative indices form 0..n-1 exactly when their count is max + 1. A gap
-    # means a lost or stale piece; joining around it could only produce a broken token.
-    if not pieces or len(pieces) != max(pieces) + 1:
-        return None
-    return "".join(pieces[i] for i in range(len(pieces)))
-
-
-def _percent_decode(value: str) -> str:
-    """decodeURIComponent, keeping the raw value when it would throw."""
-    if "%" not in value or _BAD_PERCENT.search(value):
-        return value
-    try:
-        return unquote_to_bytes(value).decode("utf-8")
-    except UnicodeDecodeError:
-        return value
 
 
 def _b64encode(data: bytes) -> str:

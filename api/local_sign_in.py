@@ -29,7 +29,6 @@ def _refuse(reason: str) -> Response[str]:
         f"Local sign-in refused: {reason}\n",
         status_code=HTTP_403_FORBIDDEN,
         media_type="text/plain",
-        headers={"Cache-Control": "no-store"},
     )
 
 
@@ -70,7 +69,7 @@ async def local_sign_in(
     return Response(
         "",
         status_code=HTTP_303_SEE_OTHER,
-        headers={"Location": PAGE, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+        headers={"Location": PAGE, "Referrer-Policy": "no-referrer"},
         cookies=[
             Cookie(
                 key=COOKIE_NAME,

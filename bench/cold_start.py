@@ -10,7 +10,7 @@ scope changes and new keys: what a fleet appends while a process is down).
 
 Every start is a fresh process (`python -m bench.cold_start --child MODE`), timed from the
 parent's spawn to the instant the child's index is ready, so interpreter start, imports and
-connecting are in the figure; the budget is DESIGN.md's "cold start to ready with 1M keys
+connecting are in the figure; the budget is docs/design.md's "cold start to ready with 1M keys
 ≤ 10 s". The modes:
 
 - replay: `KeyLedger.catch_up()` from position 0, what `IndexFollower.start` does today;

@@ -9,7 +9,7 @@ On a fresh schema of the PostgreSQL at ANTHRA_BENCH_POSTGRES_URL (dropped at the
   once (httpx, a thread and a signed-in session each) mint M keys through `POST /api/v1/keys`,
   then revoke them through `DELETE /api/v1/keys/{id}`; each request is timed at the client.
 
-No budget is set for these operations (DESIGN.md, "Budgets"); the ratios are to floors measured
+No budget is set for these operations (docs/design.md, "Budgets"); the ratios are to floors measured
 in the same run on the same server: one row INSERTed and COMMITted per op with psycopg, on one
 connection for the in-process rows and on C connections at once for the HTTP rows. The HTTP
 harness is measured too (the same C clients against bench/floors.py's echo), to show that the

@@ -11,7 +11,7 @@ response arrives, `POST /v1/verify` on B over a kept-alive connection, in a tigh
 answers `valid: false`. The time recorded is from A's response to the arrival of B's first
 refusal: an upper bound, a round trip to B (well under a millisecond) above the true delay.
 
-Budgets (DESIGN.md): p99 <= 100 ms on PostgreSQL (aim 25 ms), <= 1 s on SQLite; and no token
+Budgets (docs/design.md): p99 <= 100 ms on PostgreSQL (aim 25 ms), <= 1 s on SQLite; and no token
 accepted by B more than 1 s after its revoke returned (counted per key, must be 0). A `503` from
 B (its index cannot vouch for itself) is not an acceptance, and is counted apart.
 
@@ -23,7 +23,7 @@ random pause (up to 100 ms on SQLite, 10 ms on PostgreSQL), so that revokes do n
 with B's polling.
 
 Last, A's own read-your-writes: for a further set of keys, revoke on A and ask A at once; it
-must refuse every one (DESIGN.md: the revoking process sees the revoke before it answers).
+must refuse every one (docs/design.md: the revoking process sees the revoke before it answers).
 """
 
 from __future__ import annotations

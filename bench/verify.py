@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.verify [--keys N] [--runs R] [--sample S] [--no-memory]
 
-The floor (DESIGN.md, "Budgets") is what no verifier can avoid: sha256 of the token plus one
+The floor (docs/design.md, "Budgets") is what no verifier can avoid: sha256 of the token plus one
 `dict.get` on a plain dict of 32-byte digests as large as the index. Every timed row is a loop
 over a sample of S tokens (default 10,000, spread at random over the index so that lookups are
 not all in L1), after a warm-up pass, with the garbage collector off; a run is one pass, and

@@ -24,14 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.authjs import (
-    SESSION_COOKIE_NAMES,
     SessionClaims,
     SessionCookieCodec,
     SessionCookieError,
     _derive,
-    find_session_cookie,
-    parse_cookie_header,
 )
+from api.session_cookies import SESSION_COOKIE_NAMES, find_session_cookie, parse_cookie_header
 
 SECURE, PLAIN = SESSION_COOKIE_NAMES
 S1 = "test-secret-1-a4f1c0e2b7d94c55a1e3f0b2c8d7e6f5"
