@@ -7,6 +7,7 @@ on the hot path.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -258,6 +259,24 @@ async def _send_problem(
     await problems.send_answer(
         send, problem.status, problem.headers(resource_metadata), problem.body()
     )
+
+
+def require_secret(
+    authorization: Sequence[str], secret: str, what: str, scope: Scope, failures: Authenticator
+) -> None:
+    """One `Authorization: Bearer <secret>` header carrying a configured secret (the verify or the
+    operator secret), compared in constant time; a wrong one counts as a failed attempt of the
+    client's (no part of a secret is kept)."""
+    if not authorization:
+        raise problems.no_credentials()
+    if len(authorization) > 1:
+        raise problems.invalid_request("send one Authorization header, not several")
+    scheme, _, credential = authorization[0].strip().partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise problems.invalid_request(f"use Authorization: Bearer <{what}>")
+    if not hmac.compare_digest(credential.strip().encode(), secret.encode()):
+        failures.attempt_failed(scope)
+        raise problems.AuthProblem(401, "invalid_token", f"the {what} is wrong")
 
 
 def problem_response(request: Request[Any, Any, Any], exc: problems.AuthProblem) -> Response[Any]:

@@ -4,7 +4,6 @@ are meant to stay behind the gateway (deploy/nginx.conf does not route them)."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from litestar import Controller, post
@@ -15,6 +14,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 
 from api import problems
+from api.auth import require_secret
 from api.openapi import OPERATOR_ONLY
 from api.problems import ErrorBody
 from api.schemas import ChainCheck
@@ -34,18 +34,13 @@ async def requires_operator(
             "insufficient_scope",
             "operator routes are off: set ANTHRA_OPERATOR_SECRET to use them",
         )
-    given = connection.headers.getall("authorization", [])
-    if not given:
-        raise problems.no_credentials()
-    if len(given) > 1:
-        raise problems.invalid_request("send one Authorization header, not several")
-    scheme, _sep, credential = given[0].strip().partition(" ")
-    if scheme.lower() != "bearer" or not credential.strip():
-        raise problems.invalid_request("use Authorization: Bearer <operator secret>")
-    if not hmac.compare_digest(credential.strip().encode(), secret.encode()):
-        # Counted against the client only: no part of a secret is kept.
-        connection.app.state.authenticator.attempt_failed(connection.scope)
-        raise problems.AuthProblem(401, "invalid_token", "the operator secret is wrong")
+    require_secret(
+        connection.headers.getall("authorization", []),
+        secret,
+        "operator secret",
+        connection.scope,
+        connection.app.state.authenticator,
+    )
 
 
 class OperatorController(Controller):

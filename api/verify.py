@@ -8,7 +8,6 @@ another person's answers for the past as an unknown one.
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +17,7 @@ from litestar import Controller, Request, post
 from litestar.params import JSONBody
 
 from api import problems
-from api.auth import Authenticator
+from api.auth import Authenticator, require_secret
 from api.openapi import ANYONE_SERVICE_OR_SESSION
 from api.query_values import parse_instant
 from api.schemas import VerifyRequest, VerifyResponse
@@ -103,12 +102,7 @@ async def _caller(request: Request[Any, Any, Any], authenticator: Authenticator)
     # With no secret configured there is no service to be: a token or anything else sent along
     # is no credential here, and the caller is whoever the rest of the request says.
     if authorization and secret:
-        try:
-            _require_verify_secret(authorization, secret)
-        except problems.AuthProblem as refused:
-            if refused.status == 401 and refused.error:
-                authenticator.attempt_failed(request.scope)  # counted by client only
-            raise
+        require_secret(authorization, secret, "verify secret", request.scope, authenticator)
         return Caller(service=True)
     principal = await authenticator.session_principal(request.scope)
     if principal is not None:
@@ -116,16 +110,6 @@ async def _caller(request: Request[Any, Any, Any], authenticator: Authenticator)
     if secret:
         raise problems.no_credentials()
     return ANYONE
-
-
-def _require_verify_secret(headers: list[str], secret: str) -> None:
-    if len(headers) > 1:
-        raise problems.invalid_request("send one Authorization header, not several")
-    scheme, _, credential = headers[0].strip().partition(" ")
-    if scheme.lower() != "bearer" or not credential.strip():
-        raise problems.invalid_request("use Authorization: Bearer <verify secret>")
-    if not hmac.compare_digest(credential.strip().encode(), secret.encode()):
-        raise problems.AuthProblem(401, "invalid_token", "the verify secret is wrong")
 
 
 def _verify_as_of(
