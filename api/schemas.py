@@ -10,7 +10,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from api.query_values import Instant
 from domain.actors import ActorKind
-from domain.api_key import MAX_NAME_LENGTH
+from domain.api_key import MAX_NAME_LENGTH, Status
 from domain.scopes import SCOPES
 from domain.verification import Code
 
@@ -58,9 +58,6 @@ class VerifyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     token: Annotated[str, Meta(max_length=512)]
     scopes: Annotated[list[ScopeName], Meta(max_length=6)] = []
     as_of: Instant | None = None
-
-
-Status = Literal["active", "revoked", "expired"]
 
 
 class Key(msgspec.Struct, frozen=True):

@@ -11,34 +11,58 @@ from eventsourcing.domain import Aggregate, event
 
 from domain import token
 from domain.actors import SYSTEM
-from domain.errors import InvalidInput, KeyNotActive
+from domain.errors import InvalidInput, KeyAlreadyRotated, KeyNotActive
 from domain.scopes import normalise
 
 MIN_EXPIRY_DAYS = 1
 MAX_EXPIRY_DAYS = 3650
 MAX_NAME_LENGTH = 100
 MAX_REASON_LENGTH = 200
+# A rotated key lives on beside its successor for at most a day (never past its own expiry).
+MAX_GRACE_SECONDS = 86_400
 # Unicode categories refused in text people type: every "other" (control, format, surrogate,
 # private use, unassigned) and the line and paragraph separators.
 _UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
-Status = Literal["active", "revoked", "expired"]
+Status = Literal["active", "suspended", "blocked", "rotated", "revoked", "expired"]
 # The events of a key's life, by the names its history and audit trail give them.
-EventType = Literal["Minted", "ScopesSet", "Revoked", "Expired"]
+EventType = Literal["Minted", "ScopesSet", "Revoked", "Expired", "Rotated", "Suspended", "Resumed"]
 EVENT_TYPES: Final[tuple[EventType, ...]] = get_args(EventType)
 ACTIVE: Final = "active"
+SUSPENDED: Final = "suspended"
+BLOCKED: Final = "blocked"
+ROTATED: Final = "rotated"
 REVOKED: Final = "revoked"
 EXPIRED: Final = "expired"
+# Revoked, expired and rotated (past the grace) are for good; suspended and blocked can end.
+TERMINAL: Final = frozenset({REVOKED, EXPIRED, ROTATED})
 # Instants as datetimes (the aggregate, the timeline) or epoch seconds (the index's hot path).
 Instant = TypeVar("Instant", datetime, float)
 
 
-def key_status(revoked: bool, expired: bool, expires: Instant | None, now: Instant) -> Status:
-    """Revoked and expired are terminal; expiry holds from its instant, swept or not."""
+def key_status(
+    revoked: bool,
+    expired: bool,
+    expires: Instant | None,
+    now: Instant,
+    *,
+    retires: Instant | None = None,
+    suspended: bool = False,
+    blocked: bool = False,
+) -> Status:
+    """The one status rule. Revoked, expired and rotated are terminal: expiry holds from its
+    instant, swept or not, and a rotated key from the end of its grace period. A suspended key
+    (its owner's choice) and a blocked one (the lifetime policy's) can be used again."""
     if revoked:
         return REVOKED
     if expired or (expires is not None and now >= expires):
         return EXPIRED
+    if retires is not None and now >= retires:
+        return ROTATED
+    if suspended:
+        return SUSPENDED
+    if blocked:
+        return BLOCKED
     return ACTIVE
 
 
@@ -109,6 +133,7 @@ class ApiKey(Aggregate):
         actor: str
         at: datetime
         context: dict[str, str] | None = None
+        predecessor_id: UUID | None = None
 
     class ScopesSet(Aggregate.Event):
         """The key's scopes were replaced; the previous ones are kept for diffs."""
@@ -135,6 +160,30 @@ class ApiKey(Aggregate):
         at: datetime
         context: dict[str, str] | None = None
 
+    class Rotated(Aggregate.Event):
+        """A successor was minted in the key's place; the key stops at `retires_at`."""
+
+        successor_id: UUID
+        retires_at: datetime
+        actor: str
+        at: datetime
+        context: dict[str, str] | None = None
+
+    class Suspended(Aggregate.Event):
+        """The key is refused until it is resumed."""
+
+        actor: str
+        at: datetime
+        reason: str = ""
+        context: dict[str, str] | None = None
+
+    class Resumed(Aggregate.Event):
+        """A suspended key is accepted again."""
+
+        actor: str
+        at: datetime
+        context: dict[str, str] | None = None
+
     @event(Minted)
     def __init__(
         self,
@@ -148,6 +197,7 @@ class ApiKey(Aggregate):
         actor: str,
         at: datetime,
         context: dict[str, str] | None = None,
+        predecessor_id: UUID | None = None,
     ) -> None:
         self.owner_id = owner_id
         self.name = name
@@ -158,6 +208,10 @@ class ApiKey(Aggregate):
         self.minted_at = at
         self.revoked_at: datetime | None = None
         self.expired_at: datetime | None = None
+        self.predecessor_id = predecessor_id
+        self.successor_id: UUID | None = None
+        self.retires_at: datetime | None = None
+        self.suspended = False
 
     @classmethod
     def mint(
@@ -173,8 +227,9 @@ class ApiKey(Aggregate):
         actor: str,
         at: datetime,
         context: dict[str, str] | None = None,
+        predecessor_id: UUID | None = None,
     ) -> ApiKey:
-        """Check every rule, then record Minted."""
+        """Check every rule, then record Minted (naming the key it succeeds, for a rotation)."""
         if not owner_id:
             raise InvalidInput("owner_id", "a key needs an owner")
         if token.holds_token(owner_id):
@@ -190,20 +245,32 @@ class ApiKey(Aggregate):
             actor=actor,
             at=at,
             context=context,
+            predecessor_id=predecessor_id,
         )
 
     def status(self, now: datetime) -> Status:
-        """Active, revoked or expired at an instant (see key_status)."""
+        """The key's status at an instant, the lifetime policy aside (see key_status)."""
         return key_status(
-            self.revoked_at is not None, self.expired_at is not None, self.expires_at, now
+            self.revoked_at is not None,
+            self.expired_at is not None,
+            self.expires_at,
+            now,
+            retires=self.retires_at,
+            suspended=self.suspended,
         )
+
+    @property
+    def lifetime(self) -> timedelta | None:
+        """From minting to expiry; None for a key that never expires."""
+        return None if self.expires_at is None else self.expires_at - self.minted_at
 
     def set_scopes(
         self, scopes: list[str], actor: str, at: datetime, context: dict[str, str] | None = None
     ) -> bool:
-        """Replace the scopes of an active key; answers whether anything changed."""
+        """Replace the scopes of a key not ended (a suspended one included); answers whether
+        anything changed."""
         status = self.status(at)
-        if status != ACTIVE:
+        if status in TERMINAL:
             raise KeyNotActive(str(self.id), status)
         new = normalise(scopes)
         if new == self.scopes:
@@ -227,7 +294,8 @@ class ApiKey(Aggregate):
     def revoke(
         self, actor: str, reason: str, at: datetime, context: dict[str, str] | None = None
     ) -> bool:
-        """Revoke; a key already revoked or expired is left as it is (idempotent)."""
+        """Revoke; a key already revoked, or whose expiry was recorded, is left as it is
+        (idempotent)."""
         reason = check_reason(reason)
         if self.revoked_at is not None or self.expired_at is not None:
             return False
@@ -241,10 +309,13 @@ class ApiKey(Aggregate):
         self.revoked_at = at
 
     def expire(self, at: datetime) -> bool:
-        """Record that the expiry instant has passed, once; nothing for revoked keys."""
+        """Record that the expiry instant has passed, once; nothing for a key that ended before
+        (revoked, or rotated and retired before its expiry)."""
         if self.revoked_at is not None or self.expired_at is not None:
             return False
         if self.expires_at is None or at < self.expires_at:
+            return False
+        if self.retires_at is not None and self.retires_at < self.expires_at:
             return False
         self._expired(expires_at=self.expires_at, actor=SYSTEM, at=at)
         return True
@@ -258,3 +329,77 @@ class ApiKey(Aggregate):
         context: dict[str, str] | None = None,
     ) -> None:
         self.expired_at = expires_at
+
+    def rotate(
+        self,
+        successor_id: UUID,
+        grace: timedelta,
+        actor: str,
+        at: datetime,
+        context: dict[str, str] | None = None,
+        *,
+        replacing: bool = False,
+    ) -> datetime:
+        """Name the successor minted in this key's place; the key stops at the end of `grace`,
+        never later than its own expiry. `replacing` retries a rotation whose successor's token
+        was never received: the new successor takes its place, the stop stays as it was.
+        Answers when the key stops."""
+        status = self.status(at)
+        if status in TERMINAL or status == SUSPENDED:
+            raise KeyNotActive(str(self.id), status, "rotated")
+        if not timedelta(0) <= grace <= timedelta(seconds=MAX_GRACE_SECONDS):
+            raise InvalidInput("grace_seconds", f"between 0 and {MAX_GRACE_SECONDS} seconds")
+        if self.successor_id is not None and not replacing:
+            raise KeyAlreadyRotated(str(self.id), str(self.successor_id))
+        retires_at = self.retires_at if replacing and self.retires_at is not None else at + grace
+        if self.expires_at is not None:
+            retires_at = min(retires_at, self.expires_at)
+        self._rotated(
+            successor_id=successor_id, retires_at=retires_at, actor=actor, at=at, context=context
+        )
+        return retires_at
+
+    @event(Rotated)
+    def _rotated(
+        self,
+        successor_id: UUID,
+        retires_at: datetime,
+        actor: str,
+        at: datetime,
+        context: dict[str, str] | None = None,
+    ) -> None:
+        self.successor_id = successor_id
+        self.retires_at = retires_at
+
+    def suspend(
+        self, actor: str, at: datetime, reason: str = "", context: dict[str, str] | None = None
+    ) -> bool:
+        """Refuse the key until it is resumed; a suspended key is left as it is (idempotent)."""
+        reason = check_reason(reason)
+        status = self.status(at)
+        if status in TERMINAL:
+            raise KeyNotActive(str(self.id), status, "suspended")
+        if self.suspended:
+            return False
+        self._suspended(actor=actor, at=at, reason=reason, context=context)
+        return True
+
+    @event(Suspended)
+    def _suspended(
+        self, actor: str, at: datetime, reason: str = "", context: dict[str, str] | None = None
+    ) -> None:
+        self.suspended = True
+
+    def resume(self, actor: str, at: datetime, context: dict[str, str] | None = None) -> bool:
+        """Accept a suspended key again; a key not suspended is left as it is (idempotent)."""
+        status = self.status(at)
+        if status in TERMINAL:
+            raise KeyNotActive(str(self.id), status, "resumed")
+        if not self.suspended:
+            return False
+        self._resumed(actor=actor, at=at, context=context)
+        return True
+
+    @event(Resumed)
+    def _resumed(self, actor: str, at: datetime, context: dict[str, str] | None = None) -> None:
+        self.suspended = False

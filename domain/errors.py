@@ -25,9 +25,21 @@ class KeyNotFound(LedgerError):
 
 
 class KeyNotActive(LedgerError):
-    """The key is revoked or expired: terminal states take no changes."""
+    """The key is revoked, expired or rotated (terminal), or not in a state this change needs."""
 
-    def __init__(self, key_id: str, status: str) -> None:
-        super().__init__(f"key {key_id} is {status}; a {status} key cannot be changed")
+    def __init__(self, key_id: str, status: str, change: str = "changed") -> None:
+        super().__init__(f"key {key_id} is {status}; a {status} key cannot be {change}")
         self.key_id = key_id
         self.status = status
+
+
+class KeyAlreadyRotated(LedgerError):
+    """The key was rotated already: its successor is named; a retry needs its Idempotency-Key."""
+
+    def __init__(self, key_id: str, successor_id: str) -> None:
+        super().__init__(
+            f"key {key_id} was already rotated into {successor_id}; to retry a rotation whose "
+            "answer was lost, send the same Idempotency-Key as the first attempt"
+        )
+        self.key_id = key_id
+        self.successor_id = successor_id

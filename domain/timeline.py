@@ -11,12 +11,21 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 
 from domain.api_key import ApiKey, Status, key_status
+from domain.lifetime_policy import NO_POLICY, LifetimePolicy, Terms, terms_of
 from domain.scopes import in_order
 from domain.verification import Code
 
 Events = Sequence[DomainEventProtocol[Any]]
 Interval = tuple[datetime, datetime]
-Later = ApiKey.ScopesSet | ApiKey.Revoked | ApiKey.Expired
+Later = (
+    ApiKey.ScopesSet
+    | ApiKey.Revoked
+    | ApiKey.Expired
+    | ApiKey.Rotated
+    | ApiKey.Suspended
+    | ApiKey.Resumed
+)
+PolicyEvents = Sequence[LifetimePolicy.Set | LifetimePolicy.Changed]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +57,18 @@ def widened(previous: Sequence[str], new: Sequence[str]) -> bool:
     return bool(scope_change(previous, new)[0])
 
 
-def key_as_of(events: Events, instant: datetime) -> KeyAsOf | None:
-    """The key as it was at instant, from the events with at <= instant; None before minting."""
+def terms_at(policy: PolicyEvents, instant: datetime) -> Terms:
+    """The lifetime policy in force at an instant: the last set at or before it."""
+    terms = NO_POLICY
+    for e in policy:
+        if e.at <= instant:
+            terms = terms_of(e)
+    return terms
+
+
+def key_as_of(events: Events, instant: datetime, policy: PolicyEvents = ()) -> KeyAsOf | None:
+    """The key as it was at instant, from the events with at <= instant and the lifetime policy
+    in force then; None before minting."""
     instant = _utc(instant, "instant")
     checked = _checked(events)
     if checked is None or checked[0].at > instant:
@@ -57,7 +76,8 @@ def key_as_of(events: Events, instant: datetime) -> KeyAsOf | None:
     minted, later = checked
     scopes: Sequence[str] = minted.scopes
     revoked_at: datetime | None = None
-    expired = False
+    retires_at: datetime | None = None
+    expired = suspended = False
     # Events are taken in the order they were recorded, not sorted by at: if the clock ever
     # stepped back, the later record is still the later decision.
     for e in later:
@@ -69,7 +89,20 @@ def key_as_of(events: Events, instant: datetime) -> KeyAsOf | None:
             revoked_at = e.at if revoked_at is None else min(revoked_at, e.at)
         elif isinstance(e, ApiKey.Expired):
             expired = True
-    status = key_status(revoked_at is not None, expired, minted.expires_at, instant)
+        elif isinstance(e, ApiKey.Rotated):
+            retires_at = e.retires_at
+        elif isinstance(e, ApiKey.Suspended | ApiKey.Resumed):
+            suspended = isinstance(e, ApiKey.Suspended)
+    lifetime = None if minted.expires_at is None else minted.expires_at - minted.at
+    status = key_status(
+        revoked_at is not None,
+        expired,
+        minted.expires_at,
+        instant,
+        retires=retires_at,
+        suspended=suspended,
+        blocked=terms_at(policy, instant).blocks(lifetime),
+    )
     return KeyAsOf(
         key_id=minted.originator_id,
         owner_id=minted.owner_id,
@@ -84,9 +117,11 @@ def key_as_of(events: Events, instant: datetime) -> KeyAsOf | None:
     )
 
 
-def verify_as_of(events: Events, instant: datetime, required: Sequence[str]) -> Code:
+def verify_as_of(
+    events: Events, instant: datetime, required: Sequence[str], policy: PolicyEvents = ()
+) -> Code:
     """Whether the key's token would have been accepted for required at instant."""
-    key = key_as_of(events, instant)
+    key = key_as_of(events, instant, policy)
     if key is None or key.status != "active":
         return "invalid_token"
     # As live verification: any required scope not held, known or not, is insufficient.
@@ -95,15 +130,20 @@ def verify_as_of(events: Events, instant: datetime, required: Sequence[str]) -> 
     return "valid"
 
 
-def scope_intervals(events: Events, scope: str, since: datetime, until: datetime) -> list[Interval]:
-    """Half-open intervals within [since, until) when the key was usable and held scope."""
+def scope_intervals(
+    events: Events, scope: str, since: datetime, until: datetime, policy: PolicyEvents = ()
+) -> list[Interval]:
+    """Half-open intervals within [since, until) when the key was usable and held scope: not
+    suspended, not blocked by the lifetime policy in force, and not yet ended."""
     since, until = _utc(since, "since"), _utc(until, "until")
     checked = _checked(events)
     if checked is None or since >= until:
         return []
     minted, later = checked
-    # Usable from minting until the first of revocation, recorded expiry and the expiry instant.
+    # Usable from minting until the first of revocation, recorded expiry, the expiry instant and
+    # the end of a rotation's grace.
     stops = [e.at for e in later if isinstance(e, ApiKey.Revoked | ApiKey.Expired)]
+    stops += [e.retires_at for e in later if isinstance(e, ApiKey.Rotated)]
     if minted.expires_at is not None:
         stops.append(minted.expires_at)
     lo = max(since, minted.at)
@@ -128,6 +168,14 @@ def scope_intervals(events: Events, scope: str, since: datetime, until: datetime
                 changes[-1] = (at, holds)
             else:
                 changes.append((at, holds))
+    held = _true_intervals(changes, lo, hi)
+    return _intersection(held, _usable_intervals(minted, later, policy, lo, hi))
+
+
+def _true_intervals(
+    changes: list[tuple[datetime, bool]], lo: datetime, hi: datetime
+) -> list[Interval]:
+    """The intervals within [lo, hi) where a flag set at each change holds true."""
     intervals: list[Interval] = []
     for i, (start, holds) in enumerate(changes):
         end = changes[i + 1][0] if i + 1 < len(changes) else hi
@@ -141,6 +189,52 @@ def scope_intervals(events: Events, scope: str, since: datetime, until: datetime
     return intervals
 
 
+def _usable_intervals(
+    minted: ApiKey.Minted, later: list[Later], policy: PolicyEvents, lo: datetime, hi: datetime
+) -> list[Interval]:
+    """Within [lo, hi): when the key was neither suspended nor blocked by the policy."""
+    lifetime = None if minted.expires_at is None else minted.expires_at - minted.at
+    # Each change of either, by instant, the later-recorded one winning within an instant.
+    toggles: list[tuple[datetime, int, str, bool]] = [
+        (e.at, position, "suspended", isinstance(e, ApiKey.Suspended))
+        for position, e in enumerate(later)
+        if isinstance(e, ApiKey.Suspended | ApiKey.Resumed)
+    ]
+    toggles += [
+        (e.at, position, "blocked", terms_of(e).blocks(lifetime))
+        for position, e in enumerate(policy)
+    ]
+    toggles.sort(key=lambda t: (t[0], t[1]))
+    state = {"suspended": False, "blocked": False}
+    changes: list[tuple[datetime, bool]] = [(minted.at, True)]
+    for at, _, which, value in toggles:
+        state[which] = value
+        usable = not (state["suspended"] or state["blocked"])
+        if changes[-1][0] == at:
+            changes[-1] = (at, usable)
+        elif at > changes[-1][0]:
+            changes.append((at, usable))
+        else:
+            # A policy set before the key was minted: in force from its minting.
+            changes[0] = (minted.at, usable)
+    return _true_intervals(changes, lo, hi)
+
+
+def _intersection(a: list[Interval], b: list[Interval]) -> list[Interval]:
+    """Where two sorted lists of disjoint half-open intervals overlap."""
+    out: list[Interval] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        start, end = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if start < end:
+            out.append((start, end))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
 def _checked(events: Events) -> tuple[ApiKey.Minted, list[Later]] | None:
     """Minted and the events after it, checked to be one key's; None for no events."""
     if not events:
@@ -151,7 +245,15 @@ def _checked(events: Events) -> tuple[ApiKey.Minted, list[Later]] | None:
     later: list[Later] = []
     for e in rest:
         # An event type this module does not know could change the answer: refuse, not guess.
-        if not isinstance(e, ApiKey.ScopesSet | ApiKey.Revoked | ApiKey.Expired):
+        if not isinstance(
+            e,
+            ApiKey.ScopesSet
+            | ApiKey.Revoked
+            | ApiKey.Expired
+            | ApiKey.Rotated
+            | ApiKey.Suspended
+            | ApiKey.Resumed,
+        ):
             raise ValueError(f"unknown key event {type(e).__name__}")
         if e.originator_id != minted.originator_id:
             raise ValueError("events of more than one key")
