@@ -125,6 +125,8 @@ class MintedEvent(_EventCommon, frozen=True, tag="Minted", tag_field="type"):
     prefix: str
     scopes: list[str]
     expires_at: datetime | None
+    # For a successor minted by rotation: the key it took over from.
+    predecessor_id: str | None = None
 
 
 class ScopesSetEvent(_EventCommon, frozen=True, tag="ScopesSet", tag_field="type"):
@@ -143,7 +145,28 @@ class ExpiredEvent(_EventCommon, frozen=True, tag="Expired", tag_field="type"):
     expires_at: datetime
 
 
-HistoryEvent = MintedEvent | ScopesSetEvent | RevokedEvent | ExpiredEvent
+class RotatedEvent(_EventCommon, frozen=True, tag="Rotated", tag_field="type"):
+    successor_id: str
+    retires_at: datetime
+
+
+class SuspendedEvent(_EventCommon, frozen=True, tag="Suspended", tag_field="type"):
+    reason: str = ""
+
+
+class ResumedEvent(_EventCommon, frozen=True, tag="Resumed", tag_field="type"):
+    pass
+
+
+HistoryEvent = (
+    MintedEvent
+    | ScopesSetEvent
+    | RevokedEvent
+    | ExpiredEvent
+    | RotatedEvent
+    | SuspendedEvent
+    | ResumedEvent
+)
 
 
 class History(msgspec.Struct, frozen=True):

@@ -17,6 +17,7 @@ from eventsourcing.persistence import (
 )
 
 from domain.api_key import ApiKey
+from domain.lifetime_policy import LifetimePolicy
 from projections.audit_trail.chain import GENESIS, link
 from projections.audit_trail.view import AuditRow, AuditTrailBroken, AuditView, as_utc
 from projections.catch_up import ReadModelProjector
@@ -39,7 +40,11 @@ def event_fields(e: Any) -> dict[str, Any]:
 @event_fields.register
 def _minted(e: ApiKey.Minted) -> dict[str, Any]:
     # token_sha256 stays out: a digest is enough to test a leaked token against.
-    return {"name": e.name, "prefix": e.prefix, "scopes": e.scopes, "expires_at": e.expires_at}
+    fields = {"name": e.name, "prefix": e.prefix, "scopes": e.scopes, "expires_at": e.expires_at}
+    # Only when there is one: rows written before rotation existed keep their exact fields.
+    if e.predecessor_id is not None:
+        fields["predecessor_id"] = str(e.predecessor_id)
+    return fields
 
 
 @event_fields.register
@@ -50,6 +55,30 @@ def _scopes_set(e: ApiKey.ScopesSet) -> dict[str, Any]:
 @event_fields.register
 def _revoked(e: ApiKey.Revoked) -> dict[str, Any]:
     return {"reason": e.reason}
+
+
+@event_fields.register
+def _rotated(e: ApiKey.Rotated) -> dict[str, Any]:
+    return {"successor_id": str(e.successor_id), "retires_at": e.retires_at}
+
+
+@event_fields.register
+def _suspended(e: ApiKey.Suspended) -> dict[str, Any]:
+    return {"reason": e.reason}
+
+
+@event_fields.register
+def _resumed(e: ApiKey.Resumed) -> dict[str, Any]:
+    return {}
+
+
+@event_fields.register
+def _policy(e: LifetimePolicy.Set | LifetimePolicy.Changed) -> dict[str, Any]:
+    return {
+        "max_lifetime_days": e.max_lifetime_days,
+        "expiry_required": e.expiry_required,
+        "revoke_unused_after_days": e.revoke_unused_after_days,
+    }
 
 
 @event_fields.register
