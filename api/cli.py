@@ -285,6 +285,12 @@ def _whole_number(text: str, field: str, low: int, high: int) -> int:
         raise argparse.ArgumentTypeError(e.message) from None
 
 
+def scan(args: argparse.Namespace) -> int:
+    from api.scan import run
+
+    return run(args.paths)
+
+
 def parser() -> argparse.ArgumentParser:
     root = _Parser(prog="anthra-keys", description="The Anthra key ledger.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -333,6 +339,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scope", action="append", choices=list(SCOPES))
     p.set_defaults(run=verify)
+
+    p = commands.add_parser(
+        "scan", help="find live tokens in files (exit 1 if any): a pre-commit hook"
+    )
+    p.add_argument("paths", nargs="*", help="files or folders (default: the current folder)")
+    p.set_defaults(run=scan)
 
     audit = commands.add_parser("audit", help="read, export and check the audit trail")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)

@@ -73,6 +73,19 @@ def display_prefix(token: str) -> str:
     return token[:DISPLAY_PREFIX_LENGTH]
 
 
+# What a secret scanner looks for: the prefix and 50 characters of the alphabet, not glued to
+# more of it. The checksum, checked after a match (find_tokens), keeps false positives near zero.
+TOKEN_PATTERN = "(?<![A-Za-z0-9_-])" + re.escape(PREFIX) + "[A-Za-z0-9_-]{50}(?![A-Za-z0-9_-])"
+_TOKEN = re.compile(TOKEN_PATTERN)
+
+
+def find_tokens(text: str) -> Iterator[tuple[int, str]]:
+    """(offset, token) of every live-format token in text whose checksum is right."""
+    for match in _TOKEN.finditer(text):
+        if is_well_formed(match[0]):
+            yield match.start(), match[0]
+
+
 # More of a token than its display prefix: the prefix in any case, then a fourth character of it.
 _BEYOND_PREFIX = re.compile(
     re.escape(PREFIX) + f"[A-Za-z0-9_-]{{{DISPLAY_PREFIX_LENGTH - len(PREFIX) + 1}}}",

@@ -207,3 +207,16 @@ def test_a_cursor_or_start_beyond_64_bits_is_refused_before_the_store_is_read(ru
         assert refused.returncode == 2, args
         assert "Traceback" not in refused.stderr
     assert run("audit", "export", "--after", str(2**63 - 1)).returncode == 0
+
+
+def test_scan_finds_a_token_in_a_file_and_exits_1_as_a_pre_commit_hook(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from domain import token
+
+    t = token.generate()
+    (tmp_path / "settings.py").write_text(f"TOKEN = '{t}'\n")
+    found = run("scan", str(tmp_path))
+    assert found.returncode == 1
+    assert f"settings.py:1: a live Anthra token ({t[:12]}" in found.stdout
+    assert t[12:] not in found.stdout + found.stderr
+    (tmp_path / "settings.py").write_text("TOKEN = os.environ['ANTHRA_TOKEN']\n")
+    assert run("scan", str(tmp_path)).returncode == 0
