@@ -29,7 +29,7 @@ from anthra_keys_client import (
 from domain import token as token_format
 from tests.api_support import COOKIE, session_cookie
 from tests.e2e.conftest import Secrets, StartServer
-from tests.e2e.server import free_port, windows
+from tests.e2e.server import windows
 from tests.fault.proxy import TcpProxy
 
 pytestmark = [pytest.mark.e2e]
@@ -171,12 +171,10 @@ def test_a_holder_and_a_service_use_the_cli(
         runs.append(anthra_token(server.url, *args, **kwargs))
         return runs[-1]
 
-    # whoami, as text and as JSON
+    # whoami
     me = cli("whoami", token=reader["token"])
     assert me.returncode == 0, me.stderr
     assert me.stdout.startswith(f"alice via token, key {reader['id']}\n")
-    me_json = cli("whoami", "--json", token=reader["token"])
-    assert json.loads(me_json.stdout)["key_id"] == reader["id"]
 
     # keys list and keys show
     listed = cli("keys", "list", token=reader["token"])
@@ -211,13 +209,6 @@ def test_a_holder_and_a_service_use_the_cli(
     )
     assert lacking.returncode == 1
     assert json.loads(lacking.stdout)["missing_scopes"] == ["publish:write"]
-    assert cli("verify", stdin="\n", **secret).returncode == 2
-
-    # No token is a configuration error; no ledger answering is "unavailable"
-    assert cli("whoami").returncode == 2
-    gone = cli("--url", f"http://127.0.0.1:{free_port()}", "--retries", "0", "whoami", token="x")
-    assert gone.returncode == 3
-    assert "unreachable" in gone.stderr
 
     # Nothing the CLI printed holds a token
     for run in runs:

@@ -3,6 +3,7 @@ an exception, a traceback, a log line, or the CLI's own messages."""
 
 from __future__ import annotations
 
+import io
 import logging
 import subprocess
 import sys
@@ -122,6 +123,25 @@ def test_the_cli_without_a_token_is_a_configuration_error(
     monkeypatch.delenv("ANTHRA_TOKEN", raising=False)
     assert main(["--url", nowhere(), "whoami"]) == 2
     assert "set ANTHRA_TOKEN" in capsys.readouterr().err
+
+
+def test_the_cli_without_a_token_to_verify_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert main(["--url", nowhere(), "verify"]) == 2
+    assert "give the token to verify on standard input" in capsys.readouterr().err
+
+
+def test_the_cli_exits_3_when_no_ledger_answers(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = token_format.generate()
+    monkeypatch.setenv("ANTHRA_TOKEN", token)
+    assert main(["--url", nowhere(), "--retries", "0", "whoami"]) == 3
+    err = capsys.readouterr().err
+    assert "unreachable" in err
+    assert not holds(err, token)
 
 
 def test_the_cli_refuses_a_url_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:
