@@ -347,13 +347,14 @@ def test_the_client_installs_on_its_own_beside_a_package_named_api(tmp_path: Pat
 
     # pip install ./anthra-keys-client, as its users do
     pip = [sys.executable, "-m", "pip", "--python", python]
-    subprocess.run(
+    installed_client = subprocess.run(
         [*pip, "install", "--quiet", str(source)],
         cwd=project,
-        check=True,
         timeout=600,
         capture_output=True,
+        text=True,
     )
+    assert installed_client.returncode == 0, installed_client.stdout + installed_client.stderr
 
     # Only the client and its two dependencies' trees: nothing of the server's
     listed = subprocess.run(
