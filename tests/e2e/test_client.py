@@ -272,6 +272,11 @@ def test_a_503_is_retried_until_the_ledger_can_vouch_for_tokens_again(
     browser.close()
 
 
+def whoami(server_url: str, token: str) -> WhoAmI:
+    with Client(server_url, token) as holder:
+        return holder.whoami()
+
+
 def rotation_served(server_url: str) -> bool:
     """Whether this ledger's API document has POST /api/v1/keys/{…}/rotate."""
     paths = httpx.get(f"{server_url}/schema/openapi.json", timeout=10).json()["paths"]
@@ -301,8 +306,8 @@ def test_a_holder_rotates_its_token_with_the_library_and_the_cli(
     assert (second.name, set(second.scopes)) == ("deploy", {"account:read", "books:read"})
     assert second.token != first["token"]
     assert second.predecessor_retires_at is not None
-    assert Client(server.url, second.token).whoami().key_id == second.id
-    assert Client(server.url, first["token"]).whoami().key_id == first["id"]
+    assert whoami(server.url, second.token).key_id == second.id
+    assert whoami(server.url, first["token"]).key_id == first["id"]
 
     # A retry with the same Idempotency-Key, its answer lost: a fresh token, the lost one void
     with Client(server.url, second.token) as holder:
@@ -312,8 +317,8 @@ def test_a_holder_rotates_its_token_with_the_library_and_the_cli(
     assert lost.predecessor_id == again.predecessor_id == second.id
     assert lost.token != again.token
     with pytest.raises(Unauthorized):
-        Client(server.url, lost.token).whoami()
-    assert Client(server.url, again.token).whoami().key_id == again.id
+        whoami(server.url, lost.token)
+    assert whoami(server.url, again.token).key_id == again.id
 
     # The CLI: the new token once, alone on stdout's last line; without grace the old one stops
     rotated = anthra_token(server.url, "keys", "rotate", "--json", token=again.token)
@@ -325,9 +330,9 @@ def test_a_holder_rotates_its_token_with_the_library_and_the_cli(
     assert json.loads("\n".join(described))["predecessor_id"] == again.id
     assert not holds("\n".join(described) + rotated.stderr, token)
     assert "store it now (e.g. as ANTHRA_TOKEN)" in rotated.stderr
-    assert Client(server.url, token).whoami().key_id == json.loads(described[0])["id"]
+    assert whoami(server.url, token).key_id == json.loads(described[0])["id"]
     with pytest.raises(Unauthorized):
-        Client(server.url, again.token).whoami()
+        whoami(server.url, again.token)
     browser.close()
 
 
