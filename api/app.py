@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from datetime import UTC
 from typing import Any
 
 import psycopg
@@ -36,10 +37,11 @@ from api.local_sign_in import local_sign_in
 from api.openapi import openapi_config
 from api.operator import OperatorController
 from api.page import AccountPage
+from api.principal import Principal
 from api.request_context import RequestIds
 from api.resource_metadata import protected_resource_metadata
 from api.verify import VerifyController
-from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
+from domain.errors import InvalidInput, KeyAlreadyRotated, KeyNotActive, KeyNotFound
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.idempotency import IdempotencyKeyReused
 from infra.auth_failure_stores import auth_failure_store_for
@@ -64,6 +66,7 @@ from projections.verification_index.index import IndexStale
 
 log = logging.getLogger("anthra.api")
 MAX_BODY_BYTES = 64 * 1024
+TOKEN_EXPIRATION = b"anthra-token-expiration"
 
 
 def _error(status: int, error: str, description: str, field: str | None = None) -> Response[Any]:
@@ -92,6 +95,10 @@ def _not_found(_: Request[Any, Any, Any], exc: KeyNotFound) -> Response[Any]:
 
 def _reused(_: Request[Any, Any, Any], exc: IdempotencyKeyReused) -> Response[Any]:
     return _error(422, "idempotency_key_reused", str(exc), IDEMPOTENCY_HEADER)
+
+
+def _already_rotated(_: Request[Any, Any, Any], exc: KeyAlreadyRotated) -> Response[Any]:
+    return _error(409, "conflict", str(exc))
 
 
 def _not_active(_: Request[Any, Any, Any], exc: KeyNotActive) -> Response[Any]:
@@ -157,6 +164,11 @@ def _answer_headers(allowed: dict[str, str]) -> Any:
         names = {name.lower() for name, _ in headers}
         if b"cache-control" not in names:
             headers.append((b"cache-control", b"no-store"))
+        principal = scope.get("user")
+        if isinstance(principal, Principal) and principal.expires_at is not None:
+            # GitHub's convention: a token's holder learns its expiry from every answer.
+            expires = principal.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            headers.append((TOKEN_EXPIRATION, expires.encode()))
         if b"allow" in names and scope.get("method") == "OPTIONS":
             methods = allowed.get(scope.get("path_template", ""))
             if methods:
@@ -185,10 +197,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         heartbeat_interval=settings.heartbeat_interval,
         max_staleness=settings.max_staleness,
     )
-    sweeper = ExpirySweeper(ledger, interval=settings.sweep_interval)
     usage_store = backend.usage_store()
     usage_flusher = UsageFlusher(usage_counter, usage_store, interval=settings.usage_flush_interval)
     usage = UsageReport(usage_store, usage_counter, clock)
+    sweeper = ExpirySweeper(ledger, interval=settings.sweep_interval, usage=usage)
     if settings.dev_mode:
         # One secret per run, shared by every worker through the environment `serve` sets.
         secrets_in_use: tuple[str, ...] = (settings.dev_secret or secrets.token_urlsafe(32),)
@@ -289,6 +301,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             ValidationException: _validation,
             KeyNotFound: _not_found,
             KeyNotActive: _not_active,
+            KeyAlreadyRotated: _already_rotated,
             IdempotencyKeyReused: _reused,
             IndexStale: _stale,
             KeyBusy: _busy,
