@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import anyio.to_thread
 import msgspec
@@ -21,8 +21,10 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from api import problems
 from api.json_body import decode
+from api.openapi import LEAK_PARTNER, LEAKS_PATH
 from api.problems import ErrorBody
 from api.request_context import context_of
+from api.schemas import ReportedToken, TokenLabel
 from domain.actors import SYSTEM
 from infra.leak_reports import KEY_ID_HEADER, SIGNATURE_HEADER, LeakReporters, ReportRefused
 from infra.logging import redact
@@ -30,29 +32,11 @@ from ledger.key_ledger import KeyLedger
 
 log = logging.getLogger("anthra.leaks")
 
-LEAKS_PATH = "/v1/leaks"
 REASON = "leaked"
 MAX_REPORT_BYTES = 1024 * 1024
 MAX_TOKENS = 1000
 # What of a report's `url` and `source` is kept in the revocation's context.
 _MAX_PLACE = 500
-
-
-class ReportedToken(msgspec.Struct, frozen=True):
-    """One token a partner found, as GitHub sends it (fields it may add are ignored)."""
-
-    token: Annotated[str, msgspec.Meta(max_length=512)]
-    type: Annotated[str, msgspec.Meta(max_length=100)] = ""
-    url: Annotated[str, msgspec.Meta(max_length=4096)] = ""
-    source: Annotated[str, msgspec.Meta(max_length=100)] = ""
-
-
-class TokenLabel(msgspec.Struct, frozen=True):
-    """A reported token's verdict, by its sha256: GitHub's secret-scanning feedback format."""
-
-    token_hash: str
-    token_type: str
-    label: Literal["true_positive", "false_positive"]
 
 
 Report = Annotated[list[ReportedToken], msgspec.Meta(max_length=MAX_TOKENS)]
@@ -72,7 +56,7 @@ class LeaksController(Controller):
         "/",
         status_code=200,
         request_max_body_size=MAX_REPORT_BYTES,
-        security=[],
+        security=LEAK_PARTNER,
         responses={
             401: ResponseSpec(ErrorBody, description="Not signed by a configured partner"),
             403: ResponseSpec(ErrorBody, description="Leak reports are off on this ledger"),
