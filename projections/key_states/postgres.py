@@ -1,4 +1,4 @@
-"""Key states in the ledger's PostgreSQL schema: key_states, tracked in key_states_tracking."""
+"""Key states in the ledger's PostgreSQL schema: the key states table and its tracking table."""
 
 from __future__ import annotations
 
@@ -14,8 +14,13 @@ from projections.key_states.projection import collector_paused
 from projections.key_states.view import (
     COLUMNS,
     LOADED,
+    POLICY_COLUMNS,
+    POLICY_TABLE,
+    TABLE,
+    TRACKING_TABLE,
     KeyState,
     KeyStatesView,
+    PolicyState,
     load_rows,
     state_from_row,
     state_row,
@@ -31,9 +36,9 @@ class PostgresKeyStatesView(PostgresTrackedView, KeyStatesView):
     """Key states in the ledger's PostgreSQL schema."""
 
     def __init__(self, datastore: PostgresDatastore, application_name: str = "ledger") -> None:
-        super().__init__(datastore, "key_states_tracking")
+        super().__init__(datastore, TRACKING_TABLE)
         self.application_name = application_name
-        table = self.table("key_states")
+        table = self.table(TABLE)
         columns = SQL(", ").join(map(Identifier, COLUMNS))
         self._create = [
             SQL(
@@ -41,29 +46,49 @@ class PostgresKeyStatesView(PostgresTrackedView, KeyStatesView):
                 "key_id uuid PRIMARY KEY, owner_id text NOT NULL, name text NOT NULL, "
                 "prefix text NOT NULL, digest bytea NOT NULL, scopes text NOT NULL, "
                 "created_at timestamptz NOT NULL, expires_at timestamptz, "
-                "revoked_at timestamptz, expired_at timestamptz, version bigint NOT NULL, "
-                "minted_position bigint NOT NULL)"
+                "revoked_at timestamptz, expired_at timestamptz, retires_at timestamptz, "
+                "suspended boolean NOT NULL, predecessor_id uuid, successor_id uuid, "
+                "version bigint NOT NULL, minted_position bigint NOT NULL)"
             ).format(table),
             # Index names are not schema-qualified; PostgreSQL puts them beside their table.
             SQL("CREATE INDEX IF NOT EXISTS {0} ON {1} (minted_position)").format(
-                Identifier("key_states_minted_position"), table
+                Identifier(f"{TABLE}_minted_position"), table
             ),
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {0} (one int PRIMARY KEY CHECK (one = 1), "
+                "version bigint NOT NULL, max_lifetime_days int, expiry_required boolean NOT NULL, "
+                "revoke_unused_after_days int)"
+            ).format(self.table(POLICY_TABLE)),
         ]
+        policy_columns = SQL(", ").join(map(Identifier, POLICY_COLUMNS))
+        self._upsert_policy = SQL(
+            "INSERT INTO {0} AS policy (one, {1}) VALUES (1, %s, %s, %s, %s) "
+            "ON CONFLICT (one) DO UPDATE SET {2} WHERE policy.version < excluded.version"
+        ).format(
+            self.table(POLICY_TABLE),
+            policy_columns,
+            SQL(", ").join(SQL("{0} = excluded.{0}").format(Identifier(c)) for c in POLICY_COLUMNS),
+        )
+        self._select_policy = SQL("SELECT {1} FROM {0}").format(
+            self.table(POLICY_TABLE), policy_columns
+        )
         # COPY into a temporary table, then one upsert from it: twice the rate of an upsert of
         # the batch as arrays (unnest) or of executemany, measured here, and COPY alone cannot
         # upsert. The table lives as long as the connection and empties at each commit.
+        batch = Identifier(f"{TABLE}_batch")
         self._create_batch = SQL(
-            "CREATE TEMPORARY TABLE IF NOT EXISTS key_states_batch (LIKE {0}) ON COMMIT DELETE ROWS"
-        ).format(table)
-        self._copy_batch = SQL("COPY key_states_batch ({0}) FROM STDIN").format(columns)
+            "CREATE TEMPORARY TABLE IF NOT EXISTS {1} (LIKE {0}) ON COMMIT DELETE ROWS"
+        ).format(table, batch)
+        self._copy_batch = SQL("COPY {0} ({1}) FROM STDIN").format(batch, columns)
         # A newer state replaces an older one, never the other way round.
         self._upsert = SQL(
-            "INSERT INTO {0} AS key_states ({1}) SELECT {1} FROM key_states_batch "
+            "INSERT INTO {0} AS key_states ({1}) SELECT {1} FROM {3} "
             "ON CONFLICT (key_id) DO UPDATE SET {2} WHERE key_states.version < excluded.version"
         ).format(
             table,
             columns,
             SQL(", ").join(SQL("{0} = excluded.{0}").format(Identifier(c)) for c in COLUMNS[1:-1]),
+            batch,
         )
         self._select_states = SQL("SELECT {1} FROM {0} WHERE key_id = ANY(%s::uuid[])").format(
             table, columns
@@ -78,12 +103,19 @@ class PostgresKeyStatesView(PostgresTrackedView, KeyStatesView):
         return self._create
 
     def apply(
-        self, changes: Sequence[KeyState], tracking: Tracking, *, after: int | None = None
+        self,
+        changes: Sequence[KeyState],
+        tracking: Tracking,
+        *,
+        after: int | None = None,
+        policy: PolicyState | None = None,
     ) -> None:
         with self.datastore.transaction(commit=True) as curs:
             # Tracking first: the row lock orders competing writers, and the loser fails
             # before writing any row.
             self.track(curs, tracking, after)
+            if policy is not None:
+                curs.execute(self._upsert_policy, policy.row())
             if not changes:
                 return
             curs.execute(self._create_batch)
@@ -109,6 +141,10 @@ class PostgresKeyStatesView(PostgresTrackedView, KeyStatesView):
             conn.execute("SET LOCAL TimeZone = 'UTC'")
             found = conn.execute(self._select_max, (self.application_name,)).fetchone()
             position: int = (found or {}).get("max") or 0
+            policy = conn.execute(self._select_policy).fetchone()
+            if policy is not None:
+                in_force = PolicyState.from_row(list(policy.values()))
+                into.set_terms(in_force.terms, in_force.version)
             # A server-side cursor, binary, in pages: for a million rows it beat binary and text
             # COPY here by 0.5-1 s (fewer, larger reads; bench.cold_start compares them).
             with conn.cursor(_LOAD_CURSOR, binary=True, row_factory=tuple_row) as curs:

@@ -15,8 +15,16 @@ from uuid import UUID
 import msgspec
 from eventsourcing.persistence import Tracking, TrackingRecorder
 
+from domain.lifetime_policy import Terms
 from projections.verification_index.index import KeyRecord, VerificationIndex
 
+# The table's names: a new name whenever the columns change, so that a process finds either
+# the table it knows or none (and then builds it from the store, the index by replay meanwhile).
+TABLE = "key_states_v2"
+TRACKING_TABLE = "key_states_v2_tracking"
+# The lifetime policy in force at the table's position, one row: the index blocks keys by it.
+POLICY_TABLE = "key_states_v2_policy"
+POLICY_COLUMNS = ("version", "max_lifetime_days", "expiry_required", "revoke_unused_after_days")
 # A state's columns, as KeyState names them; a load reads all but the last, in this order.
 COLUMNS = (
     "key_id",
@@ -29,6 +37,10 @@ COLUMNS = (
     "expires_at",
     "revoked_at",
     "expired_at",
+    "retires_at",
+    "suspended",
+    "predecessor_id",
+    "successor_id",
     "version",
     "minted_position",
 )
@@ -48,10 +60,31 @@ class KeyState(msgspec.Struct, kw_only=True):
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     expired_at: datetime | None = None
+    # A rotated key's successor, and when the key stops; a successor's predecessor.
+    retires_at: datetime | None = None
+    suspended: bool = False
+    predecessor_id: UUID | None = None
+    successor_id: UUID | None = None
     version: int = 1
     # Where the key's Minted event is in the store: the index lists an owner's keys in this
     # order, and a loaded index must list them as a replayed one does.
     minted_position: int = 0
+
+
+class PolicyState(msgspec.Struct, frozen=True):
+    """The lifetime policy's terms at a version of its aggregate."""
+
+    terms: Terms
+    version: int
+
+    def row(self) -> tuple[int, int | None, bool, int | None]:
+        """As a row of POLICY_COLUMNS."""
+        t = self.terms
+        return (self.version, t.max_lifetime_days, t.expiry_required, t.revoke_unused_after_days)
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> PolicyState:
+        return cls(Terms(row[1], bool(row[2]), row[3]), row[0])
 
 
 def scopes_text(scopes: Collection[str]) -> str:
@@ -64,9 +97,15 @@ class KeyStatesView(TrackingRecorder, ABC):
 
     @abstractmethod
     def apply(
-        self, changes: Sequence[KeyState], tracking: Tracking, *, after: int | None = None
+        self,
+        changes: Sequence[KeyState],
+        tracking: Tracking,
+        *,
+        after: int | None = None,
+        policy: PolicyState | None = None,
     ) -> None:
-        """Upsert the states and the tracking record in one transaction; IntegrityError if taken."""
+        """Upsert the states, the policy if it changed, and the tracking record in one
+        transaction; IntegrityError if taken."""
         # Taken: the view tracks that position or beyond already, or, given `after` (the
         # position the changes were folded from), it is no longer there: another process
         # wrote first. A state never replaces a stored one of a higher version.
@@ -77,7 +116,8 @@ class KeyStatesView(TrackingRecorder, ABC):
 
     @abstractmethod
     def load(self, into: VerificationIndex) -> int:
-        """Add every stored state to an empty index, in minting order; returns their position."""
+        """Put the stored policy in force in an empty index and add every stored state to it,
+        in minting order; returns their position."""
         # Rows and position must come from one read of the database (the index's position is
         # set to it), or a replay from there would skip or misapply events.
 
@@ -108,6 +148,10 @@ def load_rows(
         expires_at,
         revoked_at,
         expired_at,
+        retires_at,
+        suspended,
+        _predecessor_id,
+        _successor_id,
         version,
     ) in rows:
         scopes = scope_sets.get(scope_text)
@@ -118,6 +162,7 @@ def load_rows(
             expires_at = None if expires_at is None else instant(expires_at)
             revoked_at = None if revoked_at is None else instant(revoked_at)
             expired_at = None if expired_at is None else instant(expired_at)
+            retires_at = None if retires_at is None else instant(retires_at)
         record = KeyRecord(
             kid if key_id is None else key_id(kid),
             owner_id,
@@ -132,6 +177,10 @@ def load_rows(
             record.revoked_at = revoked_at
         if expired_at is not None:
             record.expired_at = expired_at
+        if retires_at is not None:
+            record.retires_ts = retires_at.timestamp()
+        if suspended:
+            record.suspended = True
         if version != 1:
             record.version = version
         add(record)
@@ -148,6 +197,9 @@ def state_from_row(
     def at(value: Any) -> Any:
         return value if value is None or instant is None else instant(value)
 
+    def uuid(value: Any) -> Any:
+        return value if value is None or key_id is None else key_id(value)
+
     return KeyState(
         key_id=row[0] if key_id is None else key_id(row[0]),
         owner_id=row[1],
@@ -159,8 +211,12 @@ def state_from_row(
         expires_at=at(row[7]),
         revoked_at=at(row[8]),
         expired_at=at(row[9]),
-        version=row[10],
-        minted_position=row[11],
+        retires_at=at(row[10]),
+        suspended=bool(row[11]),
+        predecessor_id=uuid(row[12]),
+        successor_id=uuid(row[13]),
+        version=row[14],
+        minted_position=row[15],
     )
 
 
@@ -177,6 +233,10 @@ def state_row(s: KeyState) -> tuple[Any, ...]:
         s.expires_at,
         s.revoked_at,
         s.expired_at,
+        s.retires_at,
+        s.suspended,
+        s.predecessor_id,
+        s.successor_id,
         s.version,
         s.minted_position,
     )

@@ -9,6 +9,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 
 from domain.api_key import ApiKey
+from domain.lifetime_policy import LifetimePolicy, terms_of
 from projections.verification_index.index import KeyRecord, VerificationIndex
 
 
@@ -68,6 +69,35 @@ class KeyProjection(Projection[VerificationIndex]):
         if record is not None:
             record.expired_at = e.expires_at
             record.version = e.originator_version
+
+    @apply.register
+    def _rotated(self, e: ApiKey.Rotated) -> None:
+        record = self._newer(e)
+        if record is not None:
+            record.retires_ts = e.retires_at.timestamp()
+            record.version = e.originator_version
+
+    @apply.register
+    def _suspended(self, e: ApiKey.Suspended) -> None:
+        record = self._newer(e)
+        if record is not None:
+            record.suspended = True
+            record.version = e.originator_version
+
+    @apply.register
+    def _resumed(self, e: ApiKey.Resumed) -> None:
+        record = self._newer(e)
+        if record is not None:
+            record.suspended = False
+            record.version = e.originator_version
+
+    @apply.register
+    def _policy_set(self, e: LifetimePolicy.Set) -> None:
+        self.view.set_terms(terms_of(e), e.originator_version)
+
+    @apply.register
+    def _policy_changed(self, e: LifetimePolicy.Changed) -> None:
+        self.view.set_terms(terms_of(e), e.originator_version)
 
     def _newer(self, e: Any) -> KeyRecord | None:
         record = self.view.key(e.originator_id)

@@ -8,21 +8,26 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, OperationalError, Tracking
 from psycopg.sql import SQL, Identifier
 
 from domain.api_key import ACTIVE
+from domain.errors import KeyAlreadyRotated, KeyNotActive
+from domain.lifetime_policy import POLICY_ID, LifetimePolicy, Terms
 from domain.scopes import SCOPES
 from infra.backends import backend_for
 from infra.warm_start import warm_start
 from ledger.key_ledger import KeyLedger
 from ledger.key_states import KeyStates
-from projections.key_states.view import KeyState, load_rows, state_row
+from projections.key_states.view import TABLE, KeyState, load_rows, state_row
 from projections.verification_index.index import KeyRecord, VerificationIndex
 from tests.conftest import POSTGRES_URL, FakeClock, settings_for
 
@@ -73,13 +78,47 @@ class Life:
             )
             self.keys.append(minted.record.key_id)
             self.tokens.append(minted.token)
-        elif roll < 0.65:
+        elif roll < 0.6:
             ledger.set_scopes(rng.choice(active), self.scopes(), actor="user:x")
-        elif roll < 0.85:
+        elif roll < 0.72:
             ledger.revoke(rng.choice(self.keys), actor="user:x", reason="rotated")
+        elif roll < 0.8:
+            grace = timedelta(seconds=rng.choice([0, 3600, 86_400]))
+            self.lifecycle(rng.choice(active), "rotate", uuid4(), grace, "user:x", ledger.now())
+        elif roll < 0.88:
+            key_id = rng.choice(self.keys)
+            key: Any = ledger.repository.get(key_id)
+            command = "resume" if key.suspended else "suspend"
+            self.lifecycle(key_id, command, "user:x", ledger.now())
+        elif roll < 0.92:
+            self.change_policy()
         else:
             for key_id in ledger.due_for_expiry():
                 ledger.expire(key_id)
+
+    def lifecycle(self, key_id: UUID, command: str, *args: Any) -> None:
+        """Rotate, suspend or resume a key as the lifecycle's commands do; a key that may not
+        is left as it is."""
+        key: Any = self.p.ledger.repository.get(key_id)
+        try:
+            getattr(key, command)(*args)
+        except (KeyNotActive, KeyAlreadyRotated):
+            return
+        self.p.ledger.record(list(key.collect_events()))
+
+    def change_policy(self) -> None:
+        """Set the lifetime policy to random terms (none, at most 1 or 30 days, an expiry)."""
+        ledger, rng = self.p.ledger, self.rng
+        terms = Terms(
+            max_lifetime_days=rng.choice([None, 1, 30]), expiry_required=rng.random() < 0.3
+        )
+        try:
+            policy: Any = ledger.repository.get(POLICY_ID)
+        except AggregateNotFoundError:
+            policy = LifetimePolicy.first(terms, "operator:x", ledger.now())
+        else:
+            policy.change(terms, "operator:x", ledger.now())
+        ledger.record(list(policy.collect_events()))
 
     def run(self, steps: int) -> None:
         for _ in range(steps):
@@ -99,16 +138,17 @@ def replayed_up_to(store: KeyLedger, position: int | None = None) -> KeyLedger:
 
 
 def same_index(a: KeyLedger, b: KeyLedger) -> bool:
-    """The same records, and each owner's keys listed in the same order."""
-    return a.index.fields() == b.index.fields() and all(
-        [r.key_id for r in a.keys_of(o)] == [r.key_id for r in b.keys_of(o)] for o in OWNERS
-    )
+    """The same records and policy, and each owner's keys listed in the same order."""
+    return (
+        a.index.fields() == b.index.fields()
+        and (a.index.terms, a.index.policy_version) == (b.index.terms, b.index.policy_version)
+    ) and all([r.key_id for r in a.keys_of(o)] == [r.key_id for r in b.keys_of(o)] for o in OWNERS)
 
 
 def answer(ledger: KeyLedger, token: str) -> tuple[object, ...]:
     """What verifying a token for books:read answers, with the record it names."""
     v = ledger.verify(token, ["books:read"])
-    return v.code, v.missing, v.record.fields() if v.record is not None else None
+    return v.code, v.missing, v.description, v.record.fields() if v.record is not None else None
 
 
 class KeyStatesContract:
@@ -405,7 +445,7 @@ class TestSQLite(KeyStatesContract):
 
     def stored_rows(self) -> str:
         with sqlite3.connect(self.path) as conn:
-            return repr(conn.execute("SELECT * FROM key_states").fetchall())
+            return repr(conn.execute(f"SELECT * FROM {TABLE}").fetchall())
 
 
 @pytest.mark.postgres
@@ -416,6 +456,6 @@ class TestPostgres(KeyStatesContract):
         return postgres_url
 
     def stored_rows(self) -> str:
-        query = SQL("SELECT * FROM {}").format(Identifier(self.schema, "key_states"))
+        query = SQL("SELECT * FROM {}").format(Identifier(self.schema, TABLE))
         with psycopg.connect(POSTGRES_URL) as conn:
             return repr(conn.execute(query).fetchall())
