@@ -13,6 +13,7 @@ from psycopg.sql import SQL, Composed, Identifier
 from projections.key_states.projection import collector_paused
 from projections.key_states.view import (
     COLUMNS,
+    FLAGS,
     LOADED,
     POLICY_COLUMNS,
     POLICY_TABLE,
@@ -48,11 +49,15 @@ class PostgresKeyStatesView(PostgresTrackedView, KeyStatesView):
                 "created_at timestamptz NOT NULL, expires_at timestamptz, "
                 "revoked_at timestamptz, expired_at timestamptz, retires_at timestamptz, "
                 "suspended boolean NOT NULL, predecessor_id uuid, successor_id uuid, "
+                "expires_ts float8, lifetime float8, retires_ts float8, "
                 "version bigint NOT NULL, minted_position bigint NOT NULL)"
             ).format(table),
             # Index names are not schema-qualified; PostgreSQL puts them beside their table.
             SQL("CREATE INDEX IF NOT EXISTS {0} ON {1} (minted_position)").format(
                 Identifier(f"{TABLE}_minted_position"), table
+            ),
+            SQL("CREATE INDEX IF NOT EXISTS {0} ON {1} (owner_id, minted_position)").format(
+                Identifier(f"{TABLE}_owner"), table
             ),
             SQL(
                 "CREATE TABLE IF NOT EXISTS {0} (one int PRIMARY KEY CHECK (one = 1), "
@@ -93,11 +98,16 @@ class PostgresKeyStatesView(PostgresTrackedView, KeyStatesView):
         self._select_states = SQL("SELECT {1} FROM {0} WHERE key_id = ANY(%s::uuid[])").format(
             table, columns
         )
-        # In minting order, which the index keeps per owner: along the index on it, about a
-        # second of the server's time for a million rows, while the client decodes.
-        self._select_all = SQL("SELECT {1} FROM {0} ORDER BY minted_position").format(
-            table, SQL(", ").join(map(Identifier, LOADED))
-        )
+        # In no order: the index keeps none, and a plain scan is the server's quickest read.
+        self._select_owned = SQL(
+            "SELECT {1} FROM {0} WHERE owner_id = %s ORDER BY minted_position"
+        ).format(table, columns)
+        # The key id as its 16 bytes: the index keeps it as an int, and bytes make one quickly.
+        loaded = [
+            SQL("uuid_send(key_id)"),
+            *(SQL(c) if c == FLAGS else Identifier(c) for c in LOADED),
+        ]
+        self._select_all = SQL("SELECT {1} FROM {0}").format(table, SQL(", ").join(loaded))
 
     def table_statements(self) -> Sequence[Composed]:
         return self._create
@@ -129,6 +139,11 @@ class PostgresKeyStatesView(PostgresTrackedView, KeyStatesView):
             curs.execute(self._select_states, (list(key_ids),))
             return {row[0]: state_from_row(row) for row in curs}
 
+    def keys_of(self, owner_id: str) -> list[KeyState]:
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self._select_owned, (owner_id,))
+            return [state_from_row(row) for row in curs]
+
     def load(self, into: VerificationIndex) -> int:
         with (
             collector_paused(),
@@ -150,6 +165,11 @@ class PostgresKeyStatesView(PostgresTrackedView, KeyStatesView):
             with conn.cursor(_LOAD_CURSOR, binary=True, row_factory=tuple_row) as curs:
                 curs.itersize = _LOAD_PAGE
                 curs.execute(self._select_all)
-                load_rows(into, curs)
+                load_rows(into, curs, _id_int)
         into.position = position
         return position
+
+
+def _id_int(raw: bytes) -> int:
+    """A key id as uuid_send gives it, as the index holds it."""
+    return int.from_bytes(raw, "big")

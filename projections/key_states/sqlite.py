@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import Tracking
@@ -34,7 +35,9 @@ _TABLES = (
     "prefix TEXT NOT NULL, digest BLOB NOT NULL, scopes TEXT NOT NULL, "
     "created_at TEXT NOT NULL, expires_at TEXT, revoked_at TEXT, expired_at TEXT, "
     "retires_at TEXT, suspended INTEGER NOT NULL, predecessor_id TEXT, successor_id TEXT, "
+    "expires_ts REAL, lifetime REAL, retires_ts REAL, "
     "version INTEGER NOT NULL, minted_position INTEGER PRIMARY KEY)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_owner ON {TABLE} (owner_id, minted_position)",
     f"CREATE TABLE IF NOT EXISTS {POLICY_TABLE} (one INTEGER PRIMARY KEY CHECK (one = 1), "
     "version INTEGER NOT NULL, max_lifetime_days INTEGER, expiry_required INTEGER NOT NULL, "
     "revoke_unused_after_days INTEGER)",
@@ -54,13 +57,23 @@ _UPSERT_POLICY = (
 )
 _SELECT_POLICY = f"SELECT {', '.join(POLICY_COLUMNS)} FROM {POLICY_TABLE}"
 _SELECT_STATES = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} "
-_LOAD = f"SELECT {', '.join(LOADED)} FROM {TABLE} ORDER BY minted_position"
+_SELECT_OWNED = f"{_SELECT_STATES} WHERE owner_id = ? ORDER BY minted_position"
+_LOAD = f"SELECT key_id, {', '.join(LOADED)} FROM {TABLE}"
 # Well below SQLite's limit on parameters in one statement, whatever its build.
 _CHUNK = 500
 
 
 def _stored(at: datetime | None) -> str | None:
     return None if at is None else sqlite_instant(at)
+
+
+def _state(row: Sequence[Any]) -> KeyState:
+    return state_from_row(row, key_id=UUID, instant=datetime.fromisoformat)
+
+
+def _id_int(text: str) -> int:
+    """A key id as the table stores it (a UUID's text) as the index holds it."""
+    return int(text.replace("-", ""), 16)
 
 
 class SQLiteKeyStatesView(SQLiteTrackedView, KeyStatesView):
@@ -107,9 +120,16 @@ class SQLiteKeyStatesView(SQLiteTrackedView, KeyStatesView):
                 marks = ",".join("?" * len(chunk))
                 raw.execute(f"{_SELECT_STATES} WHERE key_id IN ({marks})", chunk)
                 for row in raw.fetchall():
-                    state = state_from_row(row, key_id=UUID, instant=datetime.fromisoformat)
+                    state = _state(row)
                     found[state.key_id] = state
         return found
+
+    def keys_of(self, owner_id: str) -> list[KeyState]:
+        with self.datastore.transaction(commit=False) as c:
+            raw = c.sqlite_cursor
+            raw.row_factory = None
+            raw.execute(_SELECT_OWNED, (owner_id,))
+            return [_state(row) for row in raw.fetchall()]
 
     def load(self, into: VerificationIndex) -> int:
         with collector_paused(), self.datastore.transaction(commit=False) as c:
@@ -124,6 +144,6 @@ class SQLiteKeyStatesView(SQLiteTrackedView, KeyStatesView):
                 in_force = PolicyState.from_row(policy)
                 into.set_terms(in_force.terms, in_force.version)
             raw.execute(_LOAD)
-            load_rows(into, raw, key_id=UUID, instant=datetime.fromisoformat)
+            load_rows(into, raw, _id_int)
         into.position = position
         return position

@@ -1,22 +1,30 @@
-"""Each key's latest state as a table: the read model that lists keys and starts processes.
+"""Each key's latest state as a table: the read model that lists and shows keys, and starts
+processes.
 
-A process starting cold loads these rows into its verification index and replays only the events
-after their tracked position, instead of every event ever stored.
+A process starting cold loads what verification needs of these rows into its verification
+index and replays only the events after their tracked position, instead of every event ever
+stored.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import msgspec
 from eventsourcing.persistence import Tracking, TrackingRecorder
 
+from domain.api_key import ApiKey, Status, key_status
 from domain.lifetime_policy import Terms
-from projections.verification_index.index import KeyRecord, VerificationIndex
+from projections.verification_index.index import (
+    EXPIRED_FLAG,
+    REVOKED_FLAG,
+    SUSPENDED_FLAG,
+    VerificationIndex,
+)
 
 # The table's names: a new name whenever the columns change, so that a process finds either
 # the table it knows or none (and then builds it from the store, the index by replay meanwhile).
@@ -25,7 +33,8 @@ TRACKING_TABLE = "key_states_v2_tracking"
 # The lifetime policy in force at the table's position, one row: the index blocks keys by it.
 POLICY_TABLE = "key_states_v2_policy"
 POLICY_COLUMNS = ("version", "max_lifetime_days", "expiry_required", "revoke_unused_after_days")
-# A state's columns, as KeyState names them; a load reads all but the last, in this order.
+# A state's columns, as KeyState names them; the epoch seconds are for loading the index (the
+# index's own arithmetic on the instants, done once when the row is written).
 COLUMNS = (
     "key_id",
     "owner_id",
@@ -41,14 +50,23 @@ COLUMNS = (
     "suspended",
     "predecessor_id",
     "successor_id",
+    "expires_ts",
+    "lifetime",
+    "retires_ts",
     "version",
     "minted_position",
 )
-LOADED = COLUMNS[:-1]
+# What a load reads into the index, after the key id (each backend reads it its own way).
+FLAGS = (
+    f"(CASE WHEN revoked_at IS NULL THEN 0 ELSE {REVOKED_FLAG} END"
+    f" + CASE WHEN expired_at IS NULL THEN 0 ELSE {EXPIRED_FLAG} END"
+    f" + CASE WHEN suspended THEN {SUSPENDED_FLAG} ELSE 0 END)"
+)
+LOADED = ("owner_id", "digest", "scopes", "expires_ts", "lifetime", FLAGS, "retires_ts", "version")
 
 
 class KeyState(msgspec.Struct, kw_only=True):
-    """One key as the index holds it, as a row of the snapshot; never any part of a token."""
+    """One key as the ledger knows it now, as a row of the table; never any part of a token."""
 
     key_id: UUID
     owner_id: str
@@ -66,9 +84,46 @@ class KeyState(msgspec.Struct, kw_only=True):
     predecessor_id: UUID | None = None
     successor_id: UUID | None = None
     version: int = 1
-    # Where the key's Minted event is in the store: the index lists an owner's keys in this
-    # order, and a loaded index must list them as a replayed one does.
+    # Where the key's Minted event is in the store: an owner's keys are listed in this order.
     minted_position: int = 0
+
+    @property
+    def lifetime(self) -> timedelta | None:
+        """From minting to expiry; None for a key that never expires."""
+        return None if self.expires_at is None else self.expires_at - self.created_at
+
+    def status(self, now: datetime, terms: Terms) -> Status:
+        """The key's status at an instant under the lifetime policy's terms (see key_status)."""
+        return key_status(
+            self.revoked_at is not None,
+            self.expired_at is not None,
+            self.expires_at,
+            now,
+            retires=self.retires_at,
+            suspended=self.suspended,
+            blocked=terms.blocks(self.lifetime),
+        )
+
+
+def state_of(key: ApiKey) -> KeyState:
+    """A key's state from its aggregate (its Minted position unknown: 0)."""
+    return KeyState(
+        key_id=key.id,
+        owner_id=key.owner_id,
+        name=key.name,
+        prefix=key.prefix,
+        digest=bytes.fromhex(key.token_sha256),
+        scopes=tuple(sorted(key.scopes)),
+        created_at=key.minted_at,
+        expires_at=key.expires_at,
+        revoked_at=key.revoked_at,
+        expired_at=key.expired_at,
+        retires_at=key.retires_at,
+        suspended=key.suspended,
+        predecessor_id=key.predecessor_id,
+        successor_id=key.successor_id,
+        version=key.version,
+    )
 
 
 class PolicyState(msgspec.Struct, frozen=True):
@@ -115,6 +170,10 @@ class KeyStatesView(TrackingRecorder, ABC):
         """The stored states of these keys (those the view has)."""
 
     @abstractmethod
+    def keys_of(self, owner_id: str) -> list[KeyState]:
+        """An owner's keys, in minting order."""
+
+    @abstractmethod
     def load(self, into: VerificationIndex) -> int:
         """Put the stored policy in force in an empty index and add every stored state to it,
         in minting order; returns their position."""
@@ -123,67 +182,24 @@ class KeyStatesView(TrackingRecorder, ABC):
 
 
 def load_rows(
-    into: VerificationIndex,
-    rows: Iterable[Sequence[Any]],
-    *,
-    key_id: Callable[[Any], UUID] | None = None,
-    instant: Callable[[Any], datetime] | None = None,
+    into: VerificationIndex, rows: Iterable[Sequence[Any]], id_int: Callable[[Any], int]
 ) -> None:
-    """Add rows of LOADED columns to an empty index; `key_id` and `instant` turn stored text
-    into UUIDs and datetimes where the database stores them as text."""
+    """Add rows of a key id (as `id_int` reads it) and the LOADED columns to an empty index."""
     if len(into):
         # Loading over records the index already holds could put an older state back.
         raise ValueError("load key states into an empty index")
-    add, shared_scopes = into.add, into.shared_scopes
-    # One frozenset per distinct stored text: a dict hit per row, not a set built.
-    scope_sets: dict[str, frozenset[str]] = {}
-    for (
-        kid,
-        owner_id,
-        name,
-        prefix,
-        digest,
-        scope_text,
-        created_at,
-        expires_at,
-        revoked_at,
-        expired_at,
-        retires_at,
-        suspended,
-        _predecessor_id,
-        _successor_id,
-        version,
-    ) in rows:
-        scopes = scope_sets.get(scope_text)
-        if scopes is None:
-            scopes = scope_sets[scope_text] = shared_scopes(scope_text.split())
-        if instant is not None:
-            created_at = instant(created_at)
-            expires_at = None if expires_at is None else instant(expires_at)
-            revoked_at = None if revoked_at is None else instant(revoked_at)
-            expired_at = None if expired_at is None else instant(expired_at)
-            retires_at = None if retires_at is None else instant(retires_at)
-        record = KeyRecord(
-            kid if key_id is None else key_id(kid),
-            owner_id,
-            name,
-            prefix,
-            digest,
-            scopes,
-            created_at,
-            expires_at,
-        )
-        if revoked_at is not None:
-            record.revoked_at = revoked_at
-        if expired_at is not None:
-            record.expired_at = expired_at
-        if retires_at is not None:
-            record.retires_ts = retires_at.timestamp()
-        if suspended:
-            record.suspended = True
-        if version != 1:
-            record.version = version
-        add(record)
+    into.load(rows, id_int)
+
+
+def index_row(s: KeyState) -> tuple[Any, ...]:
+    """A state as a row of the key id and the LOADED columns, as a database would read it."""
+    flags = (
+        (REVOKED_FLAG if s.revoked_at is not None else 0)
+        | (EXPIRED_FLAG if s.expired_at is not None else 0)
+        | (SUSPENDED_FLAG if s.suspended else 0)
+    )
+    row = state_row(s)
+    return (s.key_id, s.owner_id, s.digest, row[5], row[14], row[15], flags, row[16], s.version)
 
 
 def state_from_row(
@@ -192,7 +208,8 @@ def state_from_row(
     key_id: Callable[[Any], UUID] | None = None,
     instant: Callable[[Any], datetime] | None = None,
 ) -> KeyState:
-    """A KeyState from a row of COLUMNS, converting stored text as load_rows does."""
+    """A KeyState from a row of COLUMNS; `key_id` and `instant` turn stored text into UUIDs and
+    datetimes where the database stores them as text."""
 
     def at(value: Any) -> Any:
         return value if value is None or instant is None else instant(value)
@@ -215,8 +232,8 @@ def state_from_row(
         suspended=bool(row[11]),
         predecessor_id=uuid(row[12]),
         successor_id=uuid(row[13]),
-        version=row[14],
-        minted_position=row[15],
+        version=row[17],
+        minted_position=row[18],
     )
 
 
@@ -237,6 +254,17 @@ def state_row(s: KeyState) -> tuple[Any, ...]:
         s.suspended,
         s.predecessor_id,
         s.successor_id,
+        _epoch(s.expires_at),
+        _seconds(s.lifetime),
+        _epoch(s.retires_at),
         s.version,
         s.minted_position,
     )
+
+
+def _epoch(at: datetime | None) -> float | None:
+    return None if at is None else at.timestamp()
+
+
+def _seconds(span: timedelta | None) -> float | None:
+    return None if span is None else span.total_seconds()
