@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -21,7 +21,7 @@ from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.utils import EnvType
 
 from domain import token as token_format
-from domain.api_key import ApiKey, Status
+from domain.api_key import BLOCKED, TERMINAL, ApiKey, Status
 from domain.errors import KeyNotFound
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.idempotency import (
@@ -40,7 +40,8 @@ from ledger.deadline import (
     within,
 )
 from ledger.key_states import KeyStates
-from ledger.recording import Events, KeyBusy, Recording
+from ledger.lifecycle import Lifecycle
+from ledger.recording import Events, KeyBusy
 from projections.key_states.memory import MemoryKeyStatesView
 from projections.key_states.view import KeyState, KeyStatesView, state_of
 from projections.verification_index.index import (
@@ -76,6 +77,21 @@ class MintedKey:
         return f"MintedKey(prefix={self.record.prefix!r}, key_id={self.record.key_id})"
 
 
+def expiring_within(ledger: KeyLedger, states: Iterable[KeyState], days: int) -> list[KeyState]:
+    """Of these keys, the live ones whose expiry comes within `days` days, soonest first."""
+    now = ledger.now()
+    horizon = now + timedelta(days=days)
+    found = [
+        s
+        for s in states
+        if s.expires_at is not None
+        and now < s.expires_at <= horizon
+        and ledger.status(s) not in TERMINAL
+    ]
+    found.sort(key=lambda s: s.expires_at or now)
+    return found
+
+
 def parse_key_id(key_id: str | UUID) -> UUID:
     """A key id from a URL or a command line; anything else is a key that does not exist."""
     if isinstance(key_id, UUID):
@@ -86,7 +102,7 @@ def parse_key_id(key_id: str | UUID) -> UUID:
         raise KeyNotFound(str(key_id)[:64]) from None
 
 
-class KeyLedger(Recording):
+class KeyLedger(Lifecycle):
     """Keys' lives as events, and the verification index this process keeps of them."""
 
     name = "ledger"
@@ -150,6 +166,9 @@ class KeyLedger(Recording):
 
         def decide() -> tuple[Events, Callable[[], MintedKey]]:
             at = self.now()
+            refusal = self.lifetime_terms().refusal(expires_in_days)
+            if refusal is not None:
+                raise refusal
             token = token_format.generate()
             key = ApiKey.mint(
                 key_id=uuid4(),
@@ -251,6 +270,12 @@ class KeyLedger(Recording):
         """An owner's keys, oldest first."""
         return self._current_states().keys_of(owner_id)
 
+    @bounded()
+    def keys_minted_before(self, cutoff: datetime) -> list[KeyState]:
+        """Every owner's keys minted before `cutoff` and neither revoked nor recorded expired,
+        oldest first."""
+        return self._current_states().minted_before(cutoff)
+
     def _current_states(self) -> KeyStatesView:
         """The key states, holding at least what this process's index holds (its own writes
         included)."""
@@ -283,6 +308,11 @@ class KeyLedger(Recording):
     def status(self, state: KeyState) -> Status:
         """A key's status now, under the lifetime policy in force."""
         return state.status(self.now(), self.index.terms)
+
+    def count_blocked(self) -> int:
+        """How many keys the lifetime policy in force blocks now."""
+        index, now = self.index, self.clock()
+        return sum(1 for r in index.records() if r.blocked and index.status(r, now) == BLOCKED)
 
     def due_for_expiry(self) -> list[UUID]:
         """Keys whose expiry has passed but which have no Expired event yet."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from datetime import datetime
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, Tracking
@@ -65,6 +66,15 @@ class MemoryKeyStatesView(POPOTrackingRecorder, KeyStatesView):
         with self._database_lock:
             owned = self._by_owner.get(owner_id, {})
             return sorted(map(_copy, owned.values()), key=lambda s: s.minted_position)
+
+    def minted_before(self, cutoff: datetime) -> list[KeyState]:
+        with self._database_lock:
+            found = [
+                _copy(s)
+                for s in self._states.values()
+                if s.created_at < cutoff and s.revoked_at is None and s.expired_at is None
+            ]
+        return sorted(found, key=lambda s: s.minted_position)
 
     def load(self, into: VerificationIndex) -> int:
         with self._database_lock:

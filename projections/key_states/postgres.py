@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
 from uuid import UUID
 
 from eventsourcing.persistence import Tracking
@@ -99,6 +100,10 @@ class PostgresKeyStatesView(PostgresTrackedView, KeyStatesView):
             table, columns
         )
         # In no order: the index keeps none, and a plain scan is the server's quickest read.
+        self._select_minted_before = SQL(
+            "SELECT {1} FROM {0} WHERE created_at < %s AND revoked_at IS NULL "
+            "AND expired_at IS NULL ORDER BY minted_position"
+        ).format(table, columns)
         self._select_owned = SQL(
             "SELECT {1} FROM {0} WHERE owner_id = %s ORDER BY minted_position"
         ).format(table, columns)
@@ -137,12 +142,17 @@ class PostgresKeyStatesView(PostgresTrackedView, KeyStatesView):
     def states(self, key_ids: Collection[UUID]) -> dict[UUID, KeyState]:
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
             curs.execute(self._select_states, (list(key_ids),))
-            return {row[0]: state_from_row(row) for row in curs}
+            return {row[0]: state_from_row(row, instant=_utc) for row in curs}
 
     def keys_of(self, owner_id: str) -> list[KeyState]:
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
             curs.execute(self._select_owned, (owner_id,))
-            return [state_from_row(row) for row in curs]
+            return [state_from_row(row, instant=_utc) for row in curs]
+
+    def minted_before(self, cutoff: datetime) -> list[KeyState]:
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self._select_minted_before, (cutoff,))
+            return [state_from_row(row, instant=_utc) for row in curs]
 
     def load(self, into: VerificationIndex) -> int:
         with (
@@ -173,3 +183,8 @@ class PostgresKeyStatesView(PostgresTrackedView, KeyStatesView):
 def _id_int(raw: bytes) -> int:
     """A key id as uuid_send gives it, as the index holds it."""
     return int.from_bytes(raw, "big")
+
+
+def _utc(at: datetime) -> datetime:
+    """An instant as the events hold it, in UTC, whatever the session's time zone."""
+    return at.astimezone(UTC)

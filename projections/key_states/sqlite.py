@@ -57,6 +57,10 @@ _UPSERT_POLICY = (
 )
 _SELECT_POLICY = f"SELECT {', '.join(POLICY_COLUMNS)} FROM {POLICY_TABLE}"
 _SELECT_STATES = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} "
+_SELECT_MINTED_BEFORE = (
+    f"{_SELECT_STATES} WHERE created_at < ? AND revoked_at IS NULL AND expired_at IS NULL "
+    "ORDER BY minted_position"
+)
 _SELECT_OWNED = f"{_SELECT_STATES} WHERE owner_id = ? ORDER BY minted_position"
 _LOAD = f"SELECT key_id, {', '.join(LOADED)} FROM {TABLE}"
 # Well below SQLite's limit on parameters in one statement, whatever its build.
@@ -129,6 +133,13 @@ class SQLiteKeyStatesView(SQLiteTrackedView, KeyStatesView):
             raw = c.sqlite_cursor
             raw.row_factory = None
             raw.execute(_SELECT_OWNED, (owner_id,))
+            return [_state(row) for row in raw.fetchall()]
+
+    def minted_before(self, cutoff: datetime) -> list[KeyState]:
+        with self.datastore.transaction(commit=False) as c:
+            raw = c.sqlite_cursor
+            raw.row_factory = None
+            raw.execute(_SELECT_MINTED_BEFORE, (sqlite_instant(cutoff),))
             return [_state(row) for row in raw.fetchall()]
 
     def load(self, into: VerificationIndex) -> int:

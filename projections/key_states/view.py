@@ -174,6 +174,11 @@ class KeyStatesView(TrackingRecorder, ABC):
         """An owner's keys, in minting order."""
 
     @abstractmethod
+    def minted_before(self, cutoff: datetime) -> list[KeyState]:
+        """Every key minted before `cutoff` and neither revoked nor recorded expired, in
+        minting order."""
+
+    @abstractmethod
     def load(self, into: VerificationIndex) -> int:
         """Put the stored policy in force in an empty index and add every stored state to it,
         in minting order; returns their position."""
