@@ -78,6 +78,10 @@ class KeyRecord(msgspec.Struct, gc=False, eq=False):
         return None if self.expires_ts is None else datetime.fromtimestamp(self.expires_ts, UTC)
 
     @property
+    def revoked(self) -> bool:
+        return bool(self.flags & REVOKED_FLAG)
+
+    @property
     def suspended(self) -> bool:
         return bool(self.flags & SUSPENDED_FLAG)
 
