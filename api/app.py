@@ -61,7 +61,6 @@ from infra.usage_flusher import UsageFlusher
 from ledger.audit_trail import AuditTrail
 from ledger.deadline import CONNECTION_ERRORS, OutcomeUnknown, StoreUnavailable, unavailable
 from ledger.key_ledger import Clock, KeyLedger
-from ledger.key_states import KeyStates
 from ledger.recording import KeyBusy
 from ledger.usage_report import UsageReport
 from projections.usage.counter import UsageCounter
@@ -194,7 +193,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     follower = IndexFollower(
         ledger,
         backend,
-        key_states=KeyStates(ledger, key_states_view) if key_states_view is not None else None,
+        key_states=ledger.read_states_from(key_states_view)
+        if key_states_view is not None
+        else None,
         read_models=[audit],
         poll_interval=settings.poll_interval,
         heartbeat_interval=settings.heartbeat_interval,
