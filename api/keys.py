@@ -84,6 +84,9 @@ def key_view(
         expires_at=record.expires_at,
         revoked_at=record.revoked_at,
         last_used_at=(last_used or {}).get(record.key_id),
+        retires_at=record.retires_at,
+        successor_id=str(record.successor_id) if record.successor_id else None,
+        predecessor_id=str(record.predecessor_id) if record.predecessor_id else None,
     )
 
 
