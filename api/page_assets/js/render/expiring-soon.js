@@ -5,7 +5,7 @@ import { el } from "../dom.js";
 import { expiresSoon } from "./key-status.js";
 import { dateTimeFormat, parseDate } from "./time.js";
 
-const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "always" });
 const UNITS = [
   ["day", 24 * 3600 * 1000],
   ["hour", 3600000],
