@@ -252,7 +252,7 @@ def test_a_person_rotates_a_key_with_a_grace_and_the_history_shows_the_lineage(
     panel = page.get_by_test_id("token-panel").inner_text()
     assert "CI deploy" in panel and "will not be shown again" in panel
     note = page.get_by_test_id("token-note").inner_text()
-    assert old_token[:12] in note and "keeps working until" in note
+    assert old_token[:12] in note and "keeps working until" in note and "(in 1 hour)" in note
 
     # Both keys are listed, with the same name and scopes; the old one is active in its grace
     row_by_prefix(page, new_token).wait_for()
@@ -402,8 +402,8 @@ def test_keys_expiring_within_a_week_are_listed_at_the_top(
     items = section.get_by_test_id("expiring-key")
     texts = [items.nth(i).inner_text() for i in range(items.count())]
     assert len(texts) == 2
-    assert "Short job" in texts[0] and short[:12] in texts[0] and "in 1 day" in texts[0]
-    assert "Weekly export" in texts[1] and week[:12] in texts[1] and "in 6 days" in texts[1]
+    assert "Short job" in texts[0] and short[:12] in texts[0] and "in 2 days" in texts[0]
+    assert "Weekly export" in texts[1] and week[:12] in texts[1] and "in 7 days" in texts[1]
     assert "within 7 days" in section.inner_text()
     assert section.get_by_test_id("expiring-key").filter(has_text="Monthly report").count() == 0
 

@@ -6,18 +6,16 @@ import { expiresSoon } from "./key-status.js";
 import { dateTimeFormat, parseDate } from "./time.js";
 
 const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "always" });
-const UNITS = [
-  ["day", 24 * 3600 * 1000],
-  ["hour", 3600000],
-  ["minute", 60000],
-];
+const MINUTE_MS = 60 * 1000;
+const HOUR_MS = 60 * MINUTE_MS;
+const DAY_MS = 24 * HOUR_MS;
 
-// "in 3 days", "in 5 hours", "in 2 minutes": the largest whole unit left.
+// "in 3 days", "in 5 hours", "in 2 minutes". Days are counted up, as the table's "expires in N
+// days" counts them; hours to the nearest, so that a grace of an hour reads "in 1 hour".
 export function relativeTime(ms) {
-  for (const [unit, size] of UNITS) {
-    if (ms >= size) return relative.format(Math.floor(ms / size), unit);
-  }
-  return relative.format(Math.max(0, Math.ceil(ms / 60000)), "minute");
+  if (ms >= DAY_MS) return relative.format(Math.ceil(ms / DAY_MS), "day");
+  if (ms >= HOUR_MS - MINUTE_MS / 2) return relative.format(Math.round(ms / HOUR_MS), "hour");
+  return relative.format(Math.max(0, Math.ceil(ms / MINUTE_MS)), "minute");
 }
 
 // The keys to list, soonest first.
