@@ -33,6 +33,7 @@ from api.forward_auth import ForwardAuth
 from api.health import HealthController
 from api.json_body import JSONBodyRequest
 from api.keys import KeysController
+from api.leaks import LeaksController
 from api.local_sign_in import local_sign_in
 from api.openapi import openapi_config
 from api.operator import OperatorController
@@ -50,6 +51,7 @@ from infra.auth_failures import AuthFailures
 from infra.authjs_sessions import DatabaseSessions, SessionTablesMissing
 from infra.backends import backend_for
 from infra.follower import IndexFollower
+from infra.leak_reports import LeakReporters
 from infra.outage import summary
 from infra.policy import Policy
 from infra.settings import Settings, load_settings, require_public_origin
@@ -282,6 +284,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             AccountPage,
             AuditController,
             OperatorController,
+            LeaksController,
             protected_resource_metadata,
             ForwardAuth,
         ],
@@ -315,6 +318,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "ledger": ledger,
                 "follower": follower,
                 "sweeper": sweeper,
+                # Read once at start: a missing or wrong keys document stops the start.
+                "leak_reporters": (
+                    LeakReporters.load(settings.leak_keys_file) if settings.leak_keys_file else None
+                ),
                 "settings": settings,
                 "verify_secret": settings.verify_secret,
                 "session_codec": codec,

@@ -317,6 +317,7 @@ def requires_scopes(*scopes: str) -> Callable[..., Any]:
         if missing:
             raise problems.insufficient_scope(missing)
 
+    guard.scopes = needed  # type: ignore[attr-defined]  # read by the OpenAPI contract
     return guard
 
 

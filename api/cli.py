@@ -66,6 +66,10 @@ def serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_json)
     if settings.authjs_database_url:
         _check_session_tables(settings.authjs_database_url)
+    if settings.leak_keys_file:
+        from infra.leak_reports import LeakReporters
+
+        LeakReporters.load(settings.leak_keys_file)  # a wrong document stops the start here
     # The app factory runs in uvicorn's workers and reads its settings from the environment.
     os.environ["ANTHRA_HOST"] = host
     os.environ["ANTHRA_PORT"] = str(port)

@@ -118,6 +118,23 @@ class StaleKeys(msgspec.Struct, frozen=True):
     keys: list[StaleKey]
 
 
+class ReportedToken(msgspec.Struct, frozen=True):
+    """One token a partner found, as GitHub sends it (fields it may add are ignored)."""
+
+    token: Annotated[str, Meta(max_length=512)]
+    type: Annotated[str, Meta(max_length=100)] = ""
+    url: Annotated[str, Meta(max_length=4096)] = ""
+    source: Annotated[str, Meta(max_length=100)] = ""
+
+
+class TokenLabel(msgspec.Struct, frozen=True):
+    """A reported token's verdict, by its sha256: GitHub's secret-scanning feedback format."""
+
+    token_hash: str
+    token_type: str
+    label: Literal["true_positive", "false_positive"]
+
+
 class VerifyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Ask whether a token is valid for some scopes, now or at an instant in the past."""
 

@@ -17,8 +17,8 @@ from uuid import UUID, uuid4
 from eventsourcing.application import AggregateNotFoundError
 
 from domain import token as token_format
-from domain.api_key import MAX_EXPIRY_DAYS, MIN_EXPIRY_DAYS, ApiKey
-from domain.errors import InvalidInput
+from domain.api_key import MAX_EXPIRY_DAYS, MIN_EXPIRY_DAYS, SUSPENDED, TERMINAL, ApiKey
+from domain.errors import InvalidInput, KeyNotActive
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.idempotency import SUPERSEDED, fingerprint, record_id
 from domain.lifetime_policy import NO_POLICY, POLICY_ID, LifetimePolicy, Terms
@@ -117,6 +117,10 @@ class Lifecycle(Recording):
         def decide() -> tuple[Events, Callable[[], RotatedKey]]:
             at = self.now()
             old = self._load(key_id, owner_id)
+            status = old.status(at)
+            if status in TERMINAL or status == SUSPENDED:
+                # Said before any policy refusal: an ended key's rotation is a conflict.
+                raise KeyNotActive(str(old.id), status, "rotated")
             terms = self.lifetime_terms()
             days = successor_days(old, terms) if default_expiry else expires_in_days
             refusal = terms.refusal(days)
