@@ -269,6 +269,13 @@ def test_a_person_rotates_a_key_with_a_grace_and_the_history_shows_the_lineage(
         with api(dev_server, token) as client:
             assert client.get("/api/v1/account").status_code == 200
 
+    # Where the list says when the old key stops, its row says so and offers no second rotation
+    with api(dev_server, new_token) as client:
+        listed = {k["prefix"]: k for k in client.get("/api/v1/keys").json()["keys"]}
+    if listed[old_token[:12]].get("retires_at"):
+        assert "rotated; stops at" in old_row.get_by_test_id("key-retires").inner_text()
+        assert old_row.get_by_test_id("rotate").count() == 0
+
     # "Done": the token is gone from the page
     page.get_by_test_id("token-done").click()
     assert new_token[12:] not in page.content()
