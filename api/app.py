@@ -43,7 +43,14 @@ from api.principal import Principal
 from api.request_context import RequestIds
 from api.resource_metadata import protected_resource_metadata
 from api.verify import VerifyController
-from domain.errors import InvalidInput, KeyAlreadyRotated, KeyNotActive, KeyNotFound
+from api.webhooks import WebhookPayloads, WebhooksController
+from domain.errors import (
+    InvalidInput,
+    KeyAlreadyRotated,
+    KeyNotActive,
+    KeyNotFound,
+    WebhookNotFound,
+)
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.idempotency import IdempotencyKeyReused
 from infra.auth_failure_stores import auth_failure_store_for
@@ -58,11 +65,13 @@ from infra.policy import Policy
 from infra.settings import Settings, load_settings, require_public_origin
 from infra.sweeper import ExpirySweeper
 from infra.usage_flusher import UsageFlusher
+from infra.webhook_deliverer import WebhookDeliverer
 from ledger.audit_trail import AuditTrail
 from ledger.deadline import CONNECTION_ERRORS, OutcomeUnknown, StoreUnavailable, unavailable
 from ledger.key_ledger import Clock, KeyLedger
 from ledger.recording import KeyBusy
 from ledger.usage_report import UsageReport
+from ledger.webhooks import Webhooks
 from projections.usage.counter import UsageCounter
 from projections.verification_index.index import IndexStale
 
@@ -93,6 +102,10 @@ def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response
 
 def _not_found(_: Request[Any, Any, Any], exc: KeyNotFound) -> Response[Any]:
     return _error(404, "not_found", f"no key with id {exc.key_id}")
+
+
+def _webhook_not_found(_: Request[Any, Any, Any], exc: WebhookNotFound) -> Response[Any]:
+    return _error(404, "not_found", str(exc))
 
 
 def _reused(_: Request[Any, Any, Any], exc: IdempotencyKeyReused) -> Response[Any]:
@@ -205,6 +218,22 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     usage_flusher = UsageFlusher(usage_counter, usage_store, interval=settings.usage_flush_interval)
     usage = UsageReport(usage_store, usage_counter, clock)
     sweeper = ExpirySweeper(ledger, interval=settings.sweep_interval, usage=usage)
+    webhooks = Webhooks(
+        ledger,
+        backend.webhook_store(ledger),
+        allow_http_loopback=settings.webhooks_allow_http_loopback,
+    )
+    deliverer = WebhookDeliverer(
+        webhooks,
+        audit,
+        WebhookPayloads(ledger),
+        interval=settings.webhook_interval,
+        retry_window=settings.webhook_retry_window,
+        first_retry=settings.webhook_first_retry,
+        timeout=settings.webhook_timeout,
+        concurrency=settings.webhook_concurrency,
+        allow_http_loopback=settings.webhooks_allow_http_loopback,
+    )
     if settings.dev_mode:
         # One secret per run, shared by every worker through the environment `serve` sets.
         secrets_in_use: tuple[str, ...] = (settings.dev_secret or secrets.token_urlsafe(32),)
@@ -242,6 +271,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         follower.start()
         sweeper.start()
         usage_flusher.start()
+        deliverer.start()
         if failure_sync is not None:
             failure_sync.start()
 
@@ -270,6 +300,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             failure_sync.stop()
             failure_store.close()
         sweeper.stop(timeout=0.5)
+        deliverer.stop(timeout=0.5)
+        webhooks.store.close()
         follower.stop(timeout=0.5)
         ledger.close()
         if database_sessions is not None:
@@ -288,6 +320,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             OperatorController,
             LeaksController,
             EventStreamController,
+            WebhooksController,
             protected_resource_metadata,
             ForwardAuth,
         ],
@@ -295,6 +328,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             "ledger": Provide(lambda: ledger, use_cache=True, sync_to_thread=False),
             "audit": Provide(lambda: audit, use_cache=True, sync_to_thread=False),
             "usage": Provide(lambda: usage, use_cache=True, sync_to_thread=False),
+            "webhooks": Provide(lambda: webhooks, use_cache=True, sync_to_thread=False),
         },
         middleware=[
             DefineMiddleware(
@@ -306,6 +340,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             InvalidInput: _invalid_input,
             ValidationException: _validation,
             KeyNotFound: _not_found,
+            WebhookNotFound: _webhook_not_found,
             KeyNotActive: _not_active,
             KeyAlreadyRotated: _already_rotated,
             IdempotencyKeyReused: _reused,
@@ -332,6 +367,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "authenticator": authenticator,
                 "audit": audit,
                 "usage": usage,
+                "webhooks": webhooks,
+                "webhook_deliverer": deliverer,
                 "policy": Policy.load(settings.policy_file) if settings.policy_file else None,
                 "dev_mode": settings.dev_mode,
                 "dev_sign_in_code": sign_in_code,

@@ -24,7 +24,7 @@ from litestar.response import Stream
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import principal_of, requires_scopes
-from api.events import audit_event
+from api.events import KEY_EVENT_TYPES, audit_event
 from api.openapi import SESSION_OR_TOKEN
 from api.problems import ErrorBody, unavailable
 from api.query_values import PositionQuery, whole_number
@@ -163,7 +163,9 @@ async def events(
                 yield b"".join(
                     b"id: %d\nevent: %s\ndata: %s\n\n"
                     % (row.position, row.type.encode(), _encode(audit_event(row)))
+                    # The owner's other records (webhook endpoints) are not key events.
                     for row in rows
+                    if row.type in KEY_EVENT_TYPES
                 )
                 position = rows[-1].position
             if rows:

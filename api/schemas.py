@@ -403,3 +403,86 @@ class ChainCheck(msgspec.Struct, frozen=True):
     head_chain: str
     first_bad_position: int | None
     reason: str
+
+
+# Webhooks
+
+EventTypeName = Annotated[
+    str,
+    Meta(
+        max_length=40,
+        description="A key event type (Minted, ScopesSet, Revoked, Expired, Rotated, Suspended, "
+        "Resumed) or ExpiringSoon (7 days and 1 day before a key's expiry)",
+    ),
+]
+
+
+class WebhookRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Register a webhook endpoint."""
+
+    url: Annotated[str, Meta(max_length=2048, description="An https:// URL to POST events to")]
+    event_types: Annotated[list[EventTypeName], Meta(min_length=1, max_length=16)]
+
+
+class Webhook(msgspec.Struct, frozen=True):
+    """A webhook endpoint (never its secret)."""
+
+    id: str
+    url: str
+    event_types: list[str]
+    status: Annotated[str, Meta(description="enabled, or disabled (see `disabled_reason`)")]
+    created_at: datetime
+    disabled_reason: str | None = None
+
+
+class RegisteredWebhook(msgspec.Struct, frozen=True):
+    """A new endpoint and its signing secret, shown this once."""
+
+    webhook: Webhook
+    secret: Annotated[
+        str,
+        Meta(description="The Standard Webhooks signing secret (whsec_…): shown only now"),
+    ]
+
+
+class WebhookList(msgspec.Struct, frozen=True):
+    """The caller's webhook endpoints, oldest first."""
+
+    webhooks: list[Webhook]
+
+
+class WebhookDelivery(msgspec.Struct, frozen=True):
+    """One message to an endpoint and what became of it."""
+
+    id: Annotated[str, Meta(description="The webhook-id header: the same on every attempt")]
+    type: str
+    position: int | None
+    status: Annotated[str, Meta(description="pending, delivered or failed")]
+    attempts: int
+    created_at: datetime
+    last_status_code: int | None = None
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
+class WebhookDeliveryList(msgspec.Struct, frozen=True):
+    """An endpoint's latest deliveries, newest first."""
+
+    deliveries: list[WebhookDelivery]
+
+
+class ExpiringSoonNotice(msgspec.Struct, frozen=True):
+    """A live key expires within `days` days (sent 7 days and 1 day before)."""
+
+    key: Key
+    days: int
+    expires_at: datetime
+
+
+class WebhookMessage(msgspec.Struct, frozen=True):
+    """The body of every webhook delivery (Standard Webhooks' shape)."""
+
+    type: str
+    timestamp: datetime
+    data: HistoryEvent | ExpiringSoonNotice

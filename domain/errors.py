@@ -43,3 +43,11 @@ class KeyAlreadyRotated(LedgerError):
         )
         self.key_id = key_id
         self.successor_id = successor_id
+
+
+class WebhookNotFound(LedgerError):
+    """No webhook endpoint with that id (or not one of the caller's)."""
+
+    def __init__(self, endpoint_id: str) -> None:
+        super().__init__(f"no webhook endpoint with id {endpoint_id}")
+        self.endpoint_id = endpoint_id

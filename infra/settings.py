@@ -52,6 +52,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     auth_failures_per_prefix: int = 20
     auth_failure_sync_interval: float = 0.5
     leak_keys_file: str = ""
+    webhooks_allow_http_loopback: bool = False
+    webhook_retry_window: float = 86400.0
+    webhook_first_retry: float = 5.0
+    webhook_timeout: float = 10.0
+    webhook_concurrency: int = 4
+    webhook_interval: float = 1.0
 
     @property
     def dev_mode(self) -> bool:
@@ -256,6 +262,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "ANTHRA_AUTH_FAILURE_SYNC_INTERVAL", 0.5, 0.01, 10.0
         ),
         leak_keys_file=env.get("ANTHRA_LEAK_KEYS_FILE", "").strip(),
+        webhooks_allow_http_loopback=env.get("ANTHRA_WEBHOOKS_ALLOW_HTTP_LOOPBACK", "")
+        in {"1", "true", "yes"},
+        webhook_retry_window=_float(env, "ANTHRA_WEBHOOK_RETRY_WINDOW", 86400.0, 1.0, 7 * 86400.0),
+        webhook_first_retry=_float(env, "ANTHRA_WEBHOOK_FIRST_RETRY", 5.0, 0.05, 3600.0),
+        webhook_timeout=_float(env, "ANTHRA_WEBHOOK_TIMEOUT", 10.0, 0.5, 60.0),
+        webhook_concurrency=_int(env, "ANTHRA_WEBHOOK_CONCURRENCY", 4, 1, 64),
+        webhook_interval=_float(env, "ANTHRA_WEBHOOK_INTERVAL", 1.0, 0.05, 60.0),
     )
     require_public_origin(settings)
     return settings

@@ -13,6 +13,7 @@ from infra.auth_failure_stores import AuthFailureStore
 from projections.audit_trail.view import AuditView
 from projections.key_states.view import KeyStatesView
 from projections.usage.store import UsageStore
+from projections.webhooks.store import WebhookStore
 
 if TYPE_CHECKING:
     from infra.backends.postgres.listener import ChannelListener
@@ -46,6 +47,10 @@ class Backend(ABC):
     @abstractmethod
     def usage_store(self) -> UsageStore:
         """Where flushed usage is kept."""
+
+    @abstractmethod
+    def webhook_store(self, ledger: Application[UUID]) -> WebhookStore:
+        """Where webhook endpoints and their deliveries are kept, beside the ledger's events."""
 
     @abstractmethod
     def auth_failure_store(self) -> AuthFailureStore:

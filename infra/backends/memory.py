@@ -16,6 +16,8 @@ from projections.audit_trail.memory import MemoryAuditView
 from projections.audit_trail.view import AuditView
 from projections.usage.memory import MemoryUsageStore
 from projections.usage.store import UsageStore
+from projections.webhooks.memory import MemoryWebhookStore
+from projections.webhooks.store import WebhookStore
 
 
 class MemoryBackend(Backend):
@@ -27,6 +29,9 @@ class MemoryBackend(Backend):
         # one kept beside it, so that two ledgers over one memory store share it as they would
         # a file.
         self._audit_views: WeakKeyDictionary[ApplicationRecorder, MemoryAuditView] = (
+            WeakKeyDictionary()
+        )
+        self._webhook_stores: WeakKeyDictionary[ApplicationRecorder, MemoryWebhookStore] = (
             WeakKeyDictionary()
         )
         self._lock = threading.Lock()
@@ -46,6 +51,13 @@ class MemoryBackend(Backend):
 
     def usage_store(self) -> UsageStore:
         return MemoryUsageStore()
+
+    def webhook_store(self, ledger: Application[UUID]) -> WebhookStore:
+        with self._lock:
+            store = self._webhook_stores.get(ledger.recorder)
+            if store is None:
+                store = self._webhook_stores[ledger.recorder] = MemoryWebhookStore()
+            return store
 
     def auth_failure_store(self) -> AuthFailureStore:
         return MemoryAuthFailureStore()

@@ -16,6 +16,8 @@ from projections.key_states.sqlite import SQLiteKeyStatesView
 from projections.key_states.view import KeyStatesView
 from projections.usage.sqlite import SQLiteUsageStore
 from projections.usage.store import UsageStore
+from projections.webhooks.sqlite import SQLiteWebhookStore
+from projections.webhooks.store import WebhookStore
 
 DEFAULT_PATH = Path("var") / "anthra-keys.sqlite3"
 
@@ -50,6 +52,9 @@ class SQLiteBackend(Backend):
 
     def usage_store(self) -> UsageStore:
         return SQLiteUsageStore(str(self.path))
+
+    def webhook_store(self, ledger: Application[UUID]) -> WebhookStore:
+        return SQLiteWebhookStore(str(self.path))
 
     def auth_failure_store(self) -> AuthFailureStore:
         return SQLiteAuthFailureStore(str(self.path))

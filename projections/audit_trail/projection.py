@@ -18,6 +18,7 @@ from eventsourcing.persistence import (
 
 from domain.api_key import ApiKey
 from domain.lifetime_policy import LifetimePolicy
+from domain.webhook_endpoint import WebhookEndpoint
 from projections.audit_trail.chain import GENESIS, link
 from projections.audit_trail.view import AuditRow, AuditTrailBroken, AuditView, as_utc
 from projections.catch_up import ReadModelProjector
@@ -82,6 +83,22 @@ def _policy(e: LifetimePolicy.Set | LifetimePolicy.Changed) -> dict[str, Any]:
 
 
 @event_fields.register
+def _webhook_registered(e: WebhookEndpoint.WebhookRegistered) -> dict[str, Any]:
+    # The signing secret is in no event; the URL and what it asked for are.
+    return {"url": e.url, "event_types": e.event_types}
+
+
+@event_fields.register
+def _webhook_disabled(e: WebhookEndpoint.WebhookDisabled) -> dict[str, Any]:
+    return {"reason": e.reason}
+
+
+@event_fields.register
+def _webhook_deleted(e: WebhookEndpoint.WebhookDeleted) -> dict[str, Any]:
+    return {}
+
+
+@event_fields.register
 def _expired(e: ApiKey.Expired) -> dict[str, Any]:
     return {"expires_at": e.expires_at}
 
@@ -97,7 +114,7 @@ class RowMaker:
     def row(self, n: Notification, chain: str) -> AuditRow:
         e: Any = self.mapper.to_domain_event(n)
         key_id = e.originator_id
-        if isinstance(e, ApiKey.Minted):
+        if isinstance(e, ApiKey.Minted | WebhookEndpoint.WebhookRegistered):
             owner_id = e.owner_id
             self._remember(key_id, owner_id)
         else:

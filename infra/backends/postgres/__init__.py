@@ -31,6 +31,8 @@ from projections.key_states.view import KeyStatesView
 from projections.postgres_views import PostgresTrackedView
 from projections.usage.postgres import PostgresUsageStore
 from projections.usage.store import UsageStore
+from projections.webhooks.postgres import PostgresWebhookStore
+from projections.webhooks.store import WebhookStore
 
 V = TypeVar("V", bound=PostgresTrackedView)
 
@@ -75,6 +77,9 @@ class PostgresBackend(Backend):
 
     def usage_store(self) -> UsageStore:
         return PostgresUsageStore(self.own_pool("anthra-usage", 2))
+
+    def webhook_store(self, ledger: Application[UUID]) -> WebhookStore:
+        return PostgresWebhookStore(self.own_pool("anthra-webhooks", 2))
 
     def auth_failure_store(self) -> AuthFailureStore:
         return PostgresAuthFailureStore(self.own_pool("anthra-auth-failures", 1))
