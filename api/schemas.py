@@ -472,7 +472,7 @@ class WebhookDeliveryList(msgspec.Struct, frozen=True):
     deliveries: list[WebhookDelivery]
 
 
-class ExpiringSoonNotice(msgspec.Struct, frozen=True):
+class ExpiringSoonNotice(msgspec.Struct, frozen=True, tag="ExpiringSoon", tag_field="type"):
     """A live key expires within `days` days (sent 7 days and 1 day before)."""
 
     key: Key

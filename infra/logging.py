@@ -24,7 +24,7 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 # encodings stay far below this, and the cap keeps hostile input from recursing without end.
 _MAX_ESCAPE_DEPTH = 12
 # Cheap substring tests that every redactable text passes; the regexes only run after one hits.
-_NEEDLES = ("live", "%", "token", "bearer", "eyj")
+_NEEDLES = ("live", "%", "token", "bearer", "eyj", "whsec_")
 # One C-level search instead of lowering the text and testing each needle in Python: most log
 # lines (every access log line) hold none, and this runs several times per line.
 _ANY_NEEDLE = re.compile("|".join(re.escape(n) for n in _NEEDLES), re.IGNORECASE)
@@ -42,6 +42,8 @@ _COOKIE = re.compile(
 )
 # Auth.js session cookies are JWEs; one logged without its cookie name is still caught here.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_.-]*")
+# A webhook signing secret (Standard Webhooks' whsec_ and base64): none of it is kept.
+_WEBHOOK_SECRET = re.compile(r"(?i:whsec_)[A-Za-z0-9+/=_-]+")
 # A "+" or "%20" stands for the space only straight after the scheme, as in a form or URL;
 # after a real space a "+" is the credential's own first character.
 _BEARER = re.compile(
@@ -57,7 +59,7 @@ _PARAM = re.compile(
 
 
 def redact(text: str) -> str:
-    """The text with every token cut to its 12-character display prefix and every session cookie value and Bearer credential removed."""  # noqa: E501
+    """The text with every token cut to its 12-character display prefix and every session cookie value, webhook secret and Bearer credential removed."""  # noqa: E501
     if _ANY_NEEDLE.search(text) is None:
         return text
     # Tokens go first: the other rules only ever remove text, so none of them can break up
@@ -65,6 +67,7 @@ def redact(text: str) -> str:
     text = _cut_tokens(text)
     text = _COOKIE.sub(lambda m: m["name"] + m["sep"] + REDACTED, text)
     text = _JWT.sub(REDACTED, text)
+    text = _WEBHOOK_SECRET.sub("whsec_" + REDACTED, text)
     text = _BEARER.sub(_keep_prefix, text)
     return _PARAM.sub(_keep_prefix, text)
 

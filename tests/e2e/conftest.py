@@ -16,11 +16,13 @@ StartServer = Callable[..., ServerProcess]
 
 
 class Secrets:
-    """Every token and session cookie a test handled, to look for in the logs afterwards."""
+    """Every token, session cookie and webhook signing secret a test handled, to look for in
+    the logs afterwards."""
 
     def __init__(self) -> None:
         self.tokens: list[str] = []
         self.cookies: list[str] = []
+        self.webhook_secrets: list[str] = []
 
 
 @pytest.fixture
@@ -56,11 +58,9 @@ def start_server(tmp_path: Path, secrets_seen: Secrets) -> Iterator[StartServer]
         server.stop()
     lines = [line for server in servers for line in server.log_lines()]
     assert lines, "the servers logged nothing; the check below would prove nothing"
-    token_runs = (
-        set().union(*(windows(t, 13) for t in secrets_seen.tokens))
-        if secrets_seen.tokens
-        else set()
-    )
+    # A webhook secret is a secret whole: no 13 characters of it may show, as of a token.
+    shown_once = secrets_seen.tokens + secrets_seen.webhook_secrets
+    token_runs = set().union(*(windows(t, 13) for t in shown_once)) if shown_once else set()
     cookie_runs = (
         set().union(*(windows(c, 16) for c in secrets_seen.cookies))
         if secrets_seen.cookies
@@ -68,7 +68,9 @@ def start_server(tmp_path: Path, secrets_seen: Secrets) -> Iterator[StartServer]
     )
     for line in lines:
         leaked = [run for run in token_runs if run in line]
-        assert not leaked, f"a log line holds 13+ characters of a token: {line[:200]!r}"
+        assert not leaked, (
+            f"a log line holds 13+ characters of a token or webhook secret: {line[:200]!r}"
+        )
         leaked = [run for run in cookie_runs if run in line]
         assert not leaked, f"a log line holds part of a session cookie: {line[:200]!r}"
 

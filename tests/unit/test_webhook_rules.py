@@ -141,3 +141,13 @@ def test_retries_back_off_exponentially_with_bounded_jitter_up_to_a_cap() -> Non
     assert 20 < tries < 40
     # A huge attempt count does not overflow
     assert retry_delay(10_000, 0.0) == MAX_DELAY
+
+
+def test_a_webhook_secret_never_reaches_a_log_line() -> None:
+    from infra.logging import redact
+
+    secret = new_secret()
+    for line in (f"registered {secret}", f'{{"secret": "{secret}"}}', f"secret={secret}&x=1"):
+        redacted = redact(line)
+        assert secret.removeprefix("whsec_")[:8] not in redacted
+        assert "whsec_[redacted]" in redacted
