@@ -1,0 +1,75 @@
+"""One webhook POST against a real local HTTP server: loopback only when allowed, redirects
+answered and never followed, a slow endpoint cut at the timeout, names resolved and checked."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from infra.webhook_sender import send
+
+
+class Endpoint:
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                endpoint.paths.append(self.path)
+                if self.path == "/slow":
+                    time.sleep(1.0)
+                if self.path == "/moved":
+                    self.send_response(302)
+                    self.send_header("Location", "/elsewhere")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    found = Endpoint()
+    yield found
+    found.server.shutdown()
+    found.server.server_close()
+
+
+def test_loopback_is_refused_unless_allowed(endpoint: Endpoint) -> None:
+    status, why = send(f"{endpoint.base}/in", b"{}", {}, timeout=5)
+    assert status is None and "not a public address" in why
+    name = endpoint.base.replace("127.0.0.1", "localhost")
+    assert send(f"{name}/in", b"{}", {}, timeout=5)[0] is None
+    assert endpoint.paths == []
+    assert send(f"{endpoint.base}/in", b"{}", {}, timeout=5, allow_loopback=True) == (200, "")
+    assert endpoint.paths == ["/in"]
+
+
+def test_a_redirect_is_an_answer_never_followed(endpoint: Endpoint) -> None:
+    status, _ = send(f"{endpoint.base}/moved", b"{}", {}, timeout=5, allow_loopback=True)
+    assert status == 302
+    assert endpoint.paths == ["/moved"]
+
+
+def test_a_slow_endpoint_is_cut_at_the_timeout(endpoint: Endpoint) -> None:
+    status, why = send(f"{endpoint.base}/slow", b"{}", {}, timeout=0.2, allow_loopback=True)
+    assert status is None and "timed out" in why
+
+
+def test_a_name_that_does_not_resolve_is_refused() -> None:
+    status, why = send("https://no-such-host.invalid/in", b"{}", {}, timeout=5)
+    assert status is None and "cannot resolve" in why
