@@ -49,6 +49,7 @@ from domain.errors import (
     KeyAlreadyRotated,
     KeyNotActive,
     KeyNotFound,
+    TooManyWebhooks,
     WebhookNotFound,
 )
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -106,6 +107,10 @@ def _not_found(_: Request[Any, Any, Any], exc: KeyNotFound) -> Response[Any]:
 
 def _webhook_not_found(_: Request[Any, Any, Any], exc: WebhookNotFound) -> Response[Any]:
     return _error(404, "not_found", str(exc))
+
+
+def _too_many_webhooks(_: Request[Any, Any, Any], exc: TooManyWebhooks) -> Response[Any]:
+    return _error(409, "conflict", str(exc))
 
 
 def _reused(_: Request[Any, Any, Any], exc: IdempotencyKeyReused) -> Response[Any]:
@@ -341,6 +346,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             ValidationException: _validation,
             KeyNotFound: _not_found,
             WebhookNotFound: _webhook_not_found,
+            TooManyWebhooks: _too_many_webhooks,
             KeyNotActive: _not_active,
             KeyAlreadyRotated: _already_rotated,
             IdempotencyKeyReused: _reused,

@@ -408,9 +408,17 @@ class ChainCheck(msgspec.Struct, frozen=True):
 # Webhooks
 
 EventTypeName = Annotated[
-    str,
+    Literal[
+        "Minted",
+        "ScopesSet",
+        "Revoked",
+        "Expired",
+        "Rotated",
+        "Suspended",
+        "Resumed",
+        "ExpiringSoon",
+    ],
     Meta(
-        max_length=40,
         description="A key event type (Minted, ScopesSet, Revoked, Expired, Rotated, Suspended, "
         "Resumed) or ExpiringSoon (7 days and 1 day before a key's expiry)",
     ),
@@ -420,7 +428,15 @@ EventTypeName = Annotated[
 class WebhookRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Register a webhook endpoint."""
 
-    url: Annotated[str, Meta(max_length=2048, description="An https:// URL to POST events to")]
+    url: Annotated[
+        str,
+        Meta(
+            max_length=2048,
+            pattern=r"^https?://[!-~]+$",
+            description="An https:// URL to POST events to, at a public address (http only to "
+            "loopback, when the operator allows it); no credentials or fragment",
+        ),
+    ]
     event_types: Annotated[list[EventTypeName], Meta(min_length=1, max_length=16)]
 
 

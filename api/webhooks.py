@@ -41,6 +41,7 @@ WebhookId = Annotated[
         description="The endpoint's id, as registering gave it", schema_extra={"format": "uuid"}
     ),
 ]
+TOO_MANY = {409: ResponseSpec(ErrorBody, description="The caller has 10 endpoints already")}
 NOT_FOUND = {404: ResponseSpec(ErrorBody, description="No such endpoint of the caller's")}
 
 
@@ -106,7 +107,7 @@ class WebhooksController(Controller):
     guards = [requires_session]
     security = SESSION_ONLY
 
-    @post("/", status_code=201, sync_to_thread=True)
+    @post("/", status_code=201, responses=TOO_MANY, sync_to_thread=True)
     def register(
         self,
         request: Request[Any, Any, Any],

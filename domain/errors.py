@@ -51,3 +51,11 @@ class WebhookNotFound(LedgerError):
     def __init__(self, endpoint_id: str) -> None:
         super().__init__(f"no webhook endpoint with id {endpoint_id}")
         self.endpoint_id = endpoint_id
+
+
+class TooManyWebhooks(LedgerError):
+    """The owner has as many webhook endpoints as one may have."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} webhook endpoints per owner; delete one first")
+        self.limit = limit

@@ -34,7 +34,11 @@ def check_url(url: object, *, allow_http_loopback: bool = False) -> str:
         raise InvalidInput("url", "an https:// URL")
     if len(url) > MAX_URL_LENGTH or not (url.isascii() and url.isprintable()) or " " in url:
         raise InvalidInput("url", f"a printable ASCII URL of at most {MAX_URL_LENGTH} characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".")
+    except ValueError:  # an unbalanced "[" in the authority, say
+        raise InvalidInput("url", "a well-formed https:// URL") from None
     if parts.scheme not in ("https", "http"):
         raise InvalidInput("url", "an https:// URL")
     if "@" in parts.netloc or parts.username is not None or parts.password is not None:
@@ -47,7 +51,6 @@ def check_url(url: object, *, allow_http_loopback: bool = False) -> str:
         raise InvalidInput("url", "a port from 1 to 65535") from None
     if port == 0:
         raise InvalidInput("url", "a port from 1 to 65535")
-    host = (parts.hostname or "").rstrip(".")
     if not host or any(c in host for c in "%\\"):
         raise InvalidInput("url", "a URL with a host name")
     address = ip_address(host)

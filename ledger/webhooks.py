@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError
 
-from domain.errors import InvalidInput, WebhookNotFound
+from domain.errors import InvalidInput, TooManyWebhooks, WebhookNotFound
 from domain.webhook_endpoint import DELETED, DISABLED, ENABLED, SUBSCRIBABLE, WebhookEndpoint
 from domain.webhooks import SECRET_BYTES, SECRET_PREFIX, check_url
 from ledger.deadline import bounded
@@ -76,7 +76,7 @@ class Webhooks:
         types = check_event_types(event_types)
         live = [e for e in self.store.endpoints_of(owner_id) if e.status != DELETED]
         if len(live) >= MAX_ENDPOINTS:
-            raise InvalidInput("url", f"at most {MAX_ENDPOINTS} endpoints; delete one first")
+            raise TooManyWebhooks(MAX_ENDPOINTS)
         at = self.ledger.now()
         endpoint = Endpoint(
             endpoint_id=uuid4(),

@@ -86,6 +86,8 @@ def test_public_https_urls_are_accepted(url: str) -> None:
         ("https://hooks.example.com:0/", "port"),
         ("https://hooks.example.com:99999/", "port"),
         ("https:///nohost", "host"),
+        ("https://[::1/x", "well-formed"),
+        ("http://[", "well-formed"),
         ("https://10.0.0.8/", "public"),
         ("https://192.168.1.1/", "public"),
         ("https://169.254.169.254/latest/meta-data", "public"),
