@@ -215,3 +215,27 @@ def test_an_endpoint_failing_past_the_window_is_disabled_and_says_why(
         f"{server.url}/api/v1/webhooks/{hook_id}/deliveries", headers=alice
     ).json()["deliveries"]
     assert failed["status"] == "failed" and failed["attempts"] >= 2
+
+
+def test_two_processes_deliver_each_event_once_between_them(
+    postgres_url: str,
+    start_server: StartServer,
+    secrets_seen: Secrets,
+    alice: dict[str, str],
+    receiver: Receiver,
+) -> None:
+    a, b = start_server(postgres_url, **WEBHOOK_ENV), start_server(postgres_url, **WEBHOOK_ENV)
+    receiver.healthy = True
+    registered = register(a.url, alice, secrets_seen, receiver.url)
+    # Keys minted through both processes
+    keys = [mint(server.url, alice, secrets_seen, f"k{i}") for i, server in enumerate([a, b] * 3)]
+    accepted = until(
+        lambda: (found := receiver.accepted()) and len(found) >= len(keys) and found,
+        "every event accepted",
+    )
+    # One lease holder at a time: each event was sent once, in store order, signed
+    sent = receiver.received()
+    assert len(sent) == len(keys) == len(accepted)
+    verifier = Webhook(registered["secret"])
+    bodies = [verifier.verify(body, headers) for headers, body, _ in sent]
+    assert [m["data"]["key_id"] for m in bodies] == [k["id"] for k in keys]
