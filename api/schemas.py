@@ -476,6 +476,7 @@ class WebhookDelivery(msgspec.Struct, frozen=True):
     status: Annotated[str, Meta(description="pending, delivered or failed")]
     attempts: int
     created_at: datetime
+    first_attempt_at: datetime | None = None
     last_status_code: int | None = None
     last_error: str | None = None
     next_attempt_at: datetime | None = None

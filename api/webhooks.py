@@ -68,6 +68,7 @@ def delivery_view(delivery: Delivery) -> WebhookDelivery:
         status=delivery.status,
         attempts=delivery.attempts,
         created_at=datetime.fromtimestamp(delivery.created_at, UTC),
+        first_attempt_at=_instant(delivery.first_attempt_at),
         last_status_code=delivery.last_status,
         last_error=delivery.last_error or None,
         next_attempt_at=_instant(delivery.next_attempt_at),

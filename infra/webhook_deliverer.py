@@ -4,7 +4,7 @@ Each pass reads the audit trail after every enabled endpoint's tracked position,
 endpoint asked for (and the ExpiringSoon notices its owner's keys are due) in the webhook store,
 and sends each endpoint's queue in order: a delivery that fails holds the ones behind it and is
 tried again with exponential backoff and jitter until the retry window has passed since it was
-queued; then the endpoint is disabled, with the reason its owner sees. The queue and positions
+first tried; then the endpoint is disabled, with the reason its owner sees. The queue and positions
 are in the store, so a restart resumes where the last process stopped: at least once, in store
 order per endpoint.
 
@@ -206,7 +206,8 @@ class WebhookDeliverer:
 
     def attempt(self, endpoint: Endpoint, delivery: Delivery, secret: str) -> bool:
         """Send one delivery and record what came of it; whether it was delivered."""
-        timestamp = int(self.clock())
+        started = self.clock()
+        timestamp = int(started)
         headers = {
             "webhook-id": delivery.message_id,
             "webhook-timestamp": str(timestamp),
@@ -227,6 +228,7 @@ class WebhookDeliverer:
                 endpoint.endpoint_id,
                 delivery.seq,
                 Attempt(
+                    at=started,
                     status=DELIVERED,
                     last_status=status,
                     last_error="",
@@ -240,12 +242,21 @@ class WebhookDeliverer:
                 " (redirects are not followed)" if 300 <= status < 400 else ""
             )
         attempts = delivery.attempts + 1
-        give_up_at = delivery.created_at + self.retry_window
+        # The window runs from this delivery's first try: deliveries wait in order behind it,
+        # so that is when the endpoint started failing.
+        first_try = started if delivery.first_attempt_at is None else delivery.first_attempt_at
+        give_up_at = first_try + self.retry_window
         if now >= give_up_at:
             self.store.record_attempt(
                 endpoint.endpoint_id,
                 delivery.seq,
-                Attempt(status=FAILED, last_status=status, last_error=error, next_attempt_at=None),
+                Attempt(
+                    at=started,
+                    status=FAILED,
+                    last_status=status,
+                    last_error=error,
+                    next_attempt_at=None,
+                ),
             )
             self.webhooks.disable(
                 endpoint.endpoint_id,
@@ -259,6 +270,7 @@ class WebhookDeliverer:
             endpoint.endpoint_id,
             delivery.seq,
             Attempt(
+                at=started,
                 status=PENDING,
                 last_status=status,
                 last_error=error,

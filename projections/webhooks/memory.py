@@ -96,6 +96,7 @@ class MemoryWebhookStore(WebhookStore):
                         last_status=None,
                         last_error="",
                         created_at=now,
+                        first_attempt_at=None,
                         next_attempt_at=None,
                         delivered_at=None,
                     )
@@ -117,6 +118,9 @@ class MemoryWebhookStore(WebhookStore):
                     queue[i] = msgspec.structs.replace(
                         d,
                         attempts=d.attempts + 1,
+                        first_attempt_at=(
+                            attempt.at if d.first_attempt_at is None else d.first_attempt_at
+                        ),
                         status=attempt.status,
                         last_status=attempt.last_status,
                         last_error=attempt.last_error,

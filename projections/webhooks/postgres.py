@@ -141,7 +141,8 @@ class PostgresWebhookStore(WebhookStore):
         with self._connection() as conn:
             conn.execute(
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, status = %s,"
-                " last_status = %s, last_error = %s, next_attempt_at = %s, delivered_at = %s"
+                " last_status = %s, last_error = %s, next_attempt_at = %s, delivered_at = %s,"
+                " first_attempt_at = COALESCE(first_attempt_at, %s)"
                 " WHERE endpoint_id = %s AND seq = %s",
                 (
                     attempt.status,
@@ -149,6 +150,7 @@ class PostgresWebhookStore(WebhookStore):
                     attempt.last_error,
                     attempt.next_attempt_at,
                     attempt.delivered_at,
+                    attempt.at,
                     endpoint_id,
                     seq,
                 ),

@@ -29,7 +29,8 @@ _ENDPOINT = (
 )
 _DELIVERY = (
     "SELECT seq, endpoint_id, message_id, type, position, payload, status, attempts,"
-    " last_status, last_error, created_at, next_attempt_at, delivered_at FROM webhook_deliveries"
+    " last_status, last_error, created_at, first_attempt_at, next_attempt_at, delivered_at"
+    " FROM webhook_deliveries"
 )
 
 
@@ -132,7 +133,8 @@ class SQLiteWebhookStore(WebhookStore):
         with self._lock, write_transaction(self._conn) as conn:
             conn.execute(
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, status = ?,"
-                " last_status = ?, last_error = ?, next_attempt_at = ?, delivered_at = ?"
+                " last_status = ?, last_error = ?, next_attempt_at = ?, delivered_at = ?,"
+                " first_attempt_at = COALESCE(first_attempt_at, ?)"
                 " WHERE endpoint_id = ? AND seq = ?",
                 (
                     attempt.status,
@@ -140,6 +142,7 @@ class SQLiteWebhookStore(WebhookStore):
                     attempt.last_error,
                     attempt.next_attempt_at,
                     attempt.delivered_at,
+                    attempt.at,
                     str(endpoint_id),
                     seq,
                 ),
@@ -192,7 +195,7 @@ def _endpoint(row: Any) -> Endpoint:
 
 def _delivery(row: Any) -> Delivery:
     (seq, endpoint_id, message_id, type_, position, payload, status, attempts) = row[:8]
-    last_status, last_error, created_at, next_attempt_at, delivered_at = row[8:]
+    last_status, last_error, created_at, first_attempt_at, next_attempt_at, delivered_at = row[8:]
     return Delivery(
         seq=int(seq),
         endpoint_id=UUID(str(endpoint_id)),
@@ -205,6 +208,7 @@ def _delivery(row: Any) -> Delivery:
         last_status=last_status,
         last_error=last_error,
         created_at=float(created_at),
+        first_attempt_at=first_attempt_at,
         next_attempt_at=next_attempt_at,
         delivered_at=delivered_at,
     )

@@ -32,7 +32,8 @@ DELIVERIES_TABLE = (
     " seq {serial}, endpoint_id {uuid} NOT NULL, message_id TEXT NOT NULL,"
     " type TEXT NOT NULL, position BIGINT, payload {blob} NOT NULL, status TEXT NOT NULL,"
     " attempts INTEGER NOT NULL, last_status INTEGER, last_error TEXT NOT NULL,"
-    " created_at {real} NOT NULL, next_attempt_at {real}, delivered_at {real},"
+    " created_at {real} NOT NULL, first_attempt_at {real}, next_attempt_at {real},"
+    " delivered_at {real},"
     " UNIQUE (endpoint_id, message_id))"
 )
 DELIVERIES_INDEX = (
@@ -77,13 +78,15 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     last_status: int | None
     last_error: str
     created_at: float
+    first_attempt_at: float | None
     next_attempt_at: float | None
     delivered_at: float | None
 
 
 class Attempt(msgspec.Struct, frozen=True, kw_only=True):
-    """What one try of a delivery came to."""
+    """What one try of a delivery, made `at`, came to."""
 
+    at: float
     status: str
     last_status: int | None
     last_error: str
@@ -137,7 +140,7 @@ class WebhookStore(ABC):
 
     @abstractmethod
     def record_attempt(self, endpoint_id: UUID, seq: int, attempt: Attempt) -> None:
-        """Count one more try of a delivery, and what it came to."""
+        """Count one more try of a delivery, and what it came to (the first one's time kept)."""
 
     @abstractmethod
     def deliveries(self, endpoint_id: UUID, limit: int) -> list[Delivery]:

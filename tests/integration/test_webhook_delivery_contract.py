@@ -146,12 +146,16 @@ class WebhookContract:
         first = store.next_pending(kept.endpoint_id)
         assert first is not None and (first.message_id, first.attempts) == ("evt_3", 0)
         assert first.created_at == 10.0 and first.payload == b"{}"
-        failed = Attempt(status=PENDING, last_status=503, last_error="x", next_attempt_at=20.0)
+        failed = Attempt(
+            at=15.0, status=PENDING, last_status=503, last_error="x", next_attempt_at=20.0
+        )
         store.record_attempt(kept.endpoint_id, first.seq, failed)
         again = store.next_pending(kept.endpoint_id)
         assert again is not None and again.seq == first.seq
         assert (again.attempts, again.last_status, again.next_attempt_at) == (1, 503, 20.0)
+        assert again.first_attempt_at == 15.0
         done = Attempt(
+            at=21.0,
             status=DELIVERED,
             last_status=200,
             last_error="",
@@ -163,6 +167,7 @@ class WebhookContract:
         assert following is not None and following.message_id == "evt_5"
         (oldest,) = store.deliveries(kept.endpoint_id, 10)[-1:]
         assert (oldest.status, oldest.attempts, oldest.delivered_at) == (DELIVERED, 2, 21.0)
+        assert oldest.first_attempt_at == 15.0
 
     def test_one_holder_at_a_time_until_its_lease_lapses(self, store: WebhookStore) -> None:
         kept = endpoint()

@@ -73,3 +73,17 @@ def test_a_slow_endpoint_is_cut_at_the_timeout(endpoint: Endpoint) -> None:
 def test_a_name_that_does_not_resolve_is_refused() -> None:
     status, why = send("https://no-such-host.invalid/in", b"{}", {}, timeout=5)
     assert status is None and "cannot resolve" in why
+
+
+@pytest.mark.parametrize("address", ["10.1.2.3", "169.254.169.254", "::1", "fd00::5", "100.64.0.1"])
+def test_a_name_resolving_to_any_private_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch, endpoint: Endpoint, address: str
+) -> None:
+    # The name resolves to a public address and to a private one: the private one refuses it
+    answers = [("93.184.215.14", 443), (address, 443)]
+    monkeypatch.setattr(
+        "infra.webhook_sender.socket.getaddrinfo",
+        lambda *_, **__: [(0, 0, 0, "", a) for a in answers],
+    )
+    status, why = send("https://hooks.example.com/in", b"{}", {}, timeout=5)
+    assert status is None and "not a public address" in why

@@ -251,3 +251,26 @@ def test_a_deleted_endpoint_receives_nothing_more(
     assert client.get(f"/api/v1/webhooks/{hook_id}", headers=ALICE).status_code == 404
     assert client.delete(f"/api/v1/webhooks/{hook_id}", headers=ALICE).status_code == 404
     assert client.get("/api/v1/webhooks/not-an-id", headers=ALICE).status_code == 404
+
+
+def test_the_window_runs_from_a_deliverys_first_try_not_from_when_it_was_queued(
+    client: TestClient[Any], receiver: Receiver, clock: Clock
+) -> None:
+    hook_id = register(client, ["Minted"])["webhook"]["id"]
+    mint(client, name="first")
+    mint(client, name="second")
+    # The first fails until its last try, at the end of its window (600 s here); the second
+    # waits behind it, then fails its own first try
+    receiver.answers = [503] * 7 + [200, 503]
+    for _ in range(13):
+        deliver(client)
+        clock.now += 50.0
+    assert len(receiver.received) == 9
+    # Its own window has only begun: the endpoint is not disabled
+    shown = client.get(f"/api/v1/webhooks/{hook_id}", headers=ALICE).json()
+    assert shown["status"] == "enabled"
+    deliveries = client.get(f"/api/v1/webhooks/{hook_id}/deliveries", headers=ALICE).json()
+    second, first = deliveries["deliveries"]
+    assert (first["status"], first["attempts"]) == ("delivered", 8)
+    assert (second["status"], second["attempts"]) == ("pending", 1)
+    assert second["first_attempt_at"] > first["first_attempt_at"]
