@@ -18,6 +18,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.api_support import COOKIE, session_cookie
 from tests.e2e.conftest import Secrets, StartServer
+from tests.e2e.test_event_stream import read_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -239,3 +240,6 @@ def test_two_processes_deliver_each_event_once_between_them(
     verifier = Webhook(registered["secret"])
     bodies = [verifier.verify(body, headers) for headers, body, _ in sent]
     assert [m["data"]["key_id"] for m in bodies] == [k["id"] for k in keys]
+    # The owner's event stream shows the key events, not the endpoint's registration
+    streamed = read_events(f"{b.url}/api/v1/events/stream?after=0", alice, len(keys))
+    assert [e["event"] for e in streamed] == ["Minted"] * len(keys)

@@ -153,3 +153,25 @@ def test_a_webhook_secret_never_reaches_a_log_line() -> None:
         redacted = redact(line)
         assert secret.removeprefix("whsec_")[:8] not in redacted
         assert "whsec_[redacted]" in redacted
+
+
+def test_the_webhook_settings_are_read_and_checked() -> None:
+    from infra.settings import SettingsError, load_settings
+
+    env = {
+        "ANTHRA_WEBHOOKS_ALLOW_HTTP_LOOPBACK": "1",
+        "ANTHRA_WEBHOOK_RETRY_WINDOW": "30",
+        "ANTHRA_WEBHOOK_FIRST_RETRY": "0.5",
+        "ANTHRA_WEBHOOK_TIMEOUT": "3",
+        "ANTHRA_WEBHOOK_CONCURRENCY": "2",
+    }
+    settings = load_settings(env)
+    assert settings.webhooks_allow_http_loopback
+    assert (settings.webhook_retry_window, settings.webhook_first_retry) == (30.0, 0.5)
+    assert (settings.webhook_timeout, settings.webhook_concurrency) == (3.0, 2)
+    defaults = load_settings({})
+    assert not defaults.webhooks_allow_http_loopback
+    assert defaults.webhook_retry_window == 24 * 3600 and defaults.webhook_timeout == 10
+    for name, bad in (("ANTHRA_WEBHOOK_RETRY_WINDOW", "0"), ("ANTHRA_WEBHOOK_TIMEOUT", "x")):
+        with pytest.raises(SettingsError, match=name):
+            load_settings({name: bad})
