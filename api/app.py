@@ -36,6 +36,7 @@ from api.json_body import JSONBodyRequest
 from api.keys import KeysController
 from api.leaks import LeaksController
 from api.local_sign_in import local_sign_in
+from api.metrics import MetricsController
 from api.openapi import openapi_config
 from api.operator import OperatorController
 from api.page import AccountPage
@@ -46,6 +47,7 @@ from api.verify import VerifyController
 from domain.errors import InvalidInput, KeyAlreadyRotated, KeyNotActive, KeyNotFound
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.idempotency import IdempotencyKeyReused
+from infra import metrics
 from infra.auth_failure_stores import auth_failure_store_for
 from infra.auth_failure_sync import AuthFailureSync
 from infra.auth_failures import AuthFailures
@@ -53,6 +55,7 @@ from infra.authjs_sessions import DatabaseSessions, SessionTablesMissing
 from infra.backends import backend_for
 from infra.follower import IndexFollower
 from infra.leak_reports import LeakReporters
+from infra.metrics import MetricsFlusher
 from infra.outage import summary
 from infra.policy import Policy
 from infra.settings import Settings, load_settings, require_public_origin
@@ -237,11 +240,22 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         failures=failures if failures.enabled else None,
     )
 
+    index = ledger.index
+    metrics_flusher = MetricsFlusher(
+        [
+            (metrics.INDEX_KEYS, index.__len__),
+            (metrics.INDEX_POSITION, lambda: index.position),
+            (metrics.INDEX_LAG, index.lag),
+            (metrics.USAGE_FLUSH_LAG, usage_flusher.lag),
+        ]
+    )
+
     def start() -> None:
         log.info("event store: %s (%s)", backend.name, backend.describe())
         follower.start()
         sweeper.start()
         usage_flusher.start()
+        metrics_flusher.start()
         if failure_sync is not None:
             failure_sync.start()
 
@@ -271,6 +285,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             failure_store.close()
         sweeper.stop(timeout=0.5)
         follower.stop(timeout=0.5)
+        metrics_flusher.stop(timeout=0.5)
+        metrics.process_ended()
         ledger.close()
         if database_sessions is not None:
             await database_sessions.close()
@@ -287,6 +303,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             AuditController,
             OperatorController,
             LeaksController,
+            MetricsController,
             EventStreamController,
             protected_resource_metadata,
             ForwardAuth,
