@@ -298,10 +298,19 @@ class KeyLedger(Recording):
 
     # Saving
 
-    def recorded(self, events: Sequence[DomainEventProtocol[UUID]]) -> None:
-        # Read-your-writes: apply this command's own events now, from memory, so the answer
-        # holds even if reading the store back fails; catching up then fills in the rest.
+    def recorded(self, events: Events, positions: Sequence[int] | None) -> None:
+        # Read-your-writes: apply the saved events now, from memory. When the index holds
+        # every position before them, they take their positions and the index is current
+        # without reading the store; otherwise (another process wrote in between, or the
+        # positions are not known) the answer still holds, and catching up fills in the rest.
         with self._catch_up_lock:
+            index = self.index
+            if positions and index.position >= positions[-1]:
+                return
+            if positions and index.position == positions[0] - 1:
+                for event, position in zip(events, positions, strict=True):
+                    self.projection.process_event(event, Tracking(self.name, position))
+                return
             for event in events:
                 self.projection.apply(event)
         try:
