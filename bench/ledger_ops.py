@@ -150,12 +150,20 @@ def in_threads(
     return seconds, latencies
 
 
-def cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU seconds of a process so far (this one by default; Linux's /proc)."""
-    if pid is None:
+def cpu_seconds(group: int | None = None) -> float:
+    """User + system CPU seconds so far of this process, or of every process in process group
+    `group` (a server and its workers; Linux's /proc)."""
+    if group is None:
         return time.process_time()
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[2]) == group:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 Op = Callable[[Client, int], Awaitable[None]]
@@ -236,16 +244,23 @@ def in_process(url: str, floor: InsertFloor, keys: int, rounds: int) -> list[Mea
 
 
 def over_http(
-    url: str, floor: InsertFloor, keys: int, clients: int, rounds: int, workdir: Path
+    url: str,
+    floor: InsertFloor,
+    keys: int,
+    clients: int,
+    rounds: int,
+    workdir: Path,
+    workers: int = 1,
 ) -> list[Measured]:
     """Mint then revoke through a real server, beside the commit floor and the client's own."""
     plural = f"{clients} connection{'s' if clients > 1 else ''}"
     base = Measured(f"FLOOR: INSERT + COMMIT, {plural}")
-    mint = Measured(f"HTTP: POST /api/v1/keys, {clients} clients", base, budgeted=True)
-    revoke = Measured(f"HTTP: DELETE /api/v1/keys/{{id}}, {clients} clients", base, budgeted=True)
+    on = f"{clients} clients, {workers} worker{'s' if workers > 1 else ''}"
+    mint = Measured(f"HTTP: POST /api/v1/keys, {on}", base, budgeted=True)
+    revoke = Measured(f"HTTP: DELETE /api/v1/keys/{{id}}, {on}", base, budgeted=True)
     harness = Measured(f"harness: asyncio, {clients} clients -> echo floor")
     secret = secrets.token_urlsafe(32)
-    server = ledger_server("ledger", url, secret, workdir)
+    server = ledger_server(f"ledger-{workers}", url, secret, workdir, workers=workers)
     echo = floor_server("floor", workdir)
     try:
         server.wait_ready()
@@ -350,11 +365,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--http-keys", type=int, default=2_000, help="keys minted over HTTP")
     parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved slices per phase")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1], help="server worker counts to measure"
+    )
     parser.add_argument("--json", action="store_true", help="end with a bench-summary line")
     args = parser.parse_args(argv)
 
     shown = ["--keys", str(args.keys), "--http-keys", str(args.http_keys)]
     shown += ["--clients", str(args.clients), "--rounds", str(args.rounds)]
+    shown += ["--workers", *map(str, args.workers)]
     with fresh_schema("bench_ops") as (server, schema, url):
         print("\n".join(machine_lines()))
         print(
@@ -367,7 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = in_process(url, floor, args.keys, args.rounds)
         print(f"in process: {args.keys:,} minted and revoked", flush=True)
         with tempfile.TemporaryDirectory(prefix="bench-ops-") as tmp:
-            rows += over_http(url, floor, args.http_keys, args.clients, args.rounds, Path(tmp))
+            for workers in args.workers:
+                rows += over_http(
+                    url, floor, args.http_keys, args.clients, args.rounds, Path(tmp), workers
+                )
         print(f"over HTTP: {args.http_keys:,} minted and revoked", flush=True)
     rendered, summary = render(rows)
     print()
