@@ -7,6 +7,7 @@ import logging
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
 from typing import Any
 
 import psycopg
@@ -34,14 +35,16 @@ from api.forward_auth import ForwardAuth
 from api.health import HealthController
 from api.json_body import JSONBodyRequest
 from api.keys import KeysController
+from api.leaks import LeaksController
 from api.local_sign_in import local_sign_in
 from api.openapi import openapi_config
 from api.operator import OperatorController
 from api.page import AccountPage
+from api.principal import Principal
 from api.request_context import RequestIds
 from api.resource_metadata import protected_resource_metadata
 from api.verify import VerifyController
-from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
+from domain.errors import InvalidInput, KeyAlreadyRotated, KeyNotActive, KeyNotFound
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.idempotency import IdempotencyKeyReused
 from infra.auth_failure_stores import auth_failure_store_for
@@ -50,6 +53,7 @@ from infra.auth_failures import AuthFailures
 from infra.authjs_sessions import DatabaseSessions, SessionTablesMissing
 from infra.backends import backend_for
 from infra.follower import IndexFollower
+from infra.leak_reports import LeakReporters
 from infra.outage import summary
 from infra.policy import Policy
 from infra.settings import Settings, load_settings, require_public_origin
@@ -70,6 +74,7 @@ MAX_BODY_BYTES = 64 * 1024
 # the CPU count plus four, would let six requests at a time into the ledger on two cores, and
 # the rest queue in front of commands that could have been saved together.
 HANDLER_THREADS = 40
+TOKEN_EXPIRATION = b"anthra-token-expiration"
 
 
 def _error(status: int, error: str, description: str, field: str | None = None) -> Response[Any]:
@@ -98,6 +103,10 @@ def _not_found(_: Request[Any, Any, Any], exc: KeyNotFound) -> Response[Any]:
 
 def _reused(_: Request[Any, Any, Any], exc: IdempotencyKeyReused) -> Response[Any]:
     return _error(422, "idempotency_key_reused", str(exc), IDEMPOTENCY_HEADER)
+
+
+def _already_rotated(_: Request[Any, Any, Any], exc: KeyAlreadyRotated) -> Response[Any]:
+    return _error(409, "conflict", str(exc))
 
 
 def _not_active(_: Request[Any, Any, Any], exc: KeyNotActive) -> Response[Any]:
@@ -163,6 +172,11 @@ def _answer_headers(allowed: dict[str, str]) -> Any:
         names = {name.lower() for name, _ in headers}
         if b"cache-control" not in names:
             headers.append((b"cache-control", b"no-store"))
+        principal = scope.get("user")
+        if isinstance(principal, Principal) and principal.expires_at is not None:
+            # GitHub's convention: a token's holder learns its expiry from every answer.
+            expires = principal.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            headers.append((TOKEN_EXPIRATION, expires.encode()))
         if b"allow" in names and scope.get("method") == "OPTIONS":
             methods = allowed.get(scope.get("path_template", ""))
             if methods:
@@ -191,10 +205,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         heartbeat_interval=settings.heartbeat_interval,
         max_staleness=settings.max_staleness,
     )
-    sweeper = ExpirySweeper(ledger, interval=settings.sweep_interval)
     usage_store = backend.usage_store()
     usage_flusher = UsageFlusher(usage_counter, usage_store, interval=settings.usage_flush_interval)
     usage = UsageReport(usage_store, usage_counter, clock)
+    sweeper = ExpirySweeper(ledger, interval=settings.sweep_interval, usage=usage)
     if settings.dev_mode:
         # One secret per run, shared by every worker through the environment `serve` sets.
         secrets_in_use: tuple[str, ...] = (settings.dev_secret or secrets.token_urlsafe(32),)
@@ -282,6 +296,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             AccountPage,
             AuditController,
             OperatorController,
+            LeaksController,
             protected_resource_metadata,
             ForwardAuth,
         ],
@@ -301,6 +316,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             ValidationException: _validation,
             KeyNotFound: _not_found,
             KeyNotActive: _not_active,
+            KeyAlreadyRotated: _already_rotated,
             IdempotencyKeyReused: _reused,
             IndexStale: _stale,
             KeyBusy: _busy,
@@ -314,6 +330,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "ledger": ledger,
                 "follower": follower,
                 "sweeper": sweeper,
+                # Read once at start: a missing or wrong keys document stops the start.
+                "leak_reporters": (
+                    LeakReporters.load(settings.leak_keys_file) if settings.leak_keys_file else None
+                ),
                 "settings": settings,
                 "verify_secret": settings.verify_secret,
                 "session_codec": codec,
