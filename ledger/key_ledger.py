@@ -8,6 +8,7 @@ Every command's events are in this process's verification index before it answer
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -292,10 +293,15 @@ class KeyLedger(Lifecycle):
 
     # Following the store
 
-    def catch_up(self) -> int:
-        """Apply every stored event the index has not seen; returns how many."""
+    def catch_up(self, notified: float = math.inf) -> int:
+        """Apply every stored event the index has not seen; returns how many. With `notified`,
+        the position a notification announced: nothing is read if the index is there already
+        (the saving thread of this process applies its own events without reading the store,
+        and may do so just after the notification arrives)."""
         applied = 0
         with self._catch_up_lock:
+            if self.index.position >= notified:
+                return 0
             while True:
                 # Each page within its own deadline: a replay of the whole store at start
                 # takes many, and each is quick unless the database is not answering.
