@@ -9,9 +9,9 @@ These pools instead:
 - give up waiting at the operation's deadline (ledger.deadline), and after a quarter of a second
   while the database is known to be down, with StoreUnavailable saying why;
 - check a connection that has sat idle before handing it out and, when it is dead, try the next
-  one at once (one back from use a moment ago is handed out as it is: under load the check would
-  be a round trip per operation, and an operation on a connection that died meanwhile fails
-  before its COMMIT and is tried again);
+  one at once (one back from use less than half a second ago is handed out as it is: under load
+  the check would be a round trip per operation; a read on a connection that died meanwhile is
+  tried again, and a write that got no answer is looked for in the store, ledger.recording);
 - reconnect at most a second apart, however long the outage lasted;
 - cut a connection still busy at the operation's deadline (infra.backends.postgres.watchdog);
 - log one line when the database becomes unreachable and one when it is back.
