@@ -102,8 +102,9 @@ class LedgerRecorder(PostgresApplicationRecorder):
         # process (whose thread may wait for Python's GIL meanwhile). The NOTIFY carries the
         # write's last position (delivered, as any NOTIFY, only if it commits): a listener
         # whose index is there already need not read the table, which matters when someone else
-        # holds a lock on it. The ids are given in the order of the events: the sequence
-        # numbers the rows in the order unnest gives them, under the lock.
+        # holds a lock on it; it names the schema, because a channel is the whole database's
+        # (infra.backends.postgres.listener). The ids are given in the order of the events: the
+        # sequence numbers the rows in the order unnest gives them, under the lock.
         self.sql_create_statements.append(
             sql.SQL(
                 "CREATE OR REPLACE FUNCTION {schema}.{append}(events {schema}.{event}[]) "
@@ -117,7 +118,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 "RETURNING notification_id) "
                 "SELECT array_agg(notification_id ORDER BY notification_id) INTO ids "
                 "FROM inserted; "
-                "PERFORM pg_notify({channel}, ids[array_upper(ids, 1)]::text); "
+                "PERFORM pg_notify({channel}, ids[array_upper(ids, 1)]::text || {at_schema}); "
                 "RETURN ids; "
                 "END $$"
             ).format(
@@ -126,6 +127,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 event=sql.Identifier(self.stored_event_type_name),
                 table=sql.Identifier(self.events_table_name),
                 channel=sql.Literal(self.channel_name),
+                at_schema=sql.Literal(f"@{self.datastore.schema}"),
             )
         )
         self._append = sql.SQL("SELECT {schema}.{append}(%s) AS ids").format(
