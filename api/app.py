@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
 from typing import Any
 
@@ -71,6 +73,10 @@ from projections.verification_index.index import IndexStale
 
 log = logging.getLogger("anthra.api")
 MAX_BODY_BYTES = 64 * 1024
+# Threads for the handlers that block (every command waits on the database): asyncio's default,
+# the CPU count plus four, would let six requests at a time into the ledger on two cores, and
+# the rest queue in front of commands that could have been saved together.
+HANDLER_THREADS = 40
 TOKEN_EXPIRATION = b"anthra-token-expiration"
 
 
@@ -250,6 +256,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         ]
     )
 
+    async def handler_threads() -> None:
+        # Litestar runs sync handlers on the loop's default executor.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="handler")
+        )
+
     def start() -> None:
         log.info("event store: %s (%s)", backend.name, backend.describe())
         follower.start()
@@ -358,7 +370,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "authorization_servers": settings.authorization_servers,
             }
         ),
-        on_startup=[check_session_tables, start],
+        on_startup=[handler_threads, check_session_tables, start],
         on_shutdown=[stop],
         openapi_config=openapi_config(),
         request_class=JSONBodyRequest,
