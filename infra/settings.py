@@ -58,6 +58,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_timeout: float = 10.0
     webhook_concurrency: int = 4
     webhook_interval: float = 1.0
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
 
     @property
     def dev_mode(self) -> bool:
@@ -269,6 +271,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_timeout=_float(env, "ANTHRA_WEBHOOK_TIMEOUT", 10.0, 0.5, 60.0),
         webhook_concurrency=_int(env, "ANTHRA_WEBHOOK_CONCURRENCY", 4, 1, 64),
         webhook_interval=_float(env, "ANTHRA_WEBHOOK_INTERVAL", 1.0, 0.05, 60.0),
+        metrics_port=_int(env, "ANTHRA_METRICS_PORT", 0, 0, 65535),
+        metrics_host=env.get("ANTHRA_METRICS_HOST", "127.0.0.1").strip() or "127.0.0.1",
     )
     require_public_origin(settings)
     return settings

@@ -65,7 +65,8 @@ def _routes() -> tuple[list[tuple[str, str, bool]], dict[str, Any]]:
 ROUTES, DOCUMENT = _routes()
 # An endless stream cannot be read whole by an in-process client: its inputs go through the same
 # values against a real server in tests/e2e/test_event_stream.py.
-ROUTES = [(p, m, a) for p, m, a in ROUTES if (p, m) != (STREAM_PATH, "GET")]
+# (Every method: the fuzzer sometimes swaps the method for another, GET included.)
+ROUTES = [(p, m, a) for p, m, a in ROUTES if p != STREAM_PATH]
 
 
 class Target:
