@@ -194,7 +194,8 @@ class TokenVerifier:
       `scopes`: path prefix → scopes a token needs there (the longest matching prefix counts).
     - `staleness_budget`: how long (seconds) the lifecycle feed may be silent before cached
       answers stop being used; `cache_size`: how many answers are kept; `max_age`: how long
-      one is kept at most.
+      one is kept at most; `timeout`: for each call to the ledger; `transport`: httpx's,
+      for TLS settings, proxies or tests.
     """
 
     def __init__(
@@ -212,6 +213,7 @@ class TokenVerifier:
         cache_size: int = 10_000,
         max_age: float = 300.0,
         timeout: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not verify_secret:
             raise ValueError("a verify secret is needed: the ledger's ANTHRA_VERIFY_SECRET")
@@ -232,6 +234,7 @@ class TokenVerifier:
         self.cache_size = cache_size
         self.max_age = max_age
         self.timeout = timeout
+        self._transport = transport
         self._auth = _Bearer(verify_secret, "verify secret")
         self._http: httpx.AsyncClient | None = None
         self._feed_task: asyncio.Task[None] | None = None
@@ -312,6 +315,7 @@ class TokenVerifier:
             timeout=self.timeout,
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
+            transport=self._transport,
         )
         self._feed_task = asyncio.get_running_loop().create_task(self._follow_feed())
 
