@@ -57,6 +57,17 @@ POLICY_EVENT_TYPES = frozenset({LifetimePolicy.Set.__name__, LifetimePolicy.Chan
 _encode = msgspec.json.Encoder().encode
 
 
+# A store position has at most 19 digits (up to 2**63 - 1).
+LastEventId = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Last-Event-ID",
+        description="Resume after this store position (what the last event's id was)",
+        max_length=19,
+    ),
+]
+
+
 class SlowClient(Exception):
     """The client stopped reading: the stream ends rather than buffers for it."""
 
@@ -107,6 +118,9 @@ class EventStreamController(Controller):
                 "type, `data` the event as JSON, as the audit trail shows it (AuditEvent); "
                 "comments as heartbeats; an `end` event when the token stops being valid",
                 media_type=EVENT_STREAM,
+                # Litestar would draw a random example string: the document would differ
+                # from one start to the next.
+                generate_examples=False,
             ),
             503: ResponseSpec(ErrorBody, description="Too many streams open on this process"),
         },
@@ -116,14 +130,7 @@ class EventStreamController(Controller):
         request: Request[Any, Any, Any],
         audit: NamedDependency[AuditTrail],
         ledger: NamedDependency[KeyLedger],
-        last_event_id: Annotated[
-            str | None,
-            HeaderParameter(
-                name="Last-Event-ID",
-                description="Resume after this store position (what the last event's id was)",
-                max_length=20,
-            ),
-        ] = None,
+        last_event_id: LastEventId = None,
         after: PositionQuery = None,
     ) -> Stream:
         """The caller's key events as they are recorded, oldest first, resumable by position."""
@@ -250,6 +257,9 @@ class ServiceEventStreamController(Controller):
                 f"{SERVICE_HEARTBEAT_INTERVAL} s, sent only once the feed has caught up with "
                 "the store",
                 media_type=EVENT_STREAM,
+                # Litestar would draw a random example string: the document would differ
+                # from one start to the next.
+                generate_examples=False,
             ),
             503: ResponseSpec(ErrorBody, description="Too many streams open on this process"),
         },
@@ -258,14 +268,7 @@ class ServiceEventStreamController(Controller):
         self,
         request: Request[Any, Any, Any],
         audit: NamedDependency[AuditTrail],
-        last_event_id: Annotated[
-            str | None,
-            HeaderParameter(
-                name="Last-Event-ID",
-                description="Resume after this store position (what the last event's id was)",
-                max_length=20,
-            ),
-        ] = None,
+        last_event_id: LastEventId = None,
         after: PositionQuery = None,
     ) -> Stream:
         """Every owner's key lifecycle events, for services that cache verify answers: resumable

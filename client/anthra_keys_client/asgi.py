@@ -269,7 +269,12 @@ class TokenVerifier:
             # Served without lifespan events: the feed starts with the first request.
             await self.start()
         path: str = scope["path"]
-        if kind == "http" and path == METADATA_PATH and self.public_url:
+        if (
+            kind == "http"
+            and path == METADATA_PATH
+            and self.public_url
+            and scope.get("method") in ("GET", "HEAD")
+        ):
             await self._send_metadata(scope, send)
             return
         if not _under(path, self.protect):
@@ -368,8 +373,14 @@ class TokenVerifier:
                 self._forget(digest)
         epoch = self._epoch
         answer = await self._verify(token)
-        if not answer.valid or answer.key_id is None or answer.owner_id is None:
+        if not answer.valid:
             raise Problem(401, "invalid_token", INVALID_TOKEN)
+        if answer.key_id is None or answer.owner_id is None:
+            # Answered as to anyone: the ledger has no verify secret set, so it cannot say whose.
+            log.error(
+                "the ledger did not answer as to a service: is ANTHRA_VERIFY_SECRET set there?"
+            )
+            raise _unavailable("the key ledger cannot say whose token this is")
         identity = Identity(
             key_id=answer.key_id,
             owner_id=answer.owner_id,
@@ -499,13 +510,13 @@ class TokenVerifier:
                 opened = await self._read_feed()
             except asyncio.CancelledError:
                 raise
-            except httpx.HTTPError as e:
-                log.info("the lifecycle feed was lost (%s): reconnecting", type(e).__name__)
-                opened = False
             except _FeedRefused as refused:
                 if not refused_logged:
                     log.error("the ledger refused its lifecycle feed: %s", refused)
                     refused_logged = True
+                opened = False
+            except Exception as e:  # whatever it was, the feed is reconnected, never given up
+                log.info("the lifecycle feed was lost (%s): reconnecting", type(e).__name__)
                 opened = False
             finally:
                 self._lost()
@@ -525,8 +536,12 @@ class TokenVerifier:
         async with self._client().stream(
             "GET", FEED_PATH, headers=headers, auth=self._auth, timeout=timeout
         ) as response:
-            if response.status_code != 200:
+            if 400 <= response.status_code < 500:
+                # The secret, or a ledger without the feed: said once, retried all the same.
                 raise _FeedRefused(f"{response.status_code} for GET {FEED_PATH}")
+            if response.status_code != 200:
+                log.info("the lifecycle feed answered %d: retrying", response.status_code)
+                return False
             self._connected = True
             event, data, event_id = "", b"", None
             async for line in response.aiter_lines():

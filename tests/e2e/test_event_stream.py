@@ -5,6 +5,7 @@ dropped."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,8 @@ from tests.e2e.conftest import Secrets, StartServer
 from tests.integration.test_fuzzing_every_endpoint import NASTY_NUMBERS, NASTY_TEXT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+SERVICE_SECRET = "stream-verify-secret-0123456789abcdef0123456789"
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[dict[str, str]]:
@@ -137,21 +140,19 @@ def opened(url: str, headers: dict[str, str], params: dict[str, str]) -> tuple[i
 def test_bad_positions_are_refused_before_the_stream_starts(
     postgres_url: str, start_server: StartServer, alice: dict[str, str]
 ) -> None:
-    a = start_server(postgres_url)
-    url = f"{a.url}/api/v1/events/stream"
-    for value in [*NASTY_TEXT, *NASTY_NUMBERS]:
-        answers = [opened(url, alice, {"after": value})]
+    a = start_server(postgres_url, ANTHRA_VERIFY_SECRET=SERVICE_SECRET)
+    service = {"Authorization": f"Bearer {SERVICE_SECRET}"}
+    streams = [(f"{a.url}/api/v1/events/stream", alice), (f"{a.url}/v1/events/stream", service)]
+    for value, (url, credentials) in itertools.product([*NASTY_TEXT, *NASTY_NUMBERS], streams):
+        answers = [opened(url, credentials, {"after": value})]
         if value.isascii() and value.isprintable() and value == value.strip() and len(value) < 4000:
-            answers.append(opened(url, alice | {"Last-Event-ID": value}, {}))
+            answers.append(opened(url, credentials | {"Last-Event-ID": value}, {}))
         for status, content_type, body in answers:
             if status == 200:
                 assert content_type.startswith("text/event-stream")
                 continue  # a value that is a position after all
             assert 400 <= status < 500, (value, body)
             assert content_type.startswith("application/json"), (value, body)
-
-
-SERVICE_SECRET = "stream-verify-secret-0123456789abcdef0123456789"
 
 
 def test_services_follow_every_owners_lifecycle_with_the_verify_secret(

@@ -445,6 +445,17 @@ async def test_a_ledger_that_cannot_vouch_is_a_503(
         assert "refused the verify secret" in caplog.text
 
 
+async def test_a_ledger_answering_as_to_anyone_is_a_503(
+    service: Service, ledger: FakeLedger, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A ledger without a verify secret answers `valid` and `code` only: it cannot say whose.
+    ledger.fail = lambda request: httpx.Response(200, json={"valid": True, "code": "valid"})
+    answer = await service.get("/books", token_format.generate())
+    assert answer.status_code == 503
+    assert "is ANTHRA_VERIFY_SECRET set there?" in caplog.text
+    assert service.seen == []
+
+
 async def test_a_websocket_without_a_valid_token_is_closed(service: Service) -> None:
     sent: list[dict[str, Any]] = []
 
