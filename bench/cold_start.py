@@ -218,7 +218,9 @@ def load_with(loader: str, ledger: KeyLedger) -> None:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         with conn.cursor() as curs, curs.copy(statement) as copy:
             copy.set_types(types)
-            load_rows(ledger.index, copy.rows(), lambda raw: int.from_bytes(raw, "big"))
+            rows = copy.rows()
+            pages = iter(lambda: list(itertools.islice(rows, 5_000)), [])
+            load_rows(ledger.index, pages, lambda raw: int.from_bytes(raw, "big"))
 
 
 def start_in_child(mode: str, url: str) -> dict[str, Any]:
