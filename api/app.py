@@ -29,6 +29,7 @@ from api.auth import (
 )
 from api.authjs import SessionCookieCodec
 from api.edge import Edge
+from api.event_stream import EventStreamController
 from api.forward_auth import ForwardAuth
 from api.health import HealthController
 from api.json_body import JSONBodyRequest
@@ -286,6 +287,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             AuditController,
             OperatorController,
             LeaksController,
+            EventStreamController,
             protected_resource_metadata,
             ForwardAuth,
         ],
@@ -319,6 +321,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "ledger": ledger,
                 "follower": follower,
                 "sweeper": sweeper,
+                "open_streams": 0,
                 # Read once at start: a missing or wrong keys document stops the start.
                 "leak_reporters": (
                     LeakReporters.load(settings.leak_keys_file) if settings.leak_keys_file else None
