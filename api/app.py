@@ -31,7 +31,7 @@ from api.auth import (
 )
 from api.authjs import SessionCookieCodec
 from api.edge import Edge
-from api.event_stream import EventStreamController
+from api.event_stream import EventStreamController, ServiceEventStreamController
 from api.forward_auth import ForwardAuth
 from api.health import HealthController
 from api.json_body import JSONBodyRequest
@@ -355,6 +355,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             MetricsController,
             EventStreamController,
             WebhooksController,
+            ServiceEventStreamController,
             protected_resource_metadata,
             ForwardAuth,
         ],

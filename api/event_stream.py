@@ -1,5 +1,6 @@
 """`GET /api/v1/events/stream`: the caller's key events as Server-Sent Events, from the audit
-trail, resumable by store position.
+trail, resumable by store position; and `GET /v1/events/stream`, every owner's, for services
+holding the verify secret that cache verify answers.
 
 Each event's SSE id is its store position: a client that reconnects with `Last-Event-ID` gets
 every event after it, none twice. Without one the stream starts at the present. Comments keep
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 import anyio
@@ -23,16 +24,19 @@ from litestar.params import HeaderParameter
 from litestar.response import Stream
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import principal_of, requires_scopes
+from api import problems
+from api.auth import principal_of, require_secret, requires_scopes
 from api.events import KEY_EVENT_TYPES, audit_event
-from api.openapi import SESSION_OR_TOKEN
+from api.openapi import SESSION_OR_TOKEN, VERIFY_SECRET_ONLY
 from api.problems import ErrorBody, unavailable
 from api.query_values import PositionQuery, whole_number
+from api.schemas import ServiceEvent
 from domain.api_key import ACTIVE
 from domain.errors import KeyNotFound
+from domain.lifetime_policy import LifetimePolicy
 from ledger.audit_trail import AuditTrail
 from ledger.key_ledger import KeyLedger
-from projections.audit_trail.view import MAX_POSITION
+from projections.audit_trail.view import MAX_POSITION, AuditRow
 
 log = logging.getLogger("anthra.events")
 
@@ -44,7 +48,24 @@ HEARTBEAT_INTERVAL = 15.0
 # A client that has not taken a write for this long is gone, or too slow to follow: dropped.
 SEND_TIMEOUT = 10.0
 MAX_STREAMS = 200
+# The services' feed: every owner's events, and heartbeats often enough that a service can hold
+# a staleness budget of about a second.
+SERVICE_STREAM_PATH = "/v1/events/stream"
+SERVICE_HEARTBEAT_INTERVAL = 0.25
+SERVICE_POLL_INTERVAL = 0.1
+POLICY_EVENT_TYPES = frozenset({LifetimePolicy.Set.__name__, LifetimePolicy.Changed.__name__})
 _encode = msgspec.json.Encoder().encode
+
+
+# A store position has at most 19 digits (up to 2**63 - 1).
+LastEventId = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Last-Event-ID",
+        description="Resume after this store position (what the last event's id was)",
+        max_length=19,
+    ),
+]
 
 
 class SlowClient(Exception):
@@ -97,6 +118,9 @@ class EventStreamController(Controller):
                 "type, `data` the event as JSON, as the audit trail shows it (AuditEvent); "
                 "comments as heartbeats; an `end` event when the token stops being valid",
                 media_type=EVENT_STREAM,
+                # Litestar would draw a random example string: the document would differ
+                # from one start to the next.
+                generate_examples=False,
             ),
             503: ResponseSpec(ErrorBody, description="Too many streams open on this process"),
         },
@@ -106,14 +130,7 @@ class EventStreamController(Controller):
         request: Request[Any, Any, Any],
         audit: NamedDependency[AuditTrail],
         ledger: NamedDependency[KeyLedger],
-        last_event_id: Annotated[
-            str | None,
-            HeaderParameter(
-                name="Last-Event-ID",
-                description="Resume after this store position (what the last event's id was)",
-                max_length=20,
-            ),
-        ] = None,
+        last_event_id: LastEventId = None,
         after: PositionQuery = None,
     ) -> Stream:
         """The caller's key events as they are recorded, oldest first, resumable by position."""
@@ -144,40 +161,175 @@ async def events(
 ) -> AsyncIterator[bytes]:
     """Each of the owner's events after `position`, then heartbeats, until the caller's token
     stops being valid or the client goes."""
+
+    async def ended() -> bytes | None:
+        if principal.via == "token" and not await anyio.to_thread.run_sync(
+            _still_valid, ledger, principal.key_id
+        ):
+            return b"event: end\ndata: the token is no longer valid\n\n"
+        return None
+
+    async for chunk in follow(
+        request,
+        audit,
+        position,
+        owner_id=principal.user_id,
+        render=_audit_events,
+        opening=b": stream open\nretry: 2000\n\n",
+        heartbeat_interval=HEARTBEAT_INTERVAL,
+        poll_interval=POLL_INTERVAL,
+        ended=ended,
+    ):
+        yield chunk
+
+
+def _audit_events(rows: Sequence[AuditRow]) -> bytes:
+    """Rows as the audit trail shows them: `id` the position, `event` the type."""
+    return b"".join(
+        b"id: %d\nevent: %s\ndata: %s\n\n"
+        % (row.position, row.type.encode(), _encode(audit_event(row)))
+        for row in rows
+    )
+
+
+async def follow(
+    request: Request[Any, Any, Any],
+    audit: AuditTrail,
+    position: int,
+    *,
+    owner_id: str | None,
+    render: Callable[[Sequence[AuditRow]], bytes],
+    opening: bytes,
+    heartbeat_interval: float,
+    poll_interval: float,
+    ended: Callable[[], Awaitable[bytes | None]] | None = None,
+) -> AsyncIterator[bytes]:
+    """The audit trail's rows after `position` (one owner's, or everyone's for None), as
+    `render` writes them, then heartbeats whenever nothing was sent for `heartbeat_interval`,
+    until `ended` answers a last message or the client goes. A heartbeat is sent only after the
+    trail has caught up with the store: it says "nothing new as of now"."""
     state = request.app.state
     state.open_streams += 1
     try:
-        yield b": stream open\nretry: 2000\n\n"
+        yield opening
         quiet_since = time.monotonic()
         while True:
-            if principal.via == "token" and not await anyio.to_thread.run_sync(
-                _still_valid, ledger, principal.key_id
-            ):
-                yield b"event: end\ndata: the token is no longer valid\n\n"
-                return
+            if ended is not None:
+                last = await ended()
+                if last is not None:
+                    yield last
+                    return
             await anyio.to_thread.run_sync(audit.catch_up)
-            rows = await anyio.to_thread.run_sync(
-                audit.rows_after, position, BATCH, principal.user_id
-            )
+            rows = await anyio.to_thread.run_sync(audit.rows_after, position, BATCH, owner_id)
             if rows:
-                yield b"".join(
-                    b"id: %d\nevent: %s\ndata: %s\n\n"
-                    % (row.position, row.type.encode(), _encode(audit_event(row)))
-                    # The owner's other records (webhook endpoints) are not key events.
-                    for row in rows
-                    if row.type in KEY_EVENT_TYPES
-                )
                 position = rows[-1].position
-            if rows:
-                quiet_since = time.monotonic()
+                chunk = render(rows)
+                if chunk:
+                    yield chunk
+                    quiet_since = time.monotonic()
             if len(rows) == BATCH:
                 continue
-            if time.monotonic() - quiet_since >= HEARTBEAT_INTERVAL:
+            if time.monotonic() - quiet_since >= heartbeat_interval:
                 yield b": heartbeat\n\n"
                 quiet_since = time.monotonic()
-            await anyio.sleep(POLL_INTERVAL)
+            await anyio.sleep(poll_interval)
     finally:
         state.open_streams -= 1
+
+
+class ServiceEventStreamController(Controller):
+    path = SERVICE_STREAM_PATH
+    tags = ["verify"]
+
+    @get(
+        "/",
+        media_type=EVENT_STREAM,
+        security=VERIFY_SECRET_ONLY,
+        middleware=[StreamLimits],
+        responses={
+            200: ResponseSpec(
+                str,
+                description="Server-Sent Events: first `event: open` with the position it starts "
+                "after (`id` too); then every owner's key events as `id` the store position, "
+                "`event` the type, `data` a ServiceEvent (`type`, `key_id`, `position`, `at`); "
+                "`PolicyChanged` when the lifetime policy changes (no key: any answer may "
+                f"change); a `: heartbeat` comment whenever nothing else was sent for "
+                f"{SERVICE_HEARTBEAT_INTERVAL} s, sent only once the feed has caught up with "
+                "the store",
+                media_type=EVENT_STREAM,
+                # Litestar would draw a random example string: the document would differ
+                # from one start to the next.
+                generate_examples=False,
+            ),
+            503: ResponseSpec(ErrorBody, description="Too many streams open on this process"),
+        },
+    )
+    async def service_stream(
+        self,
+        request: Request[Any, Any, Any],
+        audit: NamedDependency[AuditTrail],
+        last_event_id: LastEventId = None,
+        after: PositionQuery = None,
+    ) -> Stream:
+        """Every owner's key lifecycle events, for services that cache verify answers: resumable
+        by position, with heartbeats often enough to tell a live feed from a dead one."""
+        secret: str = request.app.state.verify_secret
+        if not secret:
+            raise problems.AuthProblem(
+                401,
+                None,
+                "no verify secret is configured on this ledger: the feed is for services",
+                body_error="unauthorized",
+            )
+        require_secret(
+            request.headers.getall("authorization", []),
+            secret,
+            "verify secret",
+            request.scope,
+            request.app.state.authenticator,
+        )
+        start = stream_start(last_event_id, after)
+        if request.app.state.open_streams >= MAX_STREAMS:
+            raise unavailable("too many event streams are open on this process; retry shortly")
+        await anyio.to_thread.run_sync(audit.catch_up)
+        if start is None:
+            head = await anyio.to_thread.run_sync(audit.view.head)
+            start = head[0] if head else 0
+        opening = b"retry: 1000\nid: %d\nevent: open\ndata: %s\n\n" % (
+            start,
+            _encode({"position": start}),
+        )
+        return Stream(
+            follow(
+                request,
+                audit,
+                start,
+                owner_id=None,
+                render=_service_events,
+                opening=opening,
+                heartbeat_interval=SERVICE_HEARTBEAT_INTERVAL,
+                poll_interval=SERVICE_POLL_INTERVAL,
+            ),
+            media_type=EVENT_STREAM,
+            headers={"X-Accel-Buffering": "no"},
+        )
+
+
+def _service_events(rows: Sequence[AuditRow]) -> bytes:
+    """Key events and policy changes, each with no more than a cache needs; other rows (none
+    today) are left out."""
+    chunks = []
+    for row in rows:
+        if row.type in KEY_EVENT_TYPES:
+            event = ServiceEvent(row.type, row.position, row.at, str(row.key_id))
+        elif row.type in POLICY_EVENT_TYPES:
+            event = ServiceEvent("PolicyChanged", row.position, row.at)
+        else:
+            continue
+        chunks.append(
+            b"id: %d\nevent: %s\ndata: %s\n\n" % (row.position, event.type.encode(), _encode(event))
+        )
+    return b"".join(chunks)
 
 
 def _still_valid(ledger: KeyLedger, key_id: Any) -> bool:

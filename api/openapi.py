@@ -32,6 +32,7 @@ ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 SESSION_OR_TOKEN: list[dict[str, list[str]]] = [{"session": []}, {"bearer": []}]
 SESSION_ONLY: list[dict[str, list[str]]] = [{"session": []}]
 OPERATOR_ONLY: list[dict[str, list[str]]] = [{"operatorSecret": []}]
+VERIFY_SECRET_ONLY: list[dict[str, list[str]]] = [{"verifySecret": []}]
 # Anyone, a service with the verify secret, or a session: what each learns differs.
 ANYONE_SERVICE_OR_SESSION: list[dict[str, list[str]]] = [{}, {"verifySecret": []}, {"session": []}]
 SECURITY_SCHEMES: dict[str, dict[str, str]] = {

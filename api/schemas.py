@@ -336,6 +336,21 @@ class VerifyResponse(msgspec.Struct, frozen=True, omit_defaults=True):
     scopes: list[str] | UnsetType | None = UNSET
     expires_at: datetime | UnsetType | None = UNSET
     missing_scopes: list[str] | UnsetType | None = UNSET
+    # When a rotated key stops (its grace), for those told its expiry.
+    retires_at: datetime | UnsetType | None = UNSET
+    # To a service: the store position the answer reflects at least, so that a cache following
+    # the lifecycle feed (`GET /v1/events/stream`) can tell an answer older than an event.
+    position: int | UnsetType = UNSET
+
+
+class ServiceEvent(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One event of the services' lifecycle feed: what a cache of verify answers needs, no more.
+    `PolicyChanged` (the lifetime policy) has no key: it may change any key's answer."""
+
+    type: str
+    position: int
+    at: datetime
+    key_id: str | None = None
 
 
 class Health(msgspec.Struct, frozen=True):

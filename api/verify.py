@@ -9,12 +9,13 @@ another person's answers for the past as an unknown one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from litestar import Controller, Request, post
 from litestar.params import JSONBody
+from msgspec import UNSET, UnsetType
 
 from api import problems
 from api.auth import Authenticator, require_secret
@@ -78,6 +79,8 @@ class VerifyController(Controller):
             if answer.code == "invalid_token":
                 authenticator.attempt_failed(request.scope, data.token)
             return answer
+        # Read before the answer: the answer reflects at least this position.
+        position = ledger.index.position
         verification = ledger.verify(data.token, data.scopes)
         record = verification.record
         if record is None:
@@ -92,7 +95,14 @@ class VerifyController(Controller):
             scopes=list(in_order(record.scopes)),
             expires_at=record.expires_at,
             missing_scopes=list(verification.missing) or None,
+            retires_at=_retires_at(ledger, record),
+            position=position if caller.service else UNSET,
         )
+
+
+def _retires_at(ledger: KeyLedger, record: KeyRecord) -> datetime | UnsetType:
+    retires_ts = ledger.index.retires_ts(record)
+    return UNSET if retires_ts is None else datetime.fromtimestamp(retires_ts, UTC)
 
 
 async def _caller(request: Request[Any, Any, Any], authenticator: Authenticator) -> Caller:

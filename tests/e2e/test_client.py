@@ -378,14 +378,40 @@ def test_the_client_installs_on_its_own_beside_a_package_named_api(tmp_path: Pat
         text=True,
     )
     assert both.stdout == "the project's 0.1.0\n"
+    # … and so does its ASGI middleware, in a module of the project's own importing both
+    (project / "service.py").write_text(
+        "import api\n"
+        "from anthra_keys_client.asgi import TokenVerifier\n"
+        "async def app(scope, receive, send): ...\n"
+        "wrapped = TokenVerifier(app, ledger_url='http://ledger:8000', verify_secret='s' * 32)\n"
+        "print(api.WHOSE, type(wrapped).__module__)\n"
+    )
+    service = subprocess.run(
+        [python, "service.py"], cwd=project, check=True, capture_output=True, text=True
+    )
+    assert service.stdout == "the project's anthra_keys_client.asgi\n"
+    # Outside the project, none of the server's top-level packages is importable
+    server_names = ["api", "domain", "infra", "projections", "ledger"]
     elsewhere = subprocess.run(
-        [python, "-c", "import importlib.util as u; print(u.find_spec('api'))"],
+        [
+            python,
+            "-c",
+            "import importlib.util as u\n"
+            f"print([n for n in {server_names!r} if u.find_spec(n) is not None])",
+        ],
         cwd=tmp_path,
         check=True,
         capture_output=True,
         text=True,
     )
-    assert elsewhere.stdout == "None\n"
+    assert elsewhere.stdout == "[]\n"
+    files = subprocess.run(
+        [*pip, "show", "--files", "anthra-keys-client"], check=True, capture_output=True, text=True
+    )
+    top_level = {
+        line.strip().split("/")[0] for line in files.stdout.split("Files:")[1].splitlines()
+    }
+    assert not top_level & set(server_names), top_level
 
     # The console script is there, and asks for the token it was not given
     cli = str(venv / "bin" / "anthra-token")

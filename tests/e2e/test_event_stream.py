@@ -5,6 +5,7 @@ dropped."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,8 @@ from tests.e2e.conftest import Secrets, StartServer
 from tests.integration.test_fuzzing_every_endpoint import NASTY_NUMBERS, NASTY_TEXT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+SERVICE_SECRET = "stream-verify-secret-0123456789abcdef0123456789"
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[dict[str, str]]:
@@ -137,15 +140,86 @@ def opened(url: str, headers: dict[str, str], params: dict[str, str]) -> tuple[i
 def test_bad_positions_are_refused_before_the_stream_starts(
     postgres_url: str, start_server: StartServer, alice: dict[str, str]
 ) -> None:
-    a = start_server(postgres_url)
-    url = f"{a.url}/api/v1/events/stream"
-    for value in [*NASTY_TEXT, *NASTY_NUMBERS]:
-        answers = [opened(url, alice, {"after": value})]
+    a = start_server(postgres_url, ANTHRA_VERIFY_SECRET=SERVICE_SECRET)
+    service = {"Authorization": f"Bearer {SERVICE_SECRET}"}
+    streams = [(f"{a.url}/api/v1/events/stream", alice), (f"{a.url}/v1/events/stream", service)]
+    for value, (url, credentials) in itertools.product([*NASTY_TEXT, *NASTY_NUMBERS], streams):
+        answers = [opened(url, credentials, {"after": value})]
         if value.isascii() and value.isprintable() and value == value.strip() and len(value) < 4000:
-            answers.append(opened(url, alice | {"Last-Event-ID": value}, {}))
+            answers.append(opened(url, credentials | {"Last-Event-ID": value}, {}))
         for status, content_type, body in answers:
             if status == 200:
                 assert content_type.startswith("text/event-stream")
                 continue  # a value that is a position after all
             assert 400 <= status < 500, (value, body)
             assert content_type.startswith("application/json"), (value, body)
+
+
+def test_services_follow_every_owners_lifecycle_with_the_verify_secret(
+    postgres_url: str, start_server: StartServer, secrets_seen: Secrets, alice: dict[str, str]
+) -> None:
+    a = start_server(postgres_url, ANTHRA_VERIFY_SECRET=SERVICE_SECRET)
+    b = start_server(postgres_url, ANTHRA_VERIFY_SECRET=SERVICE_SECRET)
+    service = {"Authorization": f"Bearer {SERVICE_SECRET}"}
+    stream = f"{a.url}/v1/events/stream"
+    first = mint(a.url, alice, secrets_seen, "first")
+
+    # From the present: `open` names the position it starts after, then heartbeats and events
+    with httpx.stream("GET", stream, headers=service, timeout=10) as answer:
+        assert answer.status_code == 200
+        assert answer.headers["x-accel-buffering"] == "no"
+        lines = answer.iter_lines()
+        opened = next(sse_events(lines))
+        assert opened["event"] == "open"
+        start = int(opened["id"])
+        assert opened["data"] == f'{{"position":{start}}}'
+        heartbeats = 0
+        for line in lines:
+            if line == ": heartbeat":
+                heartbeats += 1
+                if heartbeats == 3:
+                    break
+    # Every owner's events, each with no more than a cache needs
+    bob = session_cookie("bob")
+    secrets_seen.cookies.append(bob)
+    bobs = mint(
+        b.url, {"Cookie": f"{COOKIE}={bob}", "Sec-Fetch-Site": "same-origin"}, secrets_seen, "b"
+    )
+    assert httpx.delete(f"{b.url}/api/v1/keys/{first['id']}", headers=alice).status_code == 200
+    opening, *events = read_events(stream, service | {"Last-Event-ID": str(start)}, 3)
+    assert (opening["event"], opening["id"]) == ("open", str(start))
+    assert [e["event"] for e in events] == ["Minted", "Revoked"]
+    minted, revoked = (httpx.Response(200, content=e["data"]).json() for e in events)
+    assert minted["key_id"] == bobs["id"] and revoked["key_id"] == first["id"]
+    assert set(revoked) == {"type", "key_id", "position", "at"}
+    assert int(events[1]["id"]) == revoked["position"] > int(events[0]["id"]) > start
+    # Resumed after the revocation, on the other process: nothing twice
+    resumed = read_events(
+        f"{b.url}/v1/events/stream", service | {"Last-Event-ID": events[0]["id"]}, 2
+    )
+    assert [(e["event"], e["id"]) for e in resumed] == [
+        ("open", events[0]["id"]),
+        ("Revoked", events[1]["id"]),
+    ]
+
+    # A verify answer to a service says the position it reflects, at least the revocation's
+    verified = httpx.post(
+        f"{a.url}/v1/verify", json={"token": first["token"]}, headers=service
+    ).json()
+    assert verified["valid"] is False
+    live = httpx.post(f"{b.url}/v1/verify", json={"token": bobs["token"]}, headers=service).json()
+    assert live["valid"] is True and live["position"] >= revoked["position"]
+
+    # Without the secret, with a wrong one, or a token: 401; a ledger with no secret: 401
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {bobs['token']}"},
+    ):
+        refused = httpx.get(stream, headers=headers)
+        assert refused.status_code == 401, headers
+        assert refused.headers["www-authenticate"].startswith('Bearer realm="anthra"')
+    open_ledger = start_server(postgres_url)
+    refused = httpx.get(f"{open_ledger.url}/v1/events/stream", headers=service)
+    assert refused.status_code == 401
+    assert "no verify secret is configured" in refused.json()["error_description"]

@@ -11,8 +11,11 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
+import httpx
 import pytest
 from anthra_keys_client import BadRequest, Client, MissingCredential, RotatedKey, Unavailable
+from anthra_keys_client.asgi import Identity, TokenVerifier
 from anthra_keys_client.cli import main
 from anthra_keys_client.errors import AnthraError
 from anthra_keys_client.redaction import redact
@@ -104,6 +107,58 @@ def test_a_failed_call_leaves_the_token_out_of_its_traceback_and_the_debug_log(
     assert not holds(caplog.text, token)
 
 
+# The embedded verifier (anthra_keys_client.asgi)
+
+
+def test_a_verifiers_repr_hides_the_verify_secret() -> None:
+    secret = "verify-secret-0123456789abcdef0123456789"
+
+    async def app(scope: object, receive: object, send: object) -> None: ...
+
+    verifier = TokenVerifier(app, ledger_url="http://ledger.internal", verify_secret=secret)
+    assert (
+        repr(verifier)
+        == "TokenVerifier(ledger_url='http://ledger.internal', verify_secret=<hidden>)"
+    )
+    assert not holds(repr(verifier), secret)
+    assert not holds(repr(vars(verifier)), secret)
+    assert not holds(str(vars(verifier)), secret)
+
+
+def test_a_verifiers_refusals_never_echo_the_token() -> None:
+    token = token_format.generate()
+    answers: list[dict[str, object]] = []
+
+    async def app(scope: object, receive: object, send: object) -> None: ...
+
+    async def send(message: dict[str, object]) -> None:
+        answers.append(message)
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"refused: {request.content!r}", request=request)
+
+    async def run() -> None:
+        verifier = TokenVerifier(
+            app,
+            ledger_url="http://ledger.internal",
+            verify_secret="s" * 32,
+            transport=httpx.MockTransport(unreachable),
+        )
+        for header in (f"Bearer {token}", f"Bearer {token} {token}", f"Basic {token}"):
+            scope = {"type": "http", "path": "/", "headers": [(b"authorization", header.encode())]}
+            await verifier(scope, None, send)
+        await verifier.stop()
+
+    anyio.run(run)
+    statuses = [a["status"] for a in answers if a["type"] == "http.response.start"]
+    assert statuses == [503, 400, 400]
+    assert not holds(repr(answers), token)
+
+
+def test_an_identity_holds_no_token() -> None:
+    assert set(Identity.__struct_fields__) == {"key_id", "owner_id", "scopes", "expires_at"}
+
+
 # The CLI
 
 
@@ -152,7 +207,7 @@ def test_the_cli_refuses_a_url_it_cannot_use(capsys: pytest.CaptureFixture[str])
 def test_the_client_imports_nothing_of_the_servers(tmp_path: Path) -> None:
     server_side = "api domain infra ledger projections litestar eventsourcing psycopg cryptography"
     script = (
-        "import sys, anthra_keys_client, anthra_keys_client.cli\n"
+        "import sys, anthra_keys_client, anthra_keys_client.cli, anthra_keys_client.asgi\n"
         f"found = {{m.partition('.')[0] for m in sys.modules}} & set({server_side.split()!r})\n"
         "assert not found, found\n"
     )
