@@ -184,11 +184,13 @@ async def events(
 
 
 def _audit_events(rows: Sequence[AuditRow]) -> bytes:
-    """Rows as the audit trail shows them: `id` the position, `event` the type."""
+    """Key events as the audit trail shows them: `id` the position, `event` the type; the
+    owner's other records (webhook endpoints) are not key events."""
     return b"".join(
         b"id: %d\nevent: %s\ndata: %s\n\n"
         % (row.position, row.type.encode(), _encode(audit_event(row)))
         for row in rows
+        if row.type in KEY_EVENT_TYPES
     )
 
 
