@@ -247,6 +247,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     )
 
     index = ledger.index
+    def propagated(event: Any) -> None:
+        # Once caught up at start: what the index learns after that is propagation, not history.
+        if follower.ready.is_set():
+            metrics.TALLY.propagated(event)
+
+    ledger.on_applied = propagated
     metrics_flusher = MetricsFlusher(
         [
             (metrics.INDEX_KEYS, index.__len__),
