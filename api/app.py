@@ -12,7 +12,6 @@ from litestar import Litestar, MediaType, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.middleware import DefineMiddleware
 from litestar.routes import HTTPRoute
 
 from api import problems
@@ -21,7 +20,6 @@ from api.audit import AuditController
 from api.auth import (
     AUTH_EXCEPTION_HANDLERS,
     Authenticator,
-    KeyAuthMiddleware,
     problem_response,
 )
 from api.authjs import SessionCookieCodec
@@ -266,11 +264,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             "audit": Provide(lambda: audit, use_cache=True, sync_to_thread=False),
             "usage": Provide(lambda: usage, use_cache=True, sync_to_thread=False),
         },
-        middleware=[
-            DefineMiddleware(
-                KeyAuthMiddleware, authenticator=authenticator, public_url=settings.public_url
-            )
-        ],
         exception_handlers={
             **AUTH_EXCEPTION_HANDLERS,
             InvalidInput: _invalid_input,
@@ -321,13 +314,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     )
     # Before routing, so that even an unknown path with a token in its URL is a 400, not a 404,
     # and `/v1/authz` is answered without it; outside everything, so every layer sees the
-    # trusted client, scheme and host. It also sets every answer's defaults (no-store, the
-    # request id, OPTIONS' Allow) and writes the access log.
+    # trusted client, scheme and host. It authenticates the protected paths (what
+    # `KeyAuthMiddleware` does for another Litestar app), sets every answer's defaults
+    # (no-store, the request id, OPTIONS' Allow) and writes the access log.
     app.asgi_handler = FrontDoor.configured(
         app.asgi_handler,
         settings,
         access_log=access_log,
         gatekeeper=gatekeeper,
         allowed_methods=allowed,
+        authenticator=authenticator,
     )
     return app

@@ -4,9 +4,11 @@ In one pass over the request's headers it does what three stacked layers used to
 oversized headers (431) and request targets (414), believes `X-Forwarded-*` only from a trusted
 proxy and refuses a Host the service does not serve (421) (see `api.edge`), takes a sane
 `X-Request-Id` or makes one and sends it back, and refuses a URL holding a token, in any
-encoding, on every path (400) before routing. It answers `/v1/authz` itself (the gateway's
-question, asked once per upstream request) without Litestar's routing, and it writes the access
-line of every request, answered here or by the app, to the buffered access log.
+encoding, on every path (400) before routing. It authenticates requests to the protected paths
+(`/api/`, `/mcp`: Bearer token, else session cookie; the refusal is answered here) and does no
+authentication work for any other path. It answers `/v1/authz` itself (the gateway's question,
+asked once per upstream request) without Litestar's routing, and it writes the access line of
+every request, answered here or by the app, to the buffered access log.
 
 It also sets every answer's defaults: `Cache-Control: no-store` unless the answer chose its own,
 and an OPTIONS answer's `Allow` listing every method of its path (Litestar 2's own lists only
@@ -25,13 +27,17 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from api import problems
-from api.auth import TOKEN_IN_URL, token_in_url
+from api.auth import TOKEN_IN_URL, Authenticator, metadata_url_of, token_in_url
 from api.edge import MAX_TARGET_BYTES, TrustedProxies, public_host, refusal, split_authority
 from infra.access_log import AccessLog
 from infra.logging import redact
 from infra.settings import Settings
 
 _GOOD_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+# The characters RFC 3986 allows in an authority, as Litestar's router checks the Host before
+# routing (400): checked here for every request, so the paths answered here refuse it too.
+_GOOD_HOST: Final = re.compile(rb"[0-9A-Za-z!$&'()*+,;=\-._~:\[\]@%]*")
+_HOST: Final = b"host"
 _REQUEST_ID: Final = b"x-request-id"
 _CACHE_CONTROL: Final = b"cache-control"
 _NO_STORE: Final = (b"cache-control", b"no-store")
@@ -39,6 +45,8 @@ _ALLOW: Final = b"allow"
 _HTTP: str = ScopeType.HTTP.value  # a plain str: comparing with the enum member costs more
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+# The paths whose every request needs a caller: the API's own routes and the MCP server's.
+PROTECTED: Final = ("/api/", "/mcp")
 
 
 class Gatekeeper(Protocol):
@@ -64,8 +72,14 @@ class FrontDoor:
         access_log: AccessLog | None = None,
         gatekeeper: Gatekeeper | None = None,
         allowed_methods: Mapping[str, str] | None = None,
+        authenticator: Authenticator | None = None,
+        protected: tuple[str, ...] = PROTECTED,
+        public_url: str = "",
     ) -> None:
         self.app = app
+        self.authenticator = authenticator
+        self.protected = protected
+        self.public_url = public_url
         self.max_headers = max_headers
         self.max_header_bytes = max_header_bytes
         networks = tuple(trusted_proxies)
@@ -95,6 +109,11 @@ class FrontDoor:
             "misdirected_request",
             "this service does not serve the host named in the request (ANTHRA_ALLOWED_HOSTS)",
         )
+        self._bad_host: Answer = (
+            400,
+            [(b"content-type", b"application/json")],
+            problems.error_body("invalid_request", "Invalid host header"),
+        )
         token_in_url_problem = problems.invalid_request(TOKEN_IN_URL)
         self._token_in_url = (
             token_in_url_problem.status,
@@ -111,6 +130,7 @@ class FrontDoor:
         access_log: AccessLog | None = None,
         gatekeeper: Gatekeeper | None = None,
         allowed_methods: Mapping[str, str] | None = None,
+        authenticator: Authenticator | None = None,
     ) -> FrontDoor:
         return cls(
             app,
@@ -126,6 +146,8 @@ class FrontDoor:
             access_log=access_log,
             gatekeeper=gatekeeper,
             allowed_methods=allowed_methods,
+            authenticator=authenticator,
+            public_url=settings.public_url,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -133,7 +155,7 @@ class FrontDoor:
             await self.app(scope, receive, send)
             return
         headers = cast("list[tuple[bytes, bytes]]", scope["headers"])
-        given_id = b""
+        given_id = host = b""
         refused: Answer | None = None
         if len(headers) > self.max_headers:
             refused = self._too_large
@@ -141,7 +163,9 @@ class FrontDoor:
             size = 0
             for name, value in headers:  # a plain loop: cheaper here than sum(map(len, …))
                 size += len(name) + len(value)
-                if name == _REQUEST_ID:
+                if name == _HOST:
+                    host = value
+                elif name == _REQUEST_ID:
                     given_id = value
             if size > self.max_header_bytes:
                 refused = self._too_large
@@ -157,6 +181,8 @@ class FrontDoor:
                     refused = self._misdirected
                 elif token_in_url(raw_path, query):
                     refused = self._token_in_url
+                elif host and not _GOOD_HOST.fullmatch(host):
+                    refused = self._bad_host
         request_id = self._request_id(given_id)
         state = scope.get("state")
         if state is None:
@@ -166,6 +192,7 @@ class FrontDoor:
         id_header = (_REQUEST_ID, request_id.encode())
         status = 500  # if the app fails before it answers, the server answers 500
         method = cast("HTTPScope", scope)["method"]
+        path: str = scope["path"]
 
         async def send_with_defaults(message: Message) -> None:
             nonlocal status
@@ -177,8 +204,22 @@ class FrontDoor:
         try:
             if refused is not None:
                 await problems.send_answer(send_with_defaults, *refused)
+            elif self.authenticator is not None and path.startswith(self.protected):
+                try:
+                    principal = await self.authenticator.authenticate(scope)
+                except problems.AuthProblem as problem:
+                    await problems.send_answer(
+                        send_with_defaults,
+                        problem.status,
+                        problem.headers(metadata_url_of(scope, self.public_url)),
+                        problem.body(),
+                    )
+                else:
+                    scope["user"] = principal
+                    scope["auth"] = principal.via
+                    await self.app(scope, receive, send_with_defaults)
             elif self.gatekeeper is not None and (
-                scope["path"] == self._authz or scope["path"].startswith(self._authz_under)
+                path == self._authz or path.startswith(self._authz_under)
             ):
                 if method in ("HEAD", "OPTIONS"):
                     # Litestar's: a HEAD answer without its body, an OPTIONS one with Allow.
