@@ -38,6 +38,8 @@ _GOOD_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 # routing (400): checked here for every request, so the paths answered here refuse it too.
 _GOOD_HOST: Final = re.compile(rb"[0-9A-Za-z!$&'()*+,;=\-._~:\[\]@%]*")
 _HOST: Final = b"host"
+# The methods of `/v1/authz` whose answer has a body as it is; the rest go to Litestar's route.
+_ANSWERED_HERE: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _REQUEST_ID: Final = b"x-request-id"
 _CACHE_CONTROL: Final = b"cache-control"
 _NO_STORE: Final = (b"cache-control", b"no-store")
@@ -221,13 +223,14 @@ class FrontDoor:
             elif self.gatekeeper is not None and (
                 path == self._authz or path.startswith(self._authz_under)
             ):
-                if method in ("HEAD", "OPTIONS"):
-                    # Litestar's: a HEAD answer without its body, an OPTIONS one with Allow.
-                    await self.app(scope, receive, send_with_defaults)
-                else:
+                if method in _ANSWERED_HERE:
                     await problems.send_answer(
                         send_with_defaults, *self.gatekeeper.decide(scope), sized=True
                     )
+                else:
+                    # Litestar's: a HEAD answer without its body, an OPTIONS one with Allow,
+                    # 405 for a method the route does not take.
+                    await self.app(scope, receive, send_with_defaults)
             else:
                 await self.app(scope, receive, send_with_defaults)
         finally:
