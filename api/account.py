@@ -12,11 +12,14 @@ from litestar.di import NamedDependency
 from api.auth import principal_of, requires_scopes
 from api.openapi import SESSION_OR_TOKEN
 from api.schemas import Account, DayUsage, KeyCounts, KeyUsage, WhoAmI
+from domain.api_key import ACTIVE, BLOCKED, EXPIRED, REVOKED, ROTATED, SUSPENDED
 from domain.scopes import in_order
-from ledger.key_ledger import KeyLedger
+from ledger.key_ledger import KeyLedger, expiring_within
 from ledger.usage_report import UsageReport
 
 USAGE_DAYS = 30
+# As GitHub and GitLab warn a week ahead.
+EXPIRY_WARNING_DAYS = 7
 
 
 @functools.lru_cache(maxsize=64)
@@ -39,6 +42,7 @@ class AccountController(Controller):
             via=principal.via,
             key_id=str(principal.key_id) if principal.key_id else None,
             scopes=list(_ordered(principal.scopes)),
+            expires_at=principal.expires_at,
         )
 
     @get("/", sync_to_thread=True, guards=[requires_scopes("account:read")])
@@ -66,12 +70,20 @@ class AccountController(Controller):
                     last_used_at=last_used.get(record.key_id),
                     requests=sum(n for _, n in days),
                     days=[DayUsage(day=day, requests=n) for day, n in days],
+                    expires_at=record.expires_at,
                 )
             )
         return Account(
             user_id=principal.user_id,
             keys=KeyCounts(
-                active=counts["active"], revoked=counts["revoked"], expired=counts["expired"]
+                active=counts[ACTIVE],
+                revoked=counts[REVOKED],
+                expired=counts[EXPIRED],
+                suspended=counts[SUSPENDED],
+                blocked=counts[BLOCKED],
+                rotated=counts[ROTATED],
+                expiring_soon=len(expiring_within(ledger, records, EXPIRY_WARNING_DAYS)),
             ),
             usage=per_key,
+            expires_at=principal.expires_at,
         )

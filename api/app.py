@@ -28,13 +28,14 @@ from api.front_door import FrontDoor
 from api.health import HealthController
 from api.json_body import JSONBodyRequest
 from api.keys import KeysController
+from api.leaks import LeaksController
 from api.local_sign_in import local_sign_in
 from api.openapi import openapi_config
 from api.operator import OperatorController
 from api.page import AccountPage
 from api.resource_metadata import protected_resource_metadata
 from api.verify import VerifyController
-from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
+from domain.errors import InvalidInput, KeyAlreadyRotated, KeyNotActive, KeyNotFound
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.idempotency import IdempotencyKeyReused
 from infra.access_log import AccessLog, access_log_enabled
@@ -44,6 +45,7 @@ from infra.auth_failures import AuthFailures
 from infra.authjs_sessions import DatabaseSessions, SessionTablesMissing
 from infra.backends import backend_for
 from infra.follower import IndexFollower
+from infra.leak_reports import LeakReporters
 from infra.outage import summary
 from infra.policy import Policy
 from infra.settings import Settings, load_settings, require_public_origin
@@ -88,6 +90,10 @@ def _not_found(_: Request[Any, Any, Any], exc: KeyNotFound) -> Response[Any]:
 
 def _reused(_: Request[Any, Any, Any], exc: IdempotencyKeyReused) -> Response[Any]:
     return _error(422, "idempotency_key_reused", str(exc), IDEMPOTENCY_HEADER)
+
+
+def _already_rotated(_: Request[Any, Any, Any], exc: KeyAlreadyRotated) -> Response[Any]:
+    return _error(409, "conflict", str(exc))
 
 
 def _not_active(_: Request[Any, Any, Any], exc: KeyNotActive) -> Response[Any]:
@@ -159,10 +165,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         heartbeat_interval=settings.heartbeat_interval,
         max_staleness=settings.max_staleness,
     )
-    sweeper = ExpirySweeper(ledger, interval=settings.sweep_interval)
     usage_store = backend.usage_store()
     usage_flusher = UsageFlusher(usage_counter, usage_store, interval=settings.usage_flush_interval)
     usage = UsageReport(usage_store, usage_counter, clock)
+    sweeper = ExpirySweeper(ledger, interval=settings.sweep_interval, usage=usage)
     if settings.dev_mode:
         # One secret per run, shared by every worker through the environment `serve` sets.
         secrets_in_use: tuple[str, ...] = (settings.dev_secret or secrets.token_urlsafe(32),)
@@ -256,6 +262,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             AccountPage,
             AuditController,
             OperatorController,
+            LeaksController,
             protected_resource_metadata,
             ForwardAuth,
         ],
@@ -270,6 +277,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             ValidationException: _validation,
             KeyNotFound: _not_found,
             KeyNotActive: _not_active,
+            KeyAlreadyRotated: _already_rotated,
             IdempotencyKeyReused: _reused,
             IndexStale: _stale,
             KeyBusy: _busy,
@@ -283,6 +291,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "ledger": ledger,
                 "follower": follower,
                 "sweeper": sweeper,
+                # Read once at start: a missing or wrong keys document stops the start.
+                "leak_reporters": (
+                    LeakReporters.load(settings.leak_keys_file) if settings.leak_keys_file else None
+                ),
                 "settings": settings,
                 "verify_secret": settings.verify_secret,
                 "session_codec": codec,

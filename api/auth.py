@@ -166,7 +166,11 @@ class Authenticator:
             self.attempt_failed(scope, credential)
             raise problems.invalid_token()
         return Principal(
-            user_id=record.owner_id, scopes=record.scopes, via="token", key_id=record.key_id
+            user_id=record.owner_id,
+            scopes=record.scopes,
+            via="token",
+            key_id=record.key_id,
+            expires_at=record.expires_at,
         )
 
     async def _session(self, cookie_header: bytes) -> Principal | None:
@@ -313,6 +317,7 @@ def requires_scopes(*scopes: str) -> Callable[..., Any]:
         if missing:
             raise problems.insufficient_scope(missing)
 
+    guard.scopes = needed  # type: ignore[attr-defined]  # read by the OpenAPI contract
     return guard
 
 

@@ -65,6 +65,10 @@ def serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_json)
     if settings.authjs_database_url:
         _check_session_tables(settings.authjs_database_url)
+    if settings.leak_keys_file:
+        from infra.leak_reports import LeakReporters
+
+        LeakReporters.load(settings.leak_keys_file)  # a wrong document stops the start here
     # The app factory runs in uvicorn's workers and reads its settings from the environment.
     os.environ["ANTHRA_HOST"] = host
     os.environ["ANTHRA_PORT"] = str(port)
@@ -205,6 +209,76 @@ def revoke(args: argparse.Namespace) -> int:
 
     ledger = _ledger()
     _print_json(key_view(ledger.revoke(args.key_id, actor=_operator(), reason=args.reason), ledger))
+    return 0
+
+
+def suspend(args: argparse.Namespace) -> int:
+    from api.keys import key_view
+
+    ledger = _ledger()
+    record = ledger.suspend(parse_key_id(args.key_id), actor=_operator(), reason=args.reason)
+    _print_json(key_view(record, ledger))
+    return 0
+
+
+def resume(args: argparse.Namespace) -> int:
+    from api.keys import key_view
+
+    ledger = _ledger()
+    _print_json(key_view(ledger.resume(parse_key_id(args.key_id), actor=_operator()), ledger))
+    return 0
+
+
+def policy_show(args: argparse.Namespace) -> int:
+    from api.operator import policy_view
+
+    _print_json(policy_view(_ledger()))
+    return 0
+
+
+def policy_set(args: argparse.Namespace) -> int:
+    from api.operator import policy_view
+    from domain.lifetime_policy import Terms
+
+    ledger = _ledger()
+    terms = Terms(args.max_lifetime_days, args.expiry_required, args.revoke_unused_after_days)
+    ledger.set_lifetime_policy(terms, _operator())
+    _print_json(policy_view(ledger))
+    return 0
+
+
+def stale(args: argparse.Namespace) -> int:
+    """A dry run of the stale-key sweep: what it would revoke, and revokes nothing."""
+    from infra.backends import backend_for
+    from ledger.stale_keys import stale_keys
+    from ledger.usage_report import UsageReport
+    from projections.usage.counter import UsageCounter
+
+    ledger = _ledger()
+    days = args.days or ledger.lifetime_terms().revoke_unused_after_days
+    if days is None:
+        print(
+            "anthra-keys: the lifetime policy revokes no unused keys; give --days to ask anyway",
+            file=sys.stderr,
+        )
+        return 2
+    usage = UsageReport(backend_for(load_settings()).usage_store(), UsageCounter(), ledger.clock)
+    found = stale_keys(ledger, usage, days)
+    _print_json(
+        {
+            "revoke_unused_after_days": days,
+            "keys": [
+                {
+                    "id": str(r.key_id),
+                    "owner_id": r.owner_id,
+                    "prefix": r.prefix,
+                    "name": r.name,
+                    "last_used_or_minted_at": seen,
+                }
+                for r, seen in found
+            ],
+        }
+    )
     return 0
 
 
@@ -377,6 +451,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="", help="why, for the audit history")
     p.set_defaults(run=revoke)
 
+    p = key_commands.add_parser("suspend", help="refuse a key until it is resumed")
+    p.add_argument("key_id")
+    p.add_argument("--reason", default="", help="why, for the audit history")
+    p.set_defaults(run=suspend)
+    p = key_commands.add_parser("resume", help="accept a suspended key again")
+    p.add_argument("key_id")
+    p.set_defaults(run=resume)
+    p = key_commands.add_parser(
+        "stale", help="dry run: the keys unused for the policy's days (revokes nothing)"
+    )
+    p.add_argument(
+        "--days", type=lambda t: _whole_number(t, "--days", 1, 3650), help="instead of the policy's"
+    )
+    p.set_defaults(run=stale)
+
     p = key_commands.add_parser(
         "verify", help="check a token read from ANTHRA_TOKEN or standard input"
     )
@@ -388,6 +477,26 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="*", help="files or folders (default: the current folder)")
     p.set_defaults(run=scan)
+
+    policy = commands.add_parser("policy", help="the key lifetime policy")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    p = policy_commands.add_parser("show", help="the policy in force and the keys it blocks")
+    p.set_defaults(run=policy_show)
+    p = policy_commands.add_parser(
+        "set", help="set the whole policy (what is not given is lifted), as an event"
+    )
+    p.add_argument(
+        "--max-lifetime-days",
+        type=lambda t: _whole_number(t, "--max-lifetime-days", 1, 3650),
+        help="the longest a key may live (1-3650); keys minted longer are blocked at use",
+    )
+    p.add_argument("--expiry-required", action="store_true", help="every key must expire")
+    p.add_argument(
+        "--revoke-unused-after-days",
+        type=lambda t: _whole_number(t, "--revoke-unused-after-days", 1, 3650),
+        help="the sweeper revokes keys unused this long (reason: unused)",
+    )
+    p.set_defaults(run=policy_set)
 
     audit = commands.add_parser("audit", help="read, export and check the audit trail")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)

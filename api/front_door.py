@@ -11,8 +11,9 @@ asked once per upstream request) without Litestar's routing, and it writes the a
 every request, answered here or by the app, to the buffered access log.
 
 It also sets every answer's defaults: `Cache-Control: no-store` unless the answer chose its own,
-and an OPTIONS answer's `Allow` listing every method of its path (Litestar 2's own lists only
-those of the first handler registered there).
+`Anthra-Token-Expiration` when the caller's token expires, and an OPTIONS answer's `Allow`
+listing every method of its path (Litestar 2's own lists only those of the first handler
+registered there).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import itertools
 import re
 import secrets
 from collections.abc import Iterable, Mapping
+from datetime import UTC
 from typing import Final, Protocol, cast
 
 from litestar.enums import ScopeType
@@ -29,6 +31,7 @@ from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from api import problems
 from api.auth import TOKEN_IN_URL, Authenticator, metadata_url_of, token_in_url
 from api.edge import MAX_TARGET_BYTES, TrustedProxies, public_host, refusal, split_authority
+from api.principal import Principal
 from infra.access_log import AccessLog
 from infra.logging import redact
 from infra.settings import Settings
@@ -43,6 +46,8 @@ _ANSWERED_HERE: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _REQUEST_ID: Final = b"x-request-id"
 _CACHE_CONTROL: Final = b"cache-control"
 _NO_STORE: Final = (b"cache-control", b"no-store")
+# GitHub's convention: a token's holder learns its expiry from every answer.
+TOKEN_EXPIRATION: Final = b"anthra-token-expiration"
 _ALLOW: Final = b"allow"
 _HTTP: str = ScopeType.HTTP.value  # a plain str: comparing with the enum member costs more
 
@@ -270,6 +275,10 @@ class FrontDoor:
                 allow = True
         if not cache_control:
             headers.append(_NO_STORE)
+        principal = scope.get("user")
+        if isinstance(principal, Principal) and principal.expires_at is not None:
+            expires = principal.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            headers.append((TOKEN_EXPIRATION, expires.encode()))
         if allow and scope.get("method") == "OPTIONS":
             methods = self.allowed_methods.get(scope.get("path_template", ""))
             if methods:

@@ -10,6 +10,7 @@ from litestar import Controller, Request, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter, QueryParameter
+from msgspec import UNSET
 
 from api import problems
 from api.auth import principal_of, requires_scopes, requires_session
@@ -30,7 +31,10 @@ from api.schemas import (
     KeyList,
     MintedKey,
     MintRequest,
+    RotatedKey,
+    RotateRequest,
     SetScopesRequest,
+    SuspendRequest,
 )
 from api.schemas import KeyAsOf as KeyAsOfView
 from domain.api_key import MAX_EXPIRY_DAYS, MAX_REASON_LENGTH, MIN_EXPIRY_DAYS
@@ -38,7 +42,7 @@ from domain.errors import InvalidInput, KeyNotFound
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.scopes import in_order
 from domain.timeline import key_as_of
-from ledger.key_ledger import KeyLedger
+from ledger.key_ledger import KeyLedger, expiring_within, parse_key_id
 from ledger.usage_report import UsageReport, unused_since
 from projections.verification_index.index import KeyRecord
 
@@ -49,9 +53,22 @@ KeyId = Annotated[
 CONFLICT = {
     409: ResponseSpec(
         ErrorBody,
-        description="The key is revoked or expired, or changed by too many requests at once",
+        description="The key is revoked, expired or rotated, or changed by too many requests "
+        "at once",
     )
 }
+ONLY_ITSELF = {403: ResponseSpec(ErrorBody, description="A token acting on another key")}
+
+
+def only_itself(request: Request[Any, Any, Any], key_id: str, verb: str) -> None:
+    """A token may act on itself only; other keys need a signed-in session."""
+    principal = principal_of(request)
+    if principal.via == "token" and str(principal.key_id) != key_id:
+        raise problems.AuthProblem(
+            403,
+            "insufficient_scope",
+            f"a token may {verb} only itself; {verb} other keys needs a signed-in session",
+        )
 
 
 def key_view(
@@ -139,10 +156,23 @@ class KeysController(Controller):
                 schema_extra=integer_schema(MIN_EXPIRY_DAYS, MAX_EXPIRY_DAYS),
             ),
         ] = None,
+        expiring_within_days: Annotated[
+            str | None,
+            QueryParameter(
+                description="Only live keys that expire within this many days, soonest first",
+                schema_extra=integer_schema(MIN_EXPIRY_DAYS, MAX_EXPIRY_DAYS),
+            ),
+        ] = None,
     ) -> KeyList:
-        """The caller's keys, oldest first; with unused_days, only those not used for that long."""
+        """The caller's keys, oldest first; with unused_days, only those not used for that long;
+        with expiring_within_days, only live keys that expire that soon, soonest first."""
         principal = principal_of(request)
         records = ledger.keys_of(principal.user_id)
+        if expiring_within_days is not None:
+            days = whole_number(
+                expiring_within_days, "expiring_within_days", MIN_EXPIRY_DAYS, MAX_EXPIRY_DAYS
+            )
+            records = expiring_within(ledger, records, days)
         last_used = usage.last_used([r.key_id for r in records])
         if unused_days is not None:
             days = whole_number(unused_days, "unused_days", MIN_EXPIRY_DAYS, MAX_EXPIRY_DAYS)
@@ -216,9 +246,7 @@ class KeysController(Controller):
         "/{key_id:str}",
         status_code=200,
         security=SESSION_OR_TOKEN,
-        responses={403: ResponseSpec(ErrorBody, description="A token revoking another key")}
-        | CONFLICT
-        | IDEMPOTENT,
+        responses=ONLY_ITSELF | CONFLICT | IDEMPOTENT,
         sync_to_thread=True,
     )
     def revoke(
@@ -237,13 +265,8 @@ class KeysController(Controller):
         ] = "",
     ) -> Key:
         """Revoke a key: a session may revoke any of its keys, a token only itself."""
+        only_itself(request, key_id, "revoke")
         principal = principal_of(request)
-        if principal.via == "token" and str(principal.key_id) != key_id:
-            raise problems.AuthProblem(
-                403,
-                "insufficient_scope",
-                "a token may revoke only itself; revoking other keys needs a signed-in session",
-            )
         record = ledger.revoke(
             key_id,
             actor=principal.actor,
@@ -251,6 +274,103 @@ class KeysController(Controller):
             owner_id=principal.user_id,
             context=context_of(request),
             idempotency_key=idempotency_key_of(request),
+        )
+        return key_view(record, ledger)
+
+    @post(
+        "/{key_id:str}/rotate",
+        status_code=201,
+        security=SESSION_OR_TOKEN,
+        responses=ONLY_ITSELF | CONFLICT | IDEMPOTENT,
+        sync_to_thread=True,
+    )
+    def rotate(
+        self,
+        request: Request[Any, Any, Any],
+        key_id: KeyId,
+        data: JSONBody[RotateRequest],
+        ledger: NamedDependency[KeyLedger],
+    ) -> RotatedKey:
+        """Mint a successor with the key's name and scopes, its token in this answer only; the
+        old key keeps working for `grace_seconds` (never past its own expiry), then stops.
+
+        A token may rotate itself (no scope needed), a session any of its keys. With an
+        Idempotency-Key, a retry of a rotation whose answer was lost retires the successor
+        that answer held and mints a new one: never two live successors."""
+        only_itself(request, key_id, "rotate")
+        principal = principal_of(request)
+        given = data.expires_in_days
+        rotated = ledger.rotate(
+            parse_key_id(key_id),
+            actor=principal.actor,
+            grace_seconds=data.grace_seconds,
+            expires_in_days=None if given is UNSET else given,
+            default_expiry=given is UNSET,
+            owner_id=principal.user_id,
+            context=context_of(request),
+            idempotency_key=idempotency_key_of(request),
+        )
+        record = rotated.record
+        return RotatedKey(
+            id=str(record.key_id),
+            token=rotated.token,
+            prefix=record.prefix,
+            name=record.name,
+            scopes=list(in_order(record.scopes)),
+            created_at=record.created_at,
+            expires_at=record.expires_at,
+            predecessor_id=str(rotated.predecessor_id),
+            predecessor_retires_at=rotated.retires_at,
+        )
+
+    @post(
+        "/{key_id:str}/suspend",
+        status_code=200,
+        guards=[requires_session],
+        security=SESSION_ONLY,
+        responses=CONFLICT,
+        sync_to_thread=True,
+    )
+    def suspend(
+        self,
+        request: Request[Any, Any, Any],
+        key_id: KeyId,
+        ledger: NamedDependency[KeyLedger],
+        data: JSONBody[SuspendRequest | None] = None,
+    ) -> Key:
+        """Refuse the key everywhere until it is resumed (reversible, unlike a revoke);
+        suspending a suspended key changes nothing."""
+        principal = principal_of(request)
+        record = ledger.suspend(
+            parse_key_id(key_id),
+            actor=principal.actor,
+            reason=data.reason if data is not None else "",
+            owner_id=principal.user_id,
+            context=context_of(request),
+        )
+        return key_view(record, ledger)
+
+    @post(
+        "/{key_id:str}/resume",
+        status_code=200,
+        guards=[requires_session],
+        security=SESSION_ONLY,
+        responses=CONFLICT,
+        sync_to_thread=True,
+    )
+    def resume(
+        self,
+        request: Request[Any, Any, Any],
+        key_id: KeyId,
+        ledger: NamedDependency[KeyLedger],
+    ) -> Key:
+        """Accept a suspended key again; resuming a key not suspended changes nothing."""
+        principal = principal_of(request)
+        record = ledger.resume(
+            parse_key_id(key_id),
+            actor=principal.actor,
+            owner_id=principal.user_id,
+            context=context_of(request),
         )
         return key_view(record, ledger)
 

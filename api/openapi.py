@@ -18,6 +18,7 @@ from litestar import Litestar, Request
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
+from litestar.routes import HTTPRoute
 
 from api import problems, resource_metadata, schemas
 from api.forward_auth import AUTHZ_PATH
@@ -60,7 +61,16 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
         "scheme": "bearer",
         "description": "ANTHRA_OPERATOR_SECRET, for the people who run the ledger",
     },
+    "leakReportSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Github-Public-Key-Signature",
+        "description": "A secret-scanning partner's ECDSA P-256 signature of the raw body "
+        "(base64 DER), with its key's id in Github-Public-Key-Identifier; the keys come from "
+        "ANTHRA_LEAK_KEYS_FILE",
+    },
 }
+LEAK_PARTNER: list[dict[str, list[str]]] = [{"leakReportSignature": []}]
 # Why each error status can happen, by the rule that adds it.
 _EVERY_OPERATION = {
     "400": "Bad input (named in `field`), a malformed Authorization header, or a token in the URL",
@@ -117,6 +127,21 @@ _AUTHZ_HEADERS = [
         "schema": {"type": "string", "pattern": "^[A-Za-z]{1,16}$"},
     },
 ]
+# The leak report is read raw (its signature covers the exact bytes), so Litestar cannot see it.
+LEAKS_PATH = "/v1/leaks"
+_LEAK_REPORT = {
+    "required": True,
+    "description": "What a secret-scanning partner found; at most 1,000 entries, 1 MiB",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "array",
+                "maxItems": 1000,
+                "items": {"$ref": "#/components/schemas/ReportedToken"},
+            }
+        }
+    },
+}
 # Envoy's form: the original path after /v1/authz/, as sent (shown here as one plain segment, short
 # enough that even percent-encoded whole it stays within the edge's 8 KiB for a target).
 _ORIGINAL_PATH = {"type": "string", "pattern": f"^{_PLAIN_SEGMENT}$", "maxLength": 600}
@@ -148,20 +173,48 @@ def contract_of(app: Litestar, generated: dict[str, Any]) -> dict[str, Any]:
     """The app's contract, made once from Litestar's document."""
     made: dict[str, Any] | None = app.state.get("openapi_contract")
     if made is None:
-        made = app.state["openapi_contract"] = contract(generated)
+        made = app.state["openapi_contract"] = contract(generated, scopes_needed(app))
     return made
 
 
-def contract(generated: dict[str, Any]) -> dict[str, Any]:
-    """Litestar's document with what every operation shares written down."""
+def scopes_needed(app: Litestar) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(path, method) → the scopes a token needs there, read from the handlers' guards."""
+    needed: dict[tuple[str, str], tuple[str, ...]] = {}
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            scopes = tuple(
+                scope
+                for guard in handler.resolve_guards()
+                for scope in getattr(guard, "scopes", ())
+            )
+            for method in handler.http_methods:
+                needed[(route.path_format, method.lower())] = scopes
+    return needed
+
+
+def contract(
+    generated: dict[str, Any], scopes: dict[tuple[str, str], tuple[str, ...]] | None = None
+) -> dict[str, Any]:
+    """Litestar's document with what every operation shares written down, and the scopes a
+    token needs in each operation's bearer requirement (OpenAPI 3.1 allows role names there)."""
     document = copy.deepcopy(generated)
     components = document.setdefault("components", {})
     components["securitySchemes"] = SECURITY_SCHEMES
     components.setdefault("schemas", {}).update(_wire_schemas())
     for path, operations in document.get("paths", {}).items():
-        for operation in operations.values():
+        for method, operation in operations.items():
+            if path == LEAKS_PATH and isinstance(operation, dict):
+                operation["requestBody"] = _LEAK_REPORT
             if isinstance(operation, dict) and "responses" in operation:
                 _complete(path, operation)
+                needed = (scopes or {}).get((path, method), ())
+                if needed and operation.get("security"):
+                    operation["security"] = [
+                        {"bearer": list(needed)} if "bearer" in requirement else requirement
+                        for requirement in operation["security"]
+                    ]
     return document
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
@@ -18,6 +19,8 @@ class Principal(msgspec.Struct, frozen=True):
     scopes: frozenset[str]
     via: Literal["token", "session"]
     key_id: UUID | None = None
+    # When the calling key expires (None: never, or a session): every answer says it.
+    expires_at: datetime | None = None
 
     @classmethod
     def session(cls, user_id: str) -> Principal:

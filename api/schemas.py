@@ -52,6 +52,89 @@ class SetScopesRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scopes: ScopeList
 
 
+GraceSeconds = Annotated[
+    int,
+    Meta(
+        ge=0,
+        le=86_400,
+        description="How long the old key keeps working beside its successor (never past its "
+        "own expiry); 0 stops it now",
+    ),
+]
+
+
+class RotateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Rotate a key: a successor with its name and scopes; the old key stops after the grace."""
+
+    grace_seconds: GraceSeconds = 0
+    # Left out: the old key's lifetime (within the lifetime policy); null: it never expires.
+    expires_in_days: ExpiryDays | UnsetType | None = UNSET
+
+
+class SuspendRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Suspend a key until it is resumed."""
+
+    reason: Annotated[
+        str,
+        Meta(
+            max_length=200,
+            description=f"Why, for the audit history: printable text on one line, {NO_TOKEN}",
+            extra_json_schema={"pattern": LINE_PATTERN},
+        ),
+    ] = ""
+
+
+class LifetimePolicyTerms(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The operator's lifetime policy for keys; null or false asks nothing."""
+
+    max_lifetime_days: Annotated[int, Meta(ge=1, le=3650)] | None = None
+    expiry_required: bool = False
+    revoke_unused_after_days: Annotated[int, Meta(ge=1, le=3650)] | None = None
+
+
+class LifetimePolicyView(msgspec.Struct, frozen=True):
+    """The lifetime policy in force, and the keys it blocks now."""
+
+    max_lifetime_days: int | None
+    expiry_required: bool
+    revoke_unused_after_days: int | None
+    blocked_keys: int
+
+
+class StaleKey(msgspec.Struct, frozen=True):
+    """A live key unused for the policy's number of days."""
+
+    id: str
+    owner_id: str
+    prefix: str
+    name: str
+    last_used_or_minted_at: datetime
+
+
+class StaleKeys(msgspec.Struct, frozen=True):
+    """What the sweeper would revoke as unused now, oldest use first."""
+
+    revoke_unused_after_days: int | None
+    keys: list[StaleKey]
+
+
+class ReportedToken(msgspec.Struct, frozen=True):
+    """One token a partner found, as GitHub sends it (fields it may add are ignored)."""
+
+    token: Annotated[str, Meta(max_length=512)]
+    type: Annotated[str, Meta(max_length=100)] = ""
+    url: Annotated[str, Meta(max_length=4096)] = ""
+    source: Annotated[str, Meta(max_length=100)] = ""
+
+
+class TokenLabel(msgspec.Struct, frozen=True):
+    """A reported token's verdict, by its sha256: GitHub's secret-scanning feedback format."""
+
+    token_hash: str
+    token_type: str
+    label: Literal["true_positive", "false_positive"]
+
+
 class VerifyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Ask whether a token is valid for some scopes, now or at an instant in the past."""
 
@@ -84,6 +167,20 @@ class MintedKey(msgspec.Struct, frozen=True):
     scopes: list[str]
     created_at: datetime
     expires_at: datetime | None
+
+
+class RotatedKey(msgspec.Struct, frozen=True):
+    """A key's successor with its token (shown this once), and when the old key stops."""
+
+    id: str
+    token: str
+    prefix: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    predecessor_id: str
+    predecessor_retires_at: datetime
 
 
 class KeyAsOf(msgspec.Struct, frozen=True):
@@ -177,9 +274,15 @@ class History(msgspec.Struct, frozen=True):
 
 
 class KeyCounts(msgspec.Struct, frozen=True):
+    """The caller's keys by status; expiring_soon counts live keys that expire within 7 days."""
+
     active: int
     revoked: int
     expired: int
+    suspended: int = 0
+    blocked: int = 0
+    rotated: int = 0
+    expiring_soon: int = 0
 
 
 class DayUsage(msgspec.Struct, frozen=True):
@@ -196,6 +299,7 @@ class KeyUsage(msgspec.Struct, frozen=True):
     last_used_at: datetime | None
     requests: int
     days: list[DayUsage]
+    expires_at: datetime | None = None
 
 
 class WhoAmI(msgspec.Struct, frozen=True):
@@ -205,12 +309,16 @@ class WhoAmI(msgspec.Struct, frozen=True):
     via: Literal["token", "session"]
     key_id: str | None
     scopes: list[str]
+    # When the calling key expires; null for a key that never does, or a session.
+    expires_at: datetime | None = None
 
 
 class Account(msgspec.Struct, frozen=True):
     user_id: str
     keys: KeyCounts
     usage: list[KeyUsage]
+    # When the calling key expires; null for a key that never does, or a session.
+    expires_at: datetime | None = None
 
 
 class VerifyResponse(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -300,6 +300,20 @@ def measure(
     # The floors never log access: the budget is against the bare framework on the server.
     floor = floor_server(f"floor-{workers}w", workdir, workers, access_log=False)
     servers: list[Server] = [ledger, floor]
+    other = None
+    if args.also_server:
+        # The same ledger (same store) on another server, its rows interleaved with the rest.
+        other = ledger_server(
+            f"ledger-{args.also_server}-{workers}w",
+            f"sqlite:{workdir / 'ledger.sqlite3'}",
+            secret,
+            workdir,
+            workers,
+            ANTHRA_POLICY_FILE=str(POLICY),
+            ANTHRA_SERVER=args.also_server,
+            **log_env,
+        )
+        servers.append(other)
     try:
         for server in servers:
             server.wait_ready()
@@ -314,10 +328,18 @@ def measure(
         check_floor(floor.url, {"token": "x" * len(token[0]), "scopes": list(SCOPES)})
         rows = targets(args.breakdown)
         base = {"ledger": ledger.url, "floor": floor.url}
-        for row in rows:
-            row.script = scripts[row.key]
-            run_wrk(wrk, base[row.side] + row.path, row.script, args.threads, args.connections, 2)
         pids = {"ledger": ledger.process.pid, "floor": floor.process.pid}
+        if other is not None:
+            check_ledger(other.url, token[0], workers)
+            base["other"], pids["other"] = other.url, other.process.pid
+            rows += [
+                Target(f"{r.key}@other", f"{r.name} [{args.also_server}]", "other", r.path)
+                for r in rows
+                if r.side == "ledger"
+            ]
+        for row in rows:
+            row.script = scripts[row.key.partition("@")[0]]
+            run_wrk(wrk, base[row.side] + row.path, row.script, args.threads, args.connections, 2)
         for run in range(args.runs):
             # Rotate the order each run so that no row always follows the same neighbour.
             for row in rows[run % len(rows) :] + rows[: run % len(rows)]:
@@ -358,9 +380,9 @@ def report(
                     f"{workers} worker(s), {row.name}: {errors} non-2xx responses, "
                     f"{sockets} socket errors over {args.runs} runs"
                 )
-            floor_key = dict(PAIRS).get(row.key)
+            floor_key = dict(PAIRS).get(row.key.partition("@")[0])
             ratio = medians[row.key] / medians[floor_key] if floor_key else None
-            if row.key == "healthz":
+            if row.key.partition("@")[0] == "healthz":
                 ratio = medians[row.key] / medians["floor_get"]
             verdict = "-"
             if ratio is not None and floor_key:
@@ -370,7 +392,7 @@ def report(
             cpu = statistics.median(x.cpu_us for x in row.runs)
             # The floor's CPU per request over this row's: the same ratio with less of the
             # neighbours' noise in it (shown, not judged).
-            base = floor_key or ("floor_get" if row.key == "healthz" else row.key)
+            base = floor_key or ("floor_get" if row.key.startswith("healthz") else row.key)
             cpu_ratio = statistics.median(x.cpu_us for x in named[base].runs) / cpu if cpu else 0
             body.append(
                 [
@@ -387,7 +409,7 @@ def report(
                     verdict,
                 ]
             )
-            if floor_key and ratio is not None:
+            if floor_key and ratio is not None and row.side != "other":
                 floor_row = named[floor_key]
                 f50 = statistics.median(x.p50_ms for x in floor_row.runs)
                 f99 = statistics.median(x.p99_ms for x in floor_row.runs)
@@ -434,6 +456,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_false",
         help="leave out the GET /healthz row (the ledger's stack without key work)",
     )
+    parser.add_argument(
+        "--also-server",
+        choices=("uvicorn", "granian"),
+        default="",
+        help="also run the ledger's rows on this server, interleaved (no budget judged on them)",
+    )
     parser.add_argument("--json", action="store_true", help="end with a bench-summary line")
     args = parser.parse_args(argv)
     wrk = ensure_wrk()
@@ -443,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown += ["--duration", f"{args.duration:g}", "--threads", str(args.threads)]
     shown += ["--connections", str(args.connections), "--access-log", args.access_log]
     shown += ["--server", args.server] if args.server else []
+    shown += ["--also-server", args.also_server] if args.also_server else []
     shown += [] if args.breakdown else ["--no-breakdown"]
     print("\n".join(machine_lines()))
     print(f"command: {command_line('bench.http', shown)}")

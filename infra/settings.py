@@ -56,6 +56,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     auth_failures_per_ip: int = 100
     auth_failures_per_prefix: int = 20
     auth_failure_sync_interval: float = 0.5
+    leak_keys_file: str = ""
 
     @property
     def dev_mode(self) -> bool:
@@ -267,6 +268,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auth_failure_sync_interval=_float(
             env, "ANTHRA_AUTH_FAILURE_SYNC_INTERVAL", 0.5, 0.01, 10.0
         ),
+        leak_keys_file=env.get("ANTHRA_LEAK_KEYS_FILE", "").strip(),
     )
     require_public_origin(settings)
     return settings

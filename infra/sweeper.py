@@ -1,23 +1,31 @@
-"""Records Expired once per key after its expiry passes; verification never waits for it."""
+"""Records Expired once per key after its expiry passes (verification never waits for it), and,
+when the lifetime policy says so, revokes keys unused for its number of days (reason `unused`)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 
-from domain.errors import KeyNotFound
+from domain.actors import SYSTEM
+from domain.errors import KeyNotActive, KeyNotFound
 from infra.outage import Outage
 from ledger.deadline import CONNECTION_ERRORS, StoreUnavailable, unavailable
 from ledger.key_ledger import KeyLedger
+from ledger.stale_keys import REASON, stale_keys
+from ledger.usage_report import UsageReport
 
 log = logging.getLogger("anthra.sweeper")
 
 
 class ExpirySweeper:
-    """Appends Expired for keys past their expiry; safe with many processes."""
+    """Appends Expired for keys past their expiry, and revokes stale keys when the policy asks;
+    safe with many processes (both are idempotent on the key's version)."""
 
-    def __init__(self, ledger: KeyLedger, interval: float = 30.0) -> None:
+    def __init__(
+        self, ledger: KeyLedger, interval: float = 30.0, usage: UsageReport | None = None
+    ) -> None:
         self.ledger = ledger
+        self.usage = usage
         self.interval = interval
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -34,7 +42,23 @@ class ExpirySweeper:
                     appended += 1
             except KeyNotFound:
                 continue
-        return appended
+        return appended + self.revoke_stale()
+
+    def revoke_stale(self) -> int:
+        """Revoke the keys unused for the policy's number of days (none when it sets none)."""
+        days = self.ledger.lifetime_terms().revoke_unused_after_days
+        if days is None or self.usage is None:
+            return 0
+        revoked = 0
+        for record, _ in stale_keys(self.ledger, self.usage, days):
+            if self._stopping.is_set():
+                break
+            try:
+                self.ledger.revoke(record.key_id, actor=SYSTEM, reason=REASON)
+            except (KeyNotFound, KeyNotActive):
+                continue
+            revoked += 1
+        return revoked
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="expiry-sweeper", daemon=True)
@@ -57,4 +81,4 @@ class ExpirySweeper:
                 continue
             self._outage.succeeded()
             if appended:
-                log.info("expiry sweep recorded %d Expired events", appended)
+                log.info("sweep recorded %d Expired or Revoked (unused) events", appended)

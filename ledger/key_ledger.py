@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -21,7 +21,7 @@ from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.utils import EnvType
 
 from domain import token as token_format
-from domain.api_key import ApiKey, Status
+from domain.api_key import TERMINAL, ApiKey, Status
 from domain.errors import KeyNotFound
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.idempotency import (
@@ -39,7 +39,8 @@ from ledger.deadline import (
     unavailable,
     within,
 )
-from ledger.recording import Events, KeyBusy, Recording
+from ledger.lifecycle import Lifecycle
+from ledger.recording import Events, KeyBusy
 from projections.verification_index.index import KeyRecord, Verification, VerificationIndex
 from projections.verification_index.projection import KeyProjection
 
@@ -67,6 +68,21 @@ class MintedKey:
         return f"MintedKey(prefix={self.record.prefix!r}, key_id={self.record.key_id})"
 
 
+def expiring_within(ledger: KeyLedger, records: Iterable[KeyRecord], days: int) -> list[KeyRecord]:
+    """Of these keys, the live ones whose expiry comes within `days` days, soonest first."""
+    now = ledger.clock()
+    horizon = now + days * 86_400
+    found = [
+        r
+        for r in records
+        if r.expires_ts is not None
+        and now < r.expires_ts <= horizon
+        and ledger.status(r) not in TERMINAL
+    ]
+    found.sort(key=lambda r: r.expires_ts or 0.0)
+    return found
+
+
 def parse_key_id(key_id: str | UUID) -> UUID:
     """A key id from a URL or a command line; anything else is a key that does not exist."""
     if isinstance(key_id, UUID):
@@ -77,7 +93,7 @@ def parse_key_id(key_id: str | UUID) -> UUID:
         raise KeyNotFound(str(key_id)[:64]) from None
 
 
-class KeyLedger(Recording):
+class KeyLedger(Lifecycle):
     """Keys' lives as events, and the verification index this process keeps of them."""
 
     name = "ledger"
@@ -133,6 +149,9 @@ class KeyLedger(Recording):
 
         def decide() -> tuple[Events, Callable[[], MintedKey]]:
             at = self.now()
+            refusal = self.lifetime_terms().refusal(expires_in_days)
+            if refusal is not None:
+                raise refusal
             token = token_format.generate()
             key = ApiKey.mint(
                 key_id=uuid4(),

@@ -82,7 +82,15 @@ def test_the_account_counts_keys_by_status() -> None:
         assert response.status_code == 200
         body = response.json()
         assert body["user_id"] == "alice"
-        assert body["keys"] == {"active": 1, "revoked": 1, "expired": 0}
+        assert body["keys"] == {
+            "active": 1,
+            "revoked": 1,
+            "expired": 0,
+            "suspended": 0,
+            "blocked": 0,
+            "rotated": 0,
+            "expiring_soon": 0,
+        }
 
 
 def test_another_users_key_is_not_found() -> None:
@@ -292,6 +300,7 @@ def test_a_token_can_ask_who_it_is_and_what_it_may_do() -> None:
             "via": "token",
             "key_id": key["id"],
             "scopes": ["books:read", "publish:write"],
+            "expires_at": None,
         }
         session = client.get("/api/v1/account/whoami", headers=signed_in_as("alice")).json()
         assert session["via"] == "session"
