@@ -23,6 +23,7 @@ from api.auth import (
     problem_response,
 )
 from api.authjs import SessionCookieCodec
+from api.event_stream import EventStreamController
 from api.forward_auth import ForwardAuth, Gatekeeper
 from api.front_door import FrontDoor
 from api.health import HealthController
@@ -54,7 +55,6 @@ from infra.usage_flusher import UsageFlusher
 from ledger.audit_trail import AuditTrail
 from ledger.deadline import CONNECTION_ERRORS, OutcomeUnknown, StoreUnavailable, unavailable
 from ledger.key_ledger import Clock, KeyLedger
-from ledger.key_states import KeyStates
 from ledger.recording import KeyBusy
 from ledger.usage_report import UsageReport
 from projections.usage.counter import UsageCounter
@@ -159,7 +159,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     follower = IndexFollower(
         ledger,
         backend,
-        key_states=KeyStates(ledger, key_states_view) if key_states_view is not None else None,
+        key_states=ledger.read_states_from(key_states_view)
+        if key_states_view is not None
+        else None,
         read_models=[audit],
         poll_interval=settings.poll_interval,
         heartbeat_interval=settings.heartbeat_interval,
@@ -263,6 +265,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             AuditController,
             OperatorController,
             LeaksController,
+            EventStreamController,
             protected_resource_metadata,
             ForwardAuth,
         ],
@@ -291,6 +294,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "ledger": ledger,
                 "follower": follower,
                 "sweeper": sweeper,
+                "open_streams": 0,
                 # Read once at start: a missing or wrong keys document stops the start.
                 "leak_reporters": (
                     LeakReporters.load(settings.leak_keys_file) if settings.leak_keys_file else None

@@ -164,7 +164,7 @@ class Authenticator:
         record = verification.record
         if not verification.valid or record is None:
             self.attempt_failed(scope, credential)
-            raise problems.invalid_token()
+            raise problems.invalid_token(verification.description)
         return Principal(
             user_id=record.owner_id,
             scopes=record.scopes,

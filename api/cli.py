@@ -35,10 +35,13 @@ if TYPE_CHECKING:
 
 def _ledger() -> KeyLedger:
     from infra.backends import backend_for
+    from infra.warm_start import warm_start
     from ledger.key_ledger import KeyLedger
 
-    ledger = KeyLedger(backend_for(load_settings()).store_env())
-    ledger.catch_up()
+    backend = backend_for(load_settings())
+    ledger = KeyLedger(backend.store_env())
+    view = backend.key_states_view(ledger)
+    warm_start(ledger, ledger.read_states_from(view) if view is not None else None)
     return ledger
 
 

@@ -44,7 +44,7 @@ from domain.scopes import in_order
 from domain.timeline import key_as_of
 from ledger.key_ledger import KeyLedger, expiring_within, parse_key_id
 from ledger.usage_report import UsageReport, unused_since
-from projections.verification_index.index import KeyRecord
+from projections.key_states.view import KeyState
 
 KeyId = Annotated[
     str,
@@ -72,7 +72,7 @@ def only_itself(request: Request[Any, Any, Any], key_id: str, verb: str) -> None
 
 
 def key_view(
-    record: KeyRecord, ledger: KeyLedger, last_used: dict[UUID, datetime] | None = None
+    record: KeyState, ledger: KeyLedger, last_used: dict[UUID, datetime] | None = None
 ) -> Key:
     return Key(
         id=str(record.key_id),
@@ -84,6 +84,9 @@ def key_view(
         expires_at=record.expires_at,
         revoked_at=record.revoked_at,
         last_used_at=(last_used or {}).get(record.key_id),
+        retires_at=record.retires_at,
+        successor_id=str(record.successor_id) if record.successor_id else None,
+        predecessor_id=str(record.predecessor_id) if record.predecessor_id else None,
     )
 
 

@@ -100,7 +100,7 @@ def revoke_reported(
     for entry in reported:
         record = ledger.index.holder(entry.token)
         if record is not None:
-            was_live = record.revoked_at is None
+            was_live = not record.revoked
             ledger.revoke(
                 record.key_id,
                 actor=SYSTEM,

@@ -30,7 +30,6 @@ from api.schemas import (
     SuspendRequest,
 )
 from domain.actors import operator
-from domain.api_key import BLOCKED
 from domain.lifetime_policy import Terms
 from ledger.audit_trail import CHECK_INTERVAL, AuditTrail, CheckedTooRecently, CheckRunning
 from ledger.key_ledger import KeyLedger, parse_key_id
@@ -48,7 +47,7 @@ def policy_view(ledger: KeyLedger) -> LifetimePolicyView:
         max_lifetime_days=terms.max_lifetime_days,
         expiry_required=terms.expiry_required,
         revoke_unused_after_days=terms.revoke_unused_after_days,
-        blocked_keys=sum(1 for r in ledger.index.records() if ledger.status(r) == BLOCKED),
+        blocked_keys=ledger.count_blocked(),
     )
 
 

@@ -26,7 +26,8 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
 from api import problems
-from domain.api_key import MAX_EXPIRY_DAYS, MAX_NAME_LENGTH, MIN_EXPIRY_DAYS
+from api.account import EXPIRY_WARNING_DAYS
+from domain.api_key import MAX_EXPIRY_DAYS, MAX_GRACE_SECONDS, MAX_NAME_LENGTH, MIN_EXPIRY_DAYS
 from domain.scopes import SCOPES
 
 log = logging.getLogger("anthra.page")
@@ -50,6 +51,9 @@ JSON = "application/json"
 ASSET_TYPES: dict[str, str] = {".js": "text/javascript", ".css": "text/css"}
 EXPIRY_PRESET_DAYS = (7, 30, 60, 90, 365)
 DEFAULT_EXPIRY_DAYS = 30
+# How long the old key keeps working after a rotation, as the rotate dialog offers it.
+GRACE_PRESET_SECONDS = (0, 3600, MAX_GRACE_SECONDS)
+DEFAULT_GRACE_SECONDS = 3600
 
 
 class ScopeChoice(msgspec.Struct, frozen=True):
@@ -68,6 +72,11 @@ class PageConfig(msgspec.Struct, frozen=True):
     expiry_max_days: int
     expiry_preset_days: list[int]
     expiry_default_days: int
+    # Live keys that expire this soon are listed at the top and flagged in the table.
+    expiry_warning_days: int
+    grace_preset_seconds: list[int]
+    grace_default_seconds: int
+    grace_max_seconds: int
 
 
 @cache
@@ -80,6 +89,10 @@ def page_config() -> PageConfig:
         expiry_max_days=MAX_EXPIRY_DAYS,
         expiry_preset_days=list(EXPIRY_PRESET_DAYS),
         expiry_default_days=DEFAULT_EXPIRY_DAYS,
+        expiry_warning_days=EXPIRY_WARNING_DAYS,
+        grace_preset_seconds=list(GRACE_PRESET_SECONDS),
+        grace_default_seconds=DEFAULT_GRACE_SECONDS,
+        grace_max_seconds=MAX_GRACE_SECONDS,
     )
 
 
@@ -145,6 +158,31 @@ def expiry_options(config: PageConfig) -> str:
     return "\n".join(options)
 
 
+def grace_label(seconds: int) -> str:
+    """A grace period in words: "Stop the old key now", "Keep it 1 hour", "Keep it 24 hours"."""
+    if seconds == 0:
+        return "Stop the old key now"
+    hours, rest = divmod(seconds, 3600)
+    if rest == 0:
+        return f"Keep it working for {hours} hour{'' if hours == 1 else 's'}"
+    minutes = -(-seconds // 60)
+    return f"Keep it working for {minutes} minute{'' if minutes == 1 else 's'}"
+
+
+def grace_options(config: PageConfig) -> str:
+    """The rotate dialog's grace choices, one radio button each, the default checked."""
+    items = []
+    for seconds in config.grace_preset_seconds:
+        checked = " checked" if seconds == config.grace_default_seconds else ""
+        items.append(
+            f'<li class="grace-option">'
+            f'<input type="radio" name="grace" value="{seconds}" id="grace-{seconds}" '
+            f'data-testid="grace-{seconds}"{checked}>'
+            f'<label for="grace-{seconds}">{html.escape(grace_label(seconds))}</label></li>'
+        )
+    return "\n".join(items)
+
+
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
@@ -160,6 +198,7 @@ def page_html() -> bytes:
     values = {
         "scope_checkboxes": scope_checkboxes(config),
         "expiry_options": expiry_options(config),
+        "grace_options": grace_options(config),
         "name_max_length": str(config.name_max_length),
         "expiry_min_days": str(config.expiry_min_days),
         "expiry_max_days": str(config.expiry_max_days),

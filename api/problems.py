@@ -104,9 +104,14 @@ def invalid_request(description: str) -> AuthProblem:
     return AuthProblem(400, "invalid_request", description)
 
 
-def invalid_token() -> AuthProblem:
-    # Unknown, malformed, revoked and expired tokens answer identically: nothing to probe.
-    return AuthProblem(401, "invalid_token", "the access token is invalid, revoked or expired")
+INVALID_TOKEN = "the access token is invalid, revoked or expired"  # noqa: S105 (words, no secret)
+
+
+def invalid_token(description: str = "") -> AuthProblem:
+    """Unknown, malformed, revoked and expired tokens answer identically: nothing to probe. A key
+    refused for a reason its holder can act on (suspended, rotated, blocked by the lifetime
+    policy) says so: only the holder of that very token can learn it."""
+    return AuthProblem(401, "invalid_token", description or INVALID_TOKEN)
 
 
 def insufficient_scope(needed: Sequence[str]) -> AuthProblem:

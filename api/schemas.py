@@ -155,6 +155,10 @@ class Key(msgspec.Struct, frozen=True):
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None = None
+    # A rotated key's successor and when it stops (or stopped); a successor's predecessor.
+    retires_at: datetime | None = None
+    successor_id: str | None = None
+    predecessor_id: str | None = None
 
 
 class MintedKey(msgspec.Struct, frozen=True):

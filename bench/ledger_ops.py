@@ -206,7 +206,7 @@ def in_process(url: str, floor: InsertFloor, keys: int, rounds: int) -> list[Mea
                 latencies.append((time.perf_counter() - t) * 1000)
             revoke.add(time.perf_counter() - started, latencies)
             records = [ledger.index.key(k) for k in ids]
-            assert all(r is not None and r.revoked_at is not None for r in records)
+            assert all(r is not None and r.revoked for r in records)
     finally:
         ledger.close()
     return [base, mint, revoke]

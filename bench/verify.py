@@ -14,10 +14,10 @@ Memory is RSS growth per key while building the index, measured in a fresh subpr
 the RSS growth of building the bare dict of digests in another fresh subprocess.
 
 The index is built the fast way: `KeyRecord`s constructed directly and `index.add`ed, with
-fields shaped as the projection makes them from decoded events (a fresh UUID, datetimes and
-strings per key, scope sets shared as the projection shares them, half the keys with an
-expiry). Going through the event store would take minutes for a million keys and measure the
-store, not the index.
+fields made as the projection makes them from decoded events (from a fresh UUID, datetimes and
+an owner string per key; scope sets, owner ids and lifetimes shared as the index shares them;
+half the keys with an expiry). Going through the event store would take minutes for a million
+keys and measure the store, not the index.
 """
 
 from __future__ import annotations
@@ -64,18 +64,16 @@ def _fresh(text: str) -> str:
     return text.encode().decode()
 
 
-def make_record(i: int, token: str, index: VerificationIndex) -> KeyRecord:
-    """Key number i, as the projection would record it from its Minted event."""
+def make_record(i: int, index: VerificationIndex) -> KeyRecord:
+    """Key number i, as the projection records it from its Minted event."""
     created_at = datetime.fromtimestamp(_EPOCH + i, UTC)
+    expires_at = created_at + timedelta(days=3650) if i % 2 else None
     return KeyRecord(
-        key_id=uuid4(),
+        id_int=uuid4().int,
         owner_id=f"user_{i // _KEYS_PER_OWNER:08d}",
-        name=f"integration {i}",
-        prefix=token_format.display_prefix(token),
-        digest=token_format.digest(token),
         scopes=index.shared_scopes(_fresh(s) for s in _SCOPE_SETS[i % len(_SCOPE_SETS)]),
-        created_at=created_at,
-        expires_at=created_at + timedelta(days=3650) if i % 2 else None,
+        expires_ts=None if expires_at is None else expires_at.timestamp(),
+        lifetime=None if expires_at is None else (expires_at - created_at).total_seconds(),
     )
 
 
@@ -90,10 +88,11 @@ def build_index(
     kept: dict[int, str] = {}
     for i in range(n):
         token = token_format.generate()
-        record = make_record(i, token, index)
-        index.add(record)
+        digest = token_format.digest(token)
+        record = make_record(i, index)
+        index.add(digest, record)
         if floor is not None:
-            floor[record.digest] = record
+            floor[digest] = record
         if i in keep:
             kept[i] = token
     return index, [kept[i] for i in sorted(keep)]
@@ -404,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"load average at end {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("notes: times are per call and include the for loop (the empty-loop row); the floor")
     print("  looks up the same digest objects the index holds; memory is VmRSS growth / keys, each")
-    print("  side built in a fresh process (floor: {digest: None}; index: KeyRecords shaped as the")
+    print("  side built in a fresh process (floor: {digest: None}; index: KeyRecords made as the")
     print("  projection makes them from decoded events)")
     return 0
 

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -21,7 +21,7 @@ from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.utils import EnvType
 
 from domain import token as token_format
-from domain.api_key import TERMINAL, ApiKey, Status
+from domain.api_key import BLOCKED, TERMINAL, ApiKey, Status
 from domain.errors import KeyNotFound
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.idempotency import (
@@ -39,9 +39,18 @@ from ledger.deadline import (
     unavailable,
     within,
 )
+from ledger.key_states import KeyStates
 from ledger.lifecycle import Lifecycle
 from ledger.recording import Events, KeyBusy
-from projections.verification_index.index import KeyRecord, Verification, VerificationIndex
+from projections.key_states.memory import MemoryKeyStatesView
+from projections.key_states.view import KeyState, KeyStatesView, state_of
+from projections.verification_index.index import (
+    EXPIRED_FLAG,
+    REVOKED_FLAG,
+    KeyRecord,
+    Verification,
+    VerificationIndex,
+)
 from projections.verification_index.projection import KeyProjection
 
 log = logging.getLogger("anthra.ledger")
@@ -55,11 +64,11 @@ _PAGE = 500
 
 
 class MintedKey:
-    """A freshly minted key: the record, and the token, which exists only in this object."""
+    """A freshly minted key: its state, and the token, which exists only in this object."""
 
     __slots__ = ("record", "token")
 
-    def __init__(self, token: str, record: KeyRecord) -> None:
+    def __init__(self, token: str, record: KeyState) -> None:
         self.token = token
         self.record = record
 
@@ -68,18 +77,18 @@ class MintedKey:
         return f"MintedKey(prefix={self.record.prefix!r}, key_id={self.record.key_id})"
 
 
-def expiring_within(ledger: KeyLedger, records: Iterable[KeyRecord], days: int) -> list[KeyRecord]:
+def expiring_within(ledger: KeyLedger, states: Iterable[KeyState], days: int) -> list[KeyState]:
     """Of these keys, the live ones whose expiry comes within `days` days, soonest first."""
-    now = ledger.clock()
-    horizon = now + days * 86_400
+    now = ledger.now()
+    horizon = now + timedelta(days=days)
     found = [
-        r
-        for r in records
-        if r.expires_ts is not None
-        and now < r.expires_ts <= horizon
-        and ledger.status(r) not in TERMINAL
+        s
+        for s in states
+        if s.expires_at is not None
+        and now < s.expires_at <= horizon
+        and ledger.status(s) not in TERMINAL
     ]
-    found.sort(key=lambda r: r.expires_ts or 0.0)
+    found.sort(key=lambda s: s.expires_at or now)
     return found
 
 
@@ -119,6 +128,14 @@ class KeyLedger(Lifecycle):
         self.index = index if index is not None else VerificationIndex()
         self.projection = KeyProjection(view=self.index)
         self._catch_up_lock = threading.Lock()
+        # What the key list and a key's page read: kept in memory unless the composition root
+        # gives the backend's table (read_states_from).
+        self.states = KeyStates(self, MemoryKeyStatesView(self.name))
+
+    def read_states_from(self, view: KeyStatesView) -> KeyStates:
+        """Read keys from this key-states view (the backend's table); returns its handle."""
+        self.states = KeyStates(self, view)
+        return self.states
 
     def construct_recorder(self) -> Any:
         return self._beside.recorder if self._beside is not None else super().construct_recorder()
@@ -170,7 +187,7 @@ class KeyLedger(Lifecycle):
                 events += self._supersede_on_retry(
                     owner_id, idempotency_key, request, key.id, at, actor, context
                 )
-            return events, lambda: self._minted(token, key.id, owner_id, actor)
+            return events, lambda: self._minted(token, key, actor)
 
         return self.until_saved(
             decide,
@@ -179,11 +196,9 @@ class KeyLedger(Lifecycle):
             ),
         )
 
-    def _minted(self, token: str, key_id: UUID, owner_id: str, actor: str) -> MintedKey:
-        record = self.index.key(key_id)
-        assert record is not None
-        log.info("minted key %s (%s) for %s by %s", key_id, record.prefix, owner_id, actor)
-        return MintedKey(token, record)
+    def _minted(self, token: str, key: ApiKey, actor: str) -> MintedKey:
+        log.info("minted key %s (%s) for %s by %s", key.id, key.prefix, key.owner_id, actor)
+        return MintedKey(token, state_of(key))
 
     @bounded()
     def set_scopes(
@@ -194,7 +209,7 @@ class KeyLedger(Lifecycle):
         owner_id: str | None = None,
         context: Context = None,
         idempotency_key: str | None = None,
-    ) -> KeyRecord:
+    ) -> KeyState:
         """Replace an active key's scopes."""
         return self._change(
             key_id,
@@ -212,7 +227,7 @@ class KeyLedger(Lifecycle):
         owner_id: str | None = None,
         context: Context = None,
         idempotency_key: str | None = None,
-    ) -> KeyRecord:
+    ) -> KeyState:
         """Revoke a key; revoking it again changes nothing and still succeeds."""
         record = self._change(
             key_id,
@@ -238,20 +253,35 @@ class KeyLedger(Lifecycle):
     # Queries
 
     @bounded()
-    def key(self, key_id: str | UUID, owner_id: str | None = None) -> KeyRecord:
-        """One key as the index holds it; another owner's key does not exist."""
+    def key(self, key_id: str | UUID, owner_id: str | None = None) -> KeyState:
+        """One key as the key states hold it; another owner's key does not exist."""
         uuid = parse_key_id(key_id)
-        record = self.index.key(uuid)
-        if record is None:
+        state = self._current_states().states([uuid]).get(uuid)
+        if state is None:
             # Another process may have minted it a moment ago: read the store before saying no.
             self.catch_up()
-            record = self.index.key(uuid)
-        if record is None or (owner_id is not None and record.owner_id != owner_id):
+            state = self._current_states().states([uuid]).get(uuid)
+        if state is None or (owner_id is not None and state.owner_id != owner_id):
             raise KeyNotFound(str(uuid))
-        return record
+        return state
 
-    def keys_of(self, owner_id: str) -> list[KeyRecord]:
-        return self.index.keys_of(owner_id)
+    @bounded()
+    def keys_of(self, owner_id: str) -> list[KeyState]:
+        """An owner's keys, oldest first."""
+        return self._current_states().keys_of(owner_id)
+
+    @bounded()
+    def keys_minted_before(self, cutoff: datetime) -> list[KeyState]:
+        """Every owner's keys minted before `cutoff` and neither revoked nor recorded expired,
+        oldest first."""
+        return self._current_states().minted_before(cutoff)
+
+    def _current_states(self) -> KeyStatesView:
+        """The key states, holding at least what this process's index holds (its own writes
+        included)."""
+        if self.states.projector.position() < self.index.position:
+            self.states.catch_up()
+        return self.states.view
 
     @bounded()
     def history(
@@ -275,19 +305,23 @@ class KeyLedger(Lifecycle):
             self.on_use(record, now)
         return verification
 
-    def status(self, record: KeyRecord) -> Status:
-        return record.status(self.clock())
+    def status(self, state: KeyState) -> Status:
+        """A key's status now, under the lifetime policy in force."""
+        return state.status(self.now(), self.index.terms)
+
+    def count_blocked(self) -> int:
+        """How many keys the lifetime policy in force blocks now."""
+        index, now = self.index, self.clock()
+        return sum(1 for r in index.records() if r.blocked and index.status(r, now) == BLOCKED)
 
     def due_for_expiry(self) -> list[UUID]:
         """Keys whose expiry has passed but which have no Expired event yet."""
         now = self.clock()
+        ended = REVOKED_FLAG | EXPIRED_FLAG
         return [
             r.key_id
             for r in self.index.records()
-            if r.expires_ts is not None
-            and r.expires_ts <= now
-            and r.revoked_at is None
-            and r.expired_at is None
+            if r.expires_ts is not None and r.expires_ts <= now and not r.flags & ended
         ]
 
     # Following the store
@@ -337,11 +371,11 @@ class KeyLedger(Lifecycle):
         owner_id: str | None,
         command: Callable[[ApiKey], bool],
         idempotency: tuple[str | None, tuple[str, object]] = (None, ("", None)),
-    ) -> KeyRecord:
+    ) -> KeyState:
         uuid = parse_key_id(key_id)
         idempotency_key, (operation, argument) = idempotency
 
-        def decide() -> tuple[Events, Callable[[], KeyRecord]]:
+        def decide() -> tuple[Events, Callable[[], KeyState]]:
             key = self._load(uuid, owner_id)
             command(key)
             events: Events = list(key.collect_events())
@@ -349,7 +383,7 @@ class KeyLedger(Lifecycle):
                 request = fingerprint(operation, str(uuid), argument)
                 # A retry of a command that is safe to repeat adds nothing to the record.
                 events += self._begin(key.owner_id, idempotency_key, request, uuid, self.now())[1]
-            return events, lambda: self.key(uuid)
+            return events, lambda: state_of(key)
 
         return self.until_saved(decide, lambda: KeyBusy(uuid))
 

@@ -26,7 +26,7 @@ def stale_keys(
     cutoff = now - timedelta(days=days)
     live = [
         r
-        for r in (ledger.index.records() if records is None else records)
+        for r in (ledger.keys_minted_before(cutoff) if records is None else records)
         if ledger.status(r) not in TERMINAL and r.created_at < cutoff
     ]
     last_used = usage.last_used(r.key_id for r in live)

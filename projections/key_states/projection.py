@@ -13,8 +13,9 @@ from uuid import UUID
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification, Tracking
 
 from domain.api_key import ApiKey
+from domain.lifetime_policy import LifetimePolicy, terms_of
 from projections.catch_up import ReadModelProjector
-from projections.key_states.view import KeyState, KeyStatesView
+from projections.key_states.view import KeyState, KeyStatesView, PolicyState
 
 
 class _Fold:
@@ -23,6 +24,7 @@ class _Fold:
     def __init__(self, known: dict[UUID, KeyState]) -> None:
         self.states = known
         self.changed: dict[UUID, KeyState] = {}
+        self.policy: PolicyState | None = None
 
     @singledispatchmethod
     def apply(self, e: Any, position: int) -> None:
@@ -41,6 +43,7 @@ class _Fold:
             scopes=tuple(sorted(e.scopes)),
             created_at=e.at,
             expires_at=e.expires_at,
+            predecessor_id=e.predecessor_id,
             version=e.originator_version,
             minted_position=position,
         )
@@ -64,6 +67,33 @@ class _Fold:
         if state is not None:
             state.expired_at = e.expires_at
 
+    @apply.register
+    def _rotated(self, e: ApiKey.Rotated, position: int) -> None:
+        state = self._newer(e)
+        if state is not None:
+            state.successor_id = e.successor_id
+            state.retires_at = e.retires_at
+
+    @apply.register
+    def _suspended(self, e: ApiKey.Suspended, position: int) -> None:
+        state = self._newer(e)
+        if state is not None:
+            state.suspended = True
+
+    @apply.register
+    def _resumed(self, e: ApiKey.Resumed, position: int) -> None:
+        state = self._newer(e)
+        if state is not None:
+            state.suspended = False
+
+    @apply.register
+    def _policy_set(self, e: LifetimePolicy.Set, position: int) -> None:
+        self.policy = PolicyState(terms_of(e), e.originator_version)
+
+    @apply.register
+    def _policy_changed(self, e: LifetimePolicy.Changed, position: int) -> None:
+        self.policy = PolicyState(terms_of(e), e.originator_version)
+
     def _newer(self, e: Any) -> KeyState | None:
         """The key's state, now at the event's version, if the event is newer than it."""
         state = self.states.get(e.originator_id)
@@ -74,7 +104,14 @@ class _Fold:
         return state
 
 
-_LATER_EVENTS = (ApiKey.ScopesSet, ApiKey.Revoked, ApiKey.Expired)
+_LATER_EVENTS = (
+    ApiKey.ScopesSet,
+    ApiKey.Revoked,
+    ApiKey.Expired,
+    ApiKey.Rotated,
+    ApiKey.Suspended,
+    ApiKey.Resumed,
+)
 
 
 class KeyStatesProjector(ReadModelProjector):
@@ -95,14 +132,17 @@ class KeyStatesProjector(ReadModelProjector):
         return super().catch_up(batch)
 
     def write(self, position: int, notifications: Sequence[Notification]) -> None:
+        fold = self.fold(notifications)
         self.view.apply(
-            self.fold(notifications),
+            list(fold.changed.values()),
             Tracking(self.application_name, notifications[-1].id),
             after=position,
+            policy=fold.policy,
         )
 
-    def fold(self, notifications: Sequence[Notification]) -> list[KeyState]:
-        """The new state of every key these notifications change, from the view's states."""
+    def fold(self, notifications: Sequence[Notification]) -> _Fold:
+        """The new state of every key these notifications change, from the view's states, and
+        the lifetime policy if they change it."""
         events: list[Any] = [self.mapper.to_domain_event(n) for n in notifications]
         minted = {e.originator_id for e in events if isinstance(e, ApiKey.Minted)}
         earlier = {
@@ -113,7 +153,7 @@ class KeyStatesProjector(ReadModelProjector):
         fold = _Fold(self.view.states(earlier) if earlier else {})
         for n, e in zip(notifications, events, strict=True):
             fold.apply(e, n.id)
-        return list(fold.changed.values())
+        return fold
 
 
 @contextmanager

@@ -1,20 +1,24 @@
-"""The verification index: sha256(token) -> key record, in memory, tracking its store position."""
+"""The verification index: sha256(token) -> what verifying the key needs, in memory, tracking its
+store position."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from hashlib import sha256
+from time import monotonic
+from typing import Any, ClassVar, Final
 from uuid import UUID
 
+import msgspec
 from eventsourcing.persistence import Tracking, TrackingRecorder
 
-from domain.api_key import Status, key_status
+from domain.api_key import ACTIVE, BLOCKED, ROTATED, SUSPENDED, Status, key_status
+from domain.lifetime_policy import NO_POLICY, Terms
 from domain.scopes import SCOPES
-from domain.token import checked_bytes
 from domain.verification import Code
 
 
@@ -22,120 +26,217 @@ class IndexStale(Exception):
     """The index cannot vouch that it has seen every recent revocation; refuse, never fail open."""
 
 
-class KeyRecord:
-    """What the ledger knows of one key now: enough to verify it and to list it."""
+# What a key's flags say, besides its expiry; a key with no flag set is refused only by time.
+REVOKED_FLAG: Final = 1
+EXPIRED_FLAG: Final = 2
+SUSPENDED_FLAG: Final = 4
+BLOCKED_FLAG: Final = 8
+# Rotated: refused from its retiring instant on (kept beside the record, as few keys have one).
+ROTATED_FLAG: Final = 16
 
-    __slots__ = (
-        "answer",
-        "created_at",
-        "digest",
-        "expired_at",
-        "expires_at",
-        "expires_ts",
-        "key_id",
-        "name",
-        "owner_id",
-        "prefix",
-        "revoked_at",
-        "scopes",
-        "version",
-    )
 
-    def __init__(
-        self,
-        key_id: UUID,
-        owner_id: str,
-        name: str,
-        prefix: str,
-        digest: bytes,
-        scopes: frozenset[str],
-        created_at: datetime,
-        expires_at: datetime | None,
-    ) -> None:
-        self.key_id = key_id
-        self.owner_id = owner_id
-        self.name = name
-        self.prefix = prefix
-        self.digest = digest
-        self.scopes = scopes
-        self.created_at = created_at
-        self.expires_at = expires_at
-        self.expires_ts = expires_at.timestamp() if expires_at is not None else None
-        self.revoked_at: datetime | None = None
-        self.expired_at: datetime | None = None
-        # The aggregate version last applied: an older event never overwrites a newer one.
-        self.version = 1
-        # The "valid" answer, made on first use: the checks above it still run every time.
-        self.answer: Verification | None = None
+class KeyRecord(msgspec.Struct, gc=False, eq=False):
+    """What verifying a key needs, and no more: its id (the UUID as an int), its owner, its
+    scopes, its expiry and lifetime in seconds, and what refuses it besides time, as flags.
 
-    def status(self, now: float) -> Status:
-        """Active, revoked or expired at an instant in epoch seconds (see key_status)."""
-        return key_status(
-            self.revoked_at is not None, self.expired_at is not None, self.expires_ts, now
-        )
+    Every process holds a million of these: each field is an int, a float, None or an object
+    shared with other records (owner ids, scope sets and lifetimes are interned), and the
+    collector never tracks them (they refer to nothing that could refer back). Everything
+    else about a key (name, prefix, instants) is in the key states read model.
+
+    A live key's record is itself the "valid" answer to a verification (see `Verification`):
+    no answer object to make, or to reach through another pointer, on the hot path.
+    """
+
+    id_int: int
+    owner_id: str
+    scopes: frozenset[str]
+    # The expiry instant in epoch seconds; None: it never expires.
+    expires_ts: float | None
+    # From minting to expiry in seconds (None: never expires): what the lifetime policy judges.
+    lifetime: float | None
+    flags: int = 0
+    # The aggregate version last applied: an older event never overwrites a newer one.
+    version: int = 1
+
+    # As an answer: valid, nothing missing, nothing to explain.
+    code: ClassVar[Code] = "valid"
+    valid: ClassVar[bool] = True
+    missing: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+
+    @property
+    def record(self) -> KeyRecord:
+        return self
+
+    @property
+    def key_id(self) -> UUID:
+        return UUID(int=self.id_int)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return None if self.expires_ts is None else datetime.fromtimestamp(self.expires_ts, UTC)
+
+    @property
+    def revoked(self) -> bool:
+        return bool(self.flags & REVOKED_FLAG)
+
+    @property
+    def suspended(self) -> bool:
+        return bool(self.flags & SUSPENDED_FLAG)
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.flags & BLOCKED_FLAG)
 
     def fields(self) -> tuple[object, ...]:
-        """Every field but the cached answer, for comparing two indexes."""
-        return tuple(getattr(self, name) for name in self.__slots__ if name != "answer")
+        """Every field, for comparing two indexes."""
+        return msgspec.structs.astuple(self)
 
 
 @dataclass(frozen=True, slots=True)
-class Verification:
-    """The answer to 'may this token do this?'."""
+class Refusal:
+    """An answer other than "valid": the code, and for a key that exists but is refused or
+    lacks a scope, why."""
 
     code: Code
     record: KeyRecord | None = None
     missing: tuple[str, ...] = ()
+    # Why a key that exists is refused, in words for the 401's error_description: set only for
+    # a suspended, blocked or rotated key (revoked, expired and unknown answer alike).
+    description: str = ""
 
     @property
     def valid(self) -> bool:
-        return self.code == "valid"
+        return False
 
 
-INVALID = Verification("invalid_token")
+# The answer to "may this token do this?": the key's record when it may, else a Refusal. Both
+# have `code`, `valid`, `record`, `missing` and `description`.
+Verification = KeyRecord | Refusal
+INVALID = Refusal("invalid_token")
+SUSPENDED_ANSWER = Refusal("invalid_token", description="the key is suspended")
+ROTATED_ANSWER = Refusal("invalid_token", description="the key was rotated")
 _CANONICAL = {scope: scope for scope in SCOPES}
 
 
 class VerificationIndex(TrackingRecorder):
-    """Keys by token digest, by id and by owner, with the store position it has applied up to."""
+    """Keys by token digest and by id, with the lifetime policy in force and the store position
+    it has applied up to."""
 
     def __init__(self, max_staleness: float = float("inf")) -> None:
         self._by_digest: dict[bytes, KeyRecord] = {}
-        self._by_id: dict[UUID, KeyRecord] = {}
-        self._by_owner: dict[str, list[KeyRecord]] = {}
+        self._by_id: dict[int, KeyRecord] = {}
+        # When each rotated key stops (epoch seconds), by id.
+        self._retires: dict[int, float] = {}
+        # One object per distinct owner id, scope set and lifetime, shared by the records.
+        self._owners: dict[str, str] = {}
         self._scope_sets: dict[frozenset[str], frozenset[str]] = {}
+        self._lifetimes: dict[float, float] = {}
         self._write_lock = threading.Lock()
+        # The lifetime policy in force, and the version of its aggregate it came from.
+        self.terms: Terms = NO_POLICY
+        self.policy_version = 0
+        self._blocked_answer = Refusal("invalid_token", description=NO_POLICY.reason())
+        self._judged: dict[float | None, bool] = {}
         self.position = 0
-        # Monotonic instant at which the index was last known to hold everything in the store.
-        self.confirmed_at = time.monotonic()
-        self.max_staleness = max_staleness
+        self._get = self._by_digest.get
+        # Monotonic instant at which the index was last known to hold everything in the store,
+        # how long after it the index may still vouch for a token, and so until when it may.
+        self._confirmed_at = time.monotonic()
+        self._max_staleness = max_staleness
+        self._vouches_until = self._confirmed_at + max_staleness
+
+    @property
+    def confirmed_at(self) -> float:
+        return self._confirmed_at
+
+    @confirmed_at.setter
+    def confirmed_at(self, at: float) -> None:
+        self._confirmed_at = at
+        self._vouches_until = at + self._max_staleness
+
+    @property
+    def max_staleness(self) -> float:
+        return self._max_staleness
+
+    @max_staleness.setter
+    def max_staleness(self, seconds: float) -> None:
+        self._max_staleness = seconds
+        self._vouches_until = self._confirmed_at + seconds
 
     # Reading: no I/O, no lock; a dict lookup and a few attribute reads.
 
     def verify(
         self, token: str, required: Iterable[str] = (), now: float | None = None
     ) -> Verification:
-        """Format, checksum, digest, lookup, status, expiry, then scopes."""
-        if time.monotonic() - self.confirmed_at > self.max_staleness:
+        """Digest, lookup, flags, expiry, then scopes. A token is not checked for its form:
+        one that no key has, well-formed or not, is refused alike."""
+        if monotonic() > self._vouches_until:
             raise IndexStale
-        raw = checked_bytes(token)
-        if raw is None:
+        try:
+            record = self._get(sha256(token.encode()).digest())
+        except UnicodeEncodeError:
             return INVALID
-        record = self._by_digest.get(sha256(raw).digest())
-        if record is None or record.revoked_at is not None or record.expired_at is not None:
+        if record is None:
             return INVALID
+        if now is None:
+            now = time.time()
+        if record.flags:
+            refusal = self._refusal(record, now)
+            if refusal is not None:
+                return refusal
         expires_ts = record.expires_ts
-        if expires_ts is not None and (time.time() if now is None else now) >= expires_ts:
+        if expires_ts is not None and now >= expires_ts:
             return INVALID
         scopes = record.scopes
         for scope in required:
             if scope not in scopes:
                 missing = tuple(s for s in required if s not in scopes)
-                return Verification("insufficient_scope", record, missing)
-        answer = record.answer
-        if answer is None:
-            answer = record.answer = Verification("valid", record)
-        return answer
+                return Refusal("insufficient_scope", record, missing)
+        return record
+
+    def _refusal(self, record: KeyRecord, now: float) -> Refusal | None:
+        """The answer for a key with a flag set, if it is refused at `now`."""
+        status = self.status(record, now)
+        return None if status == ACTIVE else self.refusal(status)
+
+    def status(self, record: KeyRecord, now: float) -> Status:
+        """The key's status at an instant in epoch seconds, the policy in force included (see
+        key_status)."""
+        flags = record.flags
+        return key_status(
+            bool(flags & REVOKED_FLAG),
+            bool(flags & EXPIRED_FLAG),
+            record.expires_ts,
+            now,
+            retires=self._retires.get(record.id_int) if flags & ROTATED_FLAG else None,
+            suspended=bool(flags & SUSPENDED_FLAG),
+            blocked=bool(flags & BLOCKED_FLAG),
+        )
+
+    def refusal(self, status: Status) -> Refusal:
+        """What verify answers for a key in this status that is not active."""
+        if status == SUSPENDED:
+            return SUSPENDED_ANSWER
+        if status == BLOCKED:
+            return self._blocked_answer
+        if status == ROTATED:
+            return ROTATED_ANSWER
+        return INVALID
+
+    def retires_ts(self, record: KeyRecord) -> float | None:
+        """When a rotated key stops, in epoch seconds; None for a key never rotated."""
+        return self._retires.get(record.id_int)
+
+    def blocks(self, lifetime: float | None) -> bool:
+        """Whether the terms in force block a key of this lifetime in seconds (None: it never
+        expires); keys share a handful of lifetimes, so each is judged once per policy."""
+        blocked = self._judged.get(lifetime)
+        if blocked is None:
+            span = None if lifetime is None else timedelta(seconds=lifetime)
+            blocked = self._judged[lifetime] = self.terms.blocks(span)
+        return blocked
 
     def shared_scopes(self, scopes: Iterable[str]) -> frozenset[str]:
         """One frozenset object per distinct scope set, of canonical strings: keys share them."""
@@ -146,17 +247,23 @@ class VerificationIndex(TrackingRecorder):
             self._scope_sets[shared] = shared
         return shared
 
+    def shared_owner(self, owner_id: str) -> str:
+        """One str object per owner id: an owner's keys share it."""
+        return self._owners.setdefault(owner_id, owner_id)
+
+    def shared_lifetime(self, lifetime: float | None) -> float | None:
+        """One float object per distinct lifetime (most keys live a whole number of days)."""
+        return None if lifetime is None else self._lifetimes.setdefault(lifetime, lifetime)
+
     def holder(self, token: str) -> KeyRecord | None:
-        """The key a well-formed token belongs to, whatever its status (for questions about
-        the past)."""
-        raw = checked_bytes(token)
-        return None if raw is None else self._by_digest.get(sha256(raw).digest())
+        """The key a token belongs to, whatever its status (for questions about the past)."""
+        try:
+            return self._by_digest.get(sha256(token.encode()).digest())
+        except UnicodeEncodeError:
+            return None
 
     def key(self, key_id: UUID) -> KeyRecord | None:
-        return self._by_id.get(key_id)
-
-    def keys_of(self, owner_id: str) -> list[KeyRecord]:
-        return list(self._by_owner.get(owner_id, ()))
+        return self._by_id.get(key_id.int)
 
     def records(self) -> Iterator[KeyRecord]:
         return iter(list(self._by_id.values()))
@@ -165,8 +272,12 @@ class VerificationIndex(TrackingRecorder):
         return len(self._by_id)
 
     def fields(self) -> dict[UUID, tuple[object, ...]]:
-        """Every record's fields, for comparing a rebuilt index with a live one."""
-        return {key_id: record.fields() for key_id, record in self._by_id.items()}
+        """Every record's fields (a rotated key's retiring instant too), for comparing a rebuilt
+        index with a live one."""
+        return {
+            UUID(int=id_int): (*record.fields(), self._retires.get(id_int))
+            for id_int, record in self._by_id.items()
+        }
 
     def lag(self) -> float:
         """Seconds since the index was last known to hold everything in the store."""
@@ -181,13 +292,77 @@ class VerificationIndex(TrackingRecorder):
         if at > self.confirmed_at:
             self.confirmed_at = at
 
-    # Writing: only the projection calls these, one event at a time, in store order.
+    # Writing: only the projection and a load of the key states call these, in store order.
 
-    def add(self, record: KeyRecord) -> None:
+    def add(self, digest: bytes, record: KeyRecord, retires_ts: float | None = None) -> None:
+        """Add a key (its owner id, scopes and lifetime shared with other records), blocked if
+        the policy in force does not allow its lifetime."""
         with self._write_lock:
-            self._by_digest[record.digest] = record
-            self._by_id[record.key_id] = record
-            self._by_owner.setdefault(record.owner_id, []).append(record)
+            record.owner_id = self._owners.setdefault(record.owner_id, record.owner_id)
+            record.lifetime = self.shared_lifetime(record.lifetime)
+            if self.blocks(record.lifetime):
+                record.flags |= BLOCKED_FLAG
+            else:
+                record.flags &= ~BLOCKED_FLAG
+            if retires_ts is not None:
+                self._retires[record.id_int] = retires_ts
+                record.flags |= ROTATED_FLAG
+            self._by_digest[digest] = record
+            self._by_id[record.id_int] = record
+
+    def load(self, rows: Iterable[Sequence[Any]], id_int: Callable[[Any], int]) -> None:
+        """Add keys in bulk, as `add` does one: rows of (key id, read by `id_int`; owner id;
+        digest; scopes as space-separated text; expiry and lifetime in seconds; flags; when a
+        rotated key stops; version). One loop, nothing made per row but the record."""
+        with self._write_lock:
+            by_digest, by_id, retires = self._by_digest, self._by_id, self._retires
+            owner_of, lifetime_of = self._owners.setdefault, self._lifetimes.setdefault
+            judged, blocks = self._judged, self.blocks
+            scope_sets: dict[str, frozenset[str]] = {}
+            for kid, owner, digest, text, expires_ts, lifetime, flags, retires_ts, version in rows:
+                scopes = scope_sets.get(text)
+                if scopes is None:
+                    scopes = scope_sets[text] = self.shared_scopes(text.split())
+                if lifetime is not None:
+                    lifetime = lifetime_of(lifetime, lifetime)
+                blocked = judged.get(lifetime)
+                if blocked is None:
+                    blocked = blocks(lifetime)
+                if blocked:
+                    flags |= BLOCKED_FLAG
+                key = id_int(kid)
+                if retires_ts is not None:
+                    retires[key] = retires_ts
+                    flags |= ROTATED_FLAG
+                by_id[key] = by_digest[digest] = KeyRecord(
+                    key, owner_of(owner, owner), scopes, expires_ts, lifetime, flags, version
+                )
+
+    def rotated(self, record: KeyRecord, retires_ts: float) -> None:
+        """The key stops at `retires_ts`."""
+        with self._write_lock:
+            self._retires[record.id_int] = retires_ts
+            record.flags |= ROTATED_FLAG
+
+    def set_terms(self, terms: Terms, version: int) -> None:
+        """Put the lifetime policy's terms at this version of its aggregate in force: every key
+        they no longer allow is blocked, every key they allow again unblocked. An older version
+        than the one in force changes nothing."""
+        with self._write_lock:
+            if version <= self.policy_version:
+                return
+            self.policy_version = version
+            if terms == self.terms:
+                return
+            self.terms = terms
+            self._judged.clear()
+            self._blocked_answer = Refusal("invalid_token", description=terms.reason())
+            blocks = self.blocks
+            for record in self._by_id.values():
+                if blocks(record.lifetime):
+                    record.flags |= BLOCKED_FLAG
+                else:
+                    record.flags &= ~BLOCKED_FLAG
 
     # TrackingRecorder: the index's position in the application sequence.
 

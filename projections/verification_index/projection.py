@@ -9,11 +9,18 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 
 from domain.api_key import ApiKey
-from projections.verification_index.index import KeyRecord, VerificationIndex
+from domain.lifetime_policy import LifetimePolicy, terms_of
+from projections.verification_index.index import (
+    EXPIRED_FLAG,
+    REVOKED_FLAG,
+    SUSPENDED_FLAG,
+    KeyRecord,
+    VerificationIndex,
+)
 
 
 class KeyProjection(Projection[VerificationIndex]):
-    """Keeps the verification index and the keys-by-owner read model current.
+    """Keeps the verification index current.
 
     Applying is idempotent and ignores an event older than what a key already shows, so a
     process may apply its own events the moment it has saved them (read-your-writes) and
@@ -35,17 +42,16 @@ class KeyProjection(Projection[VerificationIndex]):
     def _minted(self, e: ApiKey.Minted) -> None:
         if self.view.key(e.originator_id) is not None:
             return
+        expires_at = e.expires_at
         self.view.add(
+            bytes.fromhex(e.token_sha256),
             KeyRecord(
-                key_id=e.originator_id,
+                id_int=e.originator_id.int,
                 owner_id=e.owner_id,
-                name=e.name,
-                prefix=e.prefix,
-                digest=bytes.fromhex(e.token_sha256),
                 scopes=self.view.shared_scopes(e.scopes),
-                created_at=e.at,
-                expires_at=e.expires_at,
-            )
+                expires_ts=None if expires_at is None else expires_at.timestamp(),
+                lifetime=None if expires_at is None else (expires_at - e.at).total_seconds(),
+            ),
         )
 
     @apply.register
@@ -53,24 +59,49 @@ class KeyProjection(Projection[VerificationIndex]):
         record = self._newer(e)
         if record is not None:
             record.scopes = self.view.shared_scopes(e.scopes)
-            record.version = e.originator_version
 
     @apply.register
     def _revoked(self, e: ApiKey.Revoked) -> None:
         record = self._newer(e)
         if record is not None:
-            record.revoked_at = e.at
-            record.version = e.originator_version
+            record.flags |= REVOKED_FLAG
 
     @apply.register
     def _expired(self, e: ApiKey.Expired) -> None:
         record = self._newer(e)
         if record is not None:
-            record.expired_at = e.expires_at
-            record.version = e.originator_version
+            record.flags |= EXPIRED_FLAG
+
+    @apply.register
+    def _rotated(self, e: ApiKey.Rotated) -> None:
+        record = self._newer(e)
+        if record is not None:
+            self.view.rotated(record, e.retires_at.timestamp())
+
+    @apply.register
+    def _suspended(self, e: ApiKey.Suspended) -> None:
+        record = self._newer(e)
+        if record is not None:
+            record.flags |= SUSPENDED_FLAG
+
+    @apply.register
+    def _resumed(self, e: ApiKey.Resumed) -> None:
+        record = self._newer(e)
+        if record is not None:
+            record.flags &= ~SUSPENDED_FLAG
+
+    @apply.register
+    def _policy_set(self, e: LifetimePolicy.Set) -> None:
+        self.view.set_terms(terms_of(e), e.originator_version)
+
+    @apply.register
+    def _policy_changed(self, e: LifetimePolicy.Changed) -> None:
+        self.view.set_terms(terms_of(e), e.originator_version)
 
     def _newer(self, e: Any) -> KeyRecord | None:
+        """The key's record, now at the event's version, if the event is newer than it."""
         record = self.view.key(e.originator_id)
         if record is None or e.originator_version <= record.version:
             return None
+        record.version = e.originator_version
         return record

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api_support import OPERATOR_SECRET
 from tests.e2e.conftest import Secrets, StartServer
 from tests.e2e.server import ServerProcess
 
@@ -40,10 +41,16 @@ def dev_server(sqlite_url: str, start_server: StartServer) -> ServerProcess:
 
 
 @pytest.fixture
-def page(browser: Any, dev_server: ServerProcess) -> Iterator[Any]:
+def page_errors() -> list[str]:
+    """What the page logged as errors; a test that provokes one takes it out, by its words."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Any, dev_server: ServerProcess, page_errors: list[str]) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    problems: list[str] = []
+    problems = page_errors
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
     page.goto(sign_in_link(dev_server))
@@ -189,3 +196,263 @@ def test_the_page_works_at_375_pixels_and_is_screenshotted(
         or not page.get_by_test_id("token-panel").is_visible()
     )
     page.screenshot(path=str(shots / "account-api-keys-375.png"), full_page=True)
+
+
+# ---- the key lifecycle: rotate, suspend and resume, expiring soon, blocked by policy ----------
+
+
+def row_by_prefix(page: Any, token: str) -> Any:
+    """The row of the key whose token this is, found by its prefix (names repeat on rotation)."""
+    return page.get_by_test_id("key-row").filter(
+        has=page.get_by_test_id("key-prefix").filter(has_text=token[:12])
+    )
+
+
+def status_of(row: Any) -> str:
+    return str(row.get_by_test_id("key-status").inner_text().strip().lower())
+
+
+def wait_for_status(row: Any, status: str) -> None:
+    row.get_by_test_id("key-status").filter(has_text=re.compile(f"^{status}$", re.I)).wait_for()
+
+
+def open_history(row: Any) -> Any:
+    row.get_by_test_id("show-history").click()
+    events = row.get_by_test_id("history-event")
+    events.first.wait_for()
+    return events
+
+
+def rotate_in_page(page: Any, row: Any, grace_seconds: int) -> str:
+    row.get_by_test_id("rotate").click()
+    dialog = page.get_by_test_id("rotate-dialog")
+    dialog.wait_for()
+    dialog.get_by_test_id(f"grace-{grace_seconds}").check()
+    page.get_by_test_id("confirm-rotate").click()
+    page.get_by_test_id("token-panel").wait_for()
+    return str(page.get_by_test_id("token-value").inner_text().strip())
+
+
+def test_a_person_rotates_a_key_with_a_grace_and_the_history_shows_the_lineage(
+    page: Any, dev_server: ServerProcess, secrets_seen: Secrets
+) -> None:
+    # Create a key; note its token
+    old_token = create_key(page, "CI deploy", ["account:read", "books:read"])
+    secrets_seen.tokens.append(old_token)
+    page.get_by_test_id("token-done").click()
+
+    # Rotate it in the page, keeping the old key for an hour
+    row = row_by_prefix(page, old_token)
+    assert "CI deploy" in row.get_by_test_id("rotate").inner_text()
+    new_token = rotate_in_page(page, row, 3600)
+    secrets_seen.tokens.append(new_token)
+
+    # The successor's token is shown once, in the new-token panel, saying when the old one stops
+    assert new_token.startswith("ant_live_") and new_token != old_token
+    panel = page.get_by_test_id("token-panel").inner_text()
+    assert "CI deploy" in panel and "will not be shown again" in panel
+    note = page.get_by_test_id("token-note").inner_text()
+    assert old_token[:12] in note and "keeps working until" in note and "(in 1 hour)" in note
+
+    # Both keys are listed, with the same name and scopes; the old one is active in its grace
+    row_by_prefix(page, new_token).wait_for()
+    old_row, new_row = row_by_prefix(page, old_token), row_by_prefix(page, new_token)
+    assert status_of(old_row) == "active" and status_of(new_row) == "active"
+    assert "CI deploy" in new_row.get_by_test_id("key-name-text").inner_text()
+    scopes = new_row.get_by_test_id("key-scopes").inner_text().split()
+    assert scopes == old_row.get_by_test_id("key-scopes").inner_text().split()
+    assert sorted(scopes) == ["account:read", "books:read"]
+    assert "2 keys: 2 active" in page.locator("#keys-summary").inner_text()
+
+    # Both tokens work during the grace
+    for token in (old_token, new_token):
+        with api(dev_server, token) as client:
+            assert client.get("/api/v1/account").status_code == 200
+
+    # Where the list says when the old key stops, its row says so and offers no second rotation
+    with api(dev_server, new_token) as client:
+        listed = {k["prefix"]: k for k in client.get("/api/v1/keys").json()["keys"]}
+    if listed[old_token[:12]].get("retires_at"):
+        assert "rotated; stops at" in old_row.get_by_test_id("key-retires").inner_text()
+        assert old_row.get_by_test_id("rotate").count() == 0
+
+    # "Done": the token is gone from the page
+    page.get_by_test_id("token-done").click()
+    assert new_token[12:] not in page.content()
+
+    # The old key's history ends with the rotation: into which key, and when the old one stops
+    events = open_history(old_row)
+    events.nth(1).wait_for()
+    rotated = events.last
+    assert rotated.get_attribute("data-type") == "Rotated"
+    assert f"Rotated into “CI deploy” ({new_token[:12]}…" in rotated.inner_text()
+    assert "stops at" in rotated.inner_text()
+
+    # ... and its link opens the successor's history, which names its predecessor
+    rotated.get_by_test_id("lineage-link").click()
+    minted = row_by_prefix(page, new_token).get_by_test_id("history-event").first
+    minted.wait_for()
+    assert minted.get_attribute("data-type") == "Minted"
+    assert f"Minted as the successor of “CI deploy” ({old_token[:12]}…" in minted.inner_text()
+    focused = page.evaluate("document.activeElement.dataset.testid")
+    assert focused == "show-history"
+
+
+def test_a_lost_rotate_answer_is_retried_and_leaves_one_live_successor(
+    page: Any, dev_server: ServerProcess, secrets_seen: Secrets, page_errors: list[str]
+) -> None:
+    old_token = create_key(page, "Nightly sync", ["account:read"])
+    secrets_seen.tokens.append(old_token)
+    page.get_by_test_id("token-done").click()
+
+    # The first rotate reaches the server, but its answer is cut on the way back
+    sent: list[str] = []
+    lost: list[str] = []
+
+    def cut_first_answer(route: Any) -> None:
+        sent.append(route.request.headers.get("idempotency-key", ""))
+        if len(sent) == 1:
+            answer = route.fetch()
+            lost.append(answer.json()["token"])
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/keys/*/rotate", cut_first_answer)
+    new_token = rotate_in_page(page, row_by_prefix(page, old_token), 3600)
+    secrets_seen.tokens.extend([new_token, *lost])
+
+    # The browser logs the cut answer; nothing else
+    assert [e for e in page_errors if "ERR_CONNECTION_RESET" in e]
+    page_errors[:] = [e for e in page_errors if "ERR_CONNECTION_RESET" not in e]
+
+    # The page sent the same request again, under the same Idempotency-Key
+    assert len(sent) == 2 and sent[0] == sent[1] and len(sent[0]) >= 32
+    assert lost and lost[0] != new_token
+
+    # One live successor: the one whose token was shown; the lost one's token is refused
+    with api(dev_server, old_token) as client:
+        keys = client.get("/api/v1/keys").json()["keys"]
+    live = [k for k in keys if k["status"] in {"active", "suspended", "blocked"}]
+    assert sorted(k["prefix"] for k in live) == sorted([old_token[:12], new_token[:12]])
+    with api(dev_server, lost[0]) as client:
+        assert client.get("/api/v1/account").status_code == 401
+    with api(dev_server, new_token) as client:
+        assert client.get("/api/v1/account").status_code == 200
+
+
+def test_a_person_suspends_and_resumes_a_key(
+    page: Any, dev_server: ServerProcess, secrets_seen: Secrets
+) -> None:
+    token = create_key(page, "Publishing bot", ["account:read"])
+    secrets_seen.tokens.append(token)
+    page.get_by_test_id("token-done").click()
+    row = row_by_prefix(page, token)
+
+    # Suspend: no confirmation; the badge says so, Resume takes its place, and it is announced
+    row.get_by_test_id("suspend").click()
+    wait_for_status(row, "suspended")
+    assert row.get_by_test_id("resume").is_visible()
+    assert row.get_by_test_id("suspend").count() == 0 and row.get_by_test_id("rotate").count() == 0
+    assert "refused everywhere until you resume it" in (
+        row.get_by_test_id("key-status").get_attribute("title") or ""
+    )
+    assert page.evaluate("document.activeElement.dataset.testid") == "resume"
+    page.locator("#status-message").filter(has_text="Suspended").wait_for()
+    assert "1 suspended" in page.locator("#keys-summary").inner_text()
+
+    # While suspended, the token is refused
+    with api(dev_server, token) as client:
+        refused = client.get("/api/v1/account")
+    assert refused.status_code == 401
+
+    # Resume: active again, and the token works
+    row.get_by_test_id("resume").click()
+    wait_for_status(row, "active")
+    page.locator("#status-message").filter(has_text="Resumed").wait_for()
+    with api(dev_server, token) as client:
+        assert client.get("/api/v1/account").status_code == 200
+
+    # The history shows both
+    events = open_history(row)
+    events.nth(2).wait_for()
+    assert [events.nth(i).get_attribute("data-type") for i in range(events.count())] == [
+        "Minted",
+        "Suspended",
+        "Resumed",
+    ]
+
+
+def test_keys_expiring_within_a_week_are_listed_at_the_top(
+    page: Any, secrets_seen: Secrets
+) -> None:
+    # No key expires soon: no section
+    secrets_seen.tokens.append(create_key(page, "Monthly report", ["books:read"], "30"))
+    page.get_by_test_id("token-done").click()
+    assert not page.get_by_test_id("expiring-soon").is_visible()
+
+    # A week-long key and a two-day one: both listed, soonest first, with prefix and when
+    week = create_key(page, "Weekly export", ["books:read"], "7")
+    page.get_by_test_id("token-done").click()
+    page.get_by_test_id("key-name").fill("Short job")
+    page.get_by_test_id("scope-books:read").check()
+    page.get_by_test_id("expiry").select_option("custom")
+    page.get_by_test_id("expiry-custom").fill("2")
+    page.get_by_test_id("create-button").click()
+    page.get_by_test_id("token-panel").wait_for()
+    short = page.get_by_test_id("token-value").inner_text().strip()
+    secrets_seen.tokens.extend([week, short])
+    page.get_by_test_id("token-done").click()
+
+    section = page.get_by_test_id("expiring-soon")
+    section.get_by_test_id("expiring-key").nth(1).wait_for()
+    items = section.get_by_test_id("expiring-key")
+    texts = [items.nth(i).inner_text() for i in range(items.count())]
+    assert len(texts) == 2
+    assert "Short job" in texts[0] and short[:12] in texts[0] and "in 2 days" in texts[0]
+    assert "Weekly export" in texts[1] and week[:12] in texts[1] and "in 7 days" in texts[1]
+    assert "within 7 days" in section.inner_text()
+    assert section.get_by_test_id("expiring-key").filter(has_text="Monthly report").count() == 0
+
+    # The per-key warning in the table stays
+    assert row_by_prefix(page, short).get_by_test_id("expiry-warning").is_visible()
+
+
+def test_a_key_the_lifetime_policy_no_longer_allows_is_shown_blocked(
+    page: Any, dev_server: ServerProcess, secrets_seen: Secrets
+) -> None:
+    long_lived = create_key(page, "Long-lived", ["account:read"], "90")
+    page.get_by_test_id("token-done").click()
+    short = create_key(page, "Short-lived", ["account:read"], "7")
+    page.get_by_test_id("token-done").click()
+    secrets_seen.tokens.extend([long_lived, short])
+    operator = httpx.Client(
+        base_url=dev_server.url,
+        headers={"Authorization": f"Bearer {OPERATOR_SECRET}"},
+        timeout=10,
+    )
+
+    # The operator tightens the policy to 30 days: the 90-day key is blocked, not revoked
+    with operator:
+        tightened = operator.put("/v1/operator/lifetime-policy", json={"max_lifetime_days": 30})
+        assert tightened.status_code == 200, tightened.text
+        page.reload()
+        row = row_by_prefix(page, long_lived)
+        wait_for_status(row, "blocked")
+        assert status_of(row_by_prefix(page, short)) == "active"
+        title = row.get_by_test_id("key-status").get_attribute("title") or ""
+        assert "lifetime policy" in title and "works again if the policy relaxes" in title
+        assert "1 blocked" in page.locator("#keys-summary").inner_text()
+        # ... it can still be rotated into a key within the policy, or revoked
+        assert row.get_by_test_id("rotate").is_visible()
+        assert row.get_by_test_id("revoke").is_visible()
+        with api(dev_server, long_lived) as client:
+            assert client.get("/api/v1/account").status_code == 401
+
+        # Relaxed again: the same key works, with no event of its own
+        relaxed = operator.put("/v1/operator/lifetime-policy", json={"max_lifetime_days": None})
+        assert relaxed.status_code == 200, relaxed.text
+    page.reload()
+    wait_for_status(row_by_prefix(page, long_lived), "active")
+    with api(dev_server, long_lived) as client:
+        assert client.get("/api/v1/account").status_code == 200

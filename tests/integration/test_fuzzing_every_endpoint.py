@@ -27,6 +27,7 @@ from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 
 from api.app import create_app
+from api.event_stream import STREAM_PATH
 from api.openapi import contract
 from domain import token as token_format
 from domain.scopes import SCOPES
@@ -62,6 +63,9 @@ def _routes() -> tuple[list[tuple[str, str, bool]], dict[str, Any]]:
 
 
 ROUTES, DOCUMENT = _routes()
+# An endless stream cannot be read whole by an in-process client: its inputs go through the same
+# values against a real server in tests/e2e/test_event_stream.py.
+ROUTES = [(p, m, a) for p, m, a in ROUTES if (p, m) != (STREAM_PATH, "GET")]
 
 
 class Target:
@@ -343,6 +347,7 @@ OPERATIONS = [
     for path, operations in DOCUMENT["paths"].items()
     for method in operations
     if method in ("get", "head", "post", "put", "patch", "delete", "options")
+    and (path, method) != (STREAM_PATH, "get")
 ]
 EDGE_INSTANTS = [
     _instant(moment, minutes, zulu=False)
@@ -399,8 +404,12 @@ def _baseline(path: str, method: str, target: Target) -> dict[str, Any]:
         if parameter.get("required") and parameter["in"] == "header":
             headers[parameter["name"]] = _valid(parameter["schema"], parameter["name"])
     body = None
-    if "requestBody" in operation:
-        reference = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    body_schema = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    if "$ref" not in body_schema.get("schema", {}):
+        # A body that is not an object (a leak report: an array, read raw for its signature).
+        body = [] if body_schema else None
+    else:
+        reference = body_schema["schema"]["$ref"]
         component = DOCUMENT["components"]["schemas"][reference.rsplit("/", 1)[1]]
         body = {
             name: _valid(component["properties"][name], name)
@@ -434,7 +443,7 @@ def _mutations(path: str, method: str, target: Target) -> Iterator[dict[str, Any
             elif place == "path":
                 url = path.replace("{" + name + "}", quote(value, safe="") or "x")
                 yield request(base["query"], base["headers"], body) | {"url": url}
-    if body is None:
+    if not isinstance(body, dict):
         return
     reference = base["operation"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     properties = DOCUMENT["components"]["schemas"][reference.rsplit("/", 1)[1]]["properties"]

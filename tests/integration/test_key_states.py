@@ -6,24 +6,29 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, OperationalError, Tracking
 from psycopg.sql import SQL, Identifier
 
 from domain.api_key import ACTIVE
+from domain.errors import InvalidInput, KeyAlreadyRotated, KeyNotActive
+from domain.lifetime_policy import POLICY_ID, LifetimePolicy, Terms
 from domain.scopes import SCOPES
 from infra.backends import backend_for
 from infra.warm_start import warm_start
 from ledger.key_ledger import KeyLedger
 from ledger.key_states import KeyStates
-from projections.key_states.view import KeyState, load_rows, state_row
-from projections.verification_index.index import KeyRecord, VerificationIndex
+from projections.key_states.view import TABLE, KeyState, index_row, load_rows
+from projections.verification_index.index import VerificationIndex
 from tests.conftest import POSTGRES_URL, FakeClock, settings_for
 
 HOUR = 3600.0
@@ -62,24 +67,68 @@ class Life:
         rng, ledger = self.rng, self.p.ledger
         self.clock.advance(rng.uniform(0, 12 * HOUR))
         roll = rng.random()
-        active = [k for k in self.keys if ledger.status(ledger.key(k)) == ACTIVE]
+        # From the index: reading the key states would catch them up as a side effect.
+        records, now = [ledger.index.key(k) for k in self.keys], self.clock()
+        active = [
+            k
+            for k, r in zip(self.keys, records, strict=True)
+            if r is not None and ledger.index.status(r, now) == ACTIVE
+        ]
         if roll < 0.4 or not active:
-            minted = ledger.mint(
-                owner_id=rng.choice(OWNERS),
-                name=f"key {len(self.keys)}",
-                scopes=self.scopes(),
-                expires_in_days=rng.choice([None, None, 1, 2, 30]),
-                actor="user:x",
-            )
+            try:
+                minted = ledger.mint(
+                    owner_id=rng.choice(OWNERS),
+                    name=f"key {len(self.keys)}",
+                    scopes=self.scopes(),
+                    expires_in_days=rng.choice([None, None, 1, 2, 30]),
+                    actor="user:x",
+                )
+            except InvalidInput:
+                # The lifetime policy in force refuses that expiry.
+                return
             self.keys.append(minted.record.key_id)
             self.tokens.append(minted.token)
-        elif roll < 0.65:
+        elif roll < 0.6:
             ledger.set_scopes(rng.choice(active), self.scopes(), actor="user:x")
-        elif roll < 0.85:
+        elif roll < 0.72:
             ledger.revoke(rng.choice(self.keys), actor="user:x", reason="rotated")
+        elif roll < 0.8:
+            grace = timedelta(seconds=rng.choice([0, 3600, 86_400]))
+            self.lifecycle(rng.choice(active), "rotate", uuid4(), grace, "user:x", ledger.now())
+        elif roll < 0.88:
+            key_id = rng.choice(self.keys)
+            key: Any = ledger.repository.get(key_id)
+            command = "resume" if key.suspended else "suspend"
+            self.lifecycle(key_id, command, "user:x", ledger.now())
+        elif roll < 0.92:
+            self.change_policy()
         else:
             for key_id in ledger.due_for_expiry():
                 ledger.expire(key_id)
+
+    def lifecycle(self, key_id: UUID, command: str, *args: Any) -> None:
+        """Rotate, suspend or resume a key as the lifecycle's commands do; a key that may not
+        is left as it is."""
+        key: Any = self.p.ledger.repository.get(key_id)
+        try:
+            getattr(key, command)(*args)
+        except (KeyNotActive, KeyAlreadyRotated):
+            return
+        self.p.ledger.record(list(key.collect_events()))
+
+    def change_policy(self) -> None:
+        """Set the lifetime policy to random terms (none, at most 1 or 30 days, an expiry)."""
+        ledger, rng = self.p.ledger, self.rng
+        terms = Terms(
+            max_lifetime_days=rng.choice([None, 1, 30]), expiry_required=rng.random() < 0.3
+        )
+        try:
+            policy: Any = ledger.repository.get(POLICY_ID)
+        except AggregateNotFoundError:
+            policy = LifetimePolicy.first(terms, "operator:x", ledger.now())
+        else:
+            policy.change(terms, "operator:x", ledger.now())
+        ledger.record(list(policy.collect_events()))
 
     def run(self, steps: int) -> None:
         for _ in range(steps):
@@ -99,16 +148,17 @@ def replayed_up_to(store: KeyLedger, position: int | None = None) -> KeyLedger:
 
 
 def same_index(a: KeyLedger, b: KeyLedger) -> bool:
-    """The same records, and each owner's keys listed in the same order."""
-    return a.index.fields() == b.index.fields() and all(
-        [r.key_id for r in a.keys_of(o)] == [r.key_id for r in b.keys_of(o)] for o in OWNERS
+    """The same records and the same policy in force."""
+    return a.index.fields() == b.index.fields() and (a.index.terms, a.index.policy_version) == (
+        b.index.terms,
+        b.index.policy_version,
     )
 
 
 def answer(ledger: KeyLedger, token: str) -> tuple[object, ...]:
     """What verifying a token for books:read answers, with the record it names."""
     v = ledger.verify(token, ["books:read"])
-    return v.code, v.missing, v.record.fields() if v.record is not None else None
+    return v.code, v.missing, v.description, v.record.fields() if v.record is not None else None
 
 
 class KeyStatesContract:
@@ -133,7 +183,7 @@ class KeyStatesContract:
             stores.append(ledger)
             view = backend.key_states_view(ledger)
             assert view is not None
-            return Process(ledger, ledger, KeyStates(ledger, view))
+            return Process(ledger, ledger, ledger.read_states_from(view))
 
         yield open_one
         for store in stores:
@@ -244,7 +294,7 @@ class KeyStatesContract:
         assert same_index(c.ledger, replayed_up_to(a.store))
         # A new event goes to whichever process catches up first, once
         a.ledger.mint(
-            owner_id="u1", name="late", scopes=["books:read"], expires_in_days=None, actor="x"
+            owner_id="u1", name="late", scopes=["books:read"], expires_in_days=1, actor="x"
         )
         assert b.states.catch_up() == 1
         assert a.states.catch_up() == 0
@@ -312,11 +362,15 @@ class KeyStatesContract:
         class CommitsMidway(VerificationIndex):
             """An index during whose load another process changes the store and the table."""
 
-            def add(self, record: KeyRecord) -> None:
-                if not len(self):
-                    life.run(10)
-                    assert other.states.catch_up() > 0
-                super().add(record)
+            def load(self, rows: Iterable[Sequence[Any]], id_int: Callable[[Any], int]) -> None:
+                def commit_first() -> Iterator[Sequence[Any]]:
+                    for i, row in enumerate(rows):
+                        if i == 0:
+                            life.run(10)
+                            assert other.states.catch_up() > 0
+                        yield row
+
+                super().load(commit_first(), id_int)
 
         q = open_process()
         q.ledger = KeyLedger(clock=clock, index=CommitsMidway(), beside=q.store)
@@ -341,7 +395,7 @@ class KeyStatesContract:
         # The connection dies halfway through loading
         def load_half(into: VerificationIndex) -> int:
             half = list(states.values())[: len(states) // 2]
-            load_rows(into, [state_row(state)[:-1] for state in half])
+            load_rows(into, [index_row(state) for state in half], lambda key_id: key_id.int)
             raise OperationalError("connection lost")
 
         monkeypatch.setattr(q.states.view, "load", load_half)
@@ -350,6 +404,34 @@ class KeyStatesContract:
         assert started.states_position == 0
         assert started.replayed == p.head()
         assert q.ledger.index.fields() == replayed_up_to(p.store).index.fields()
+
+    def test_the_key_list_and_a_key_are_read_from_the_table_with_this_processs_writes(
+        self, open_process: Opener, clock: FakeClock
+    ) -> None:
+        p = open_process()
+        life = Life(p, clock, 17)
+        life.run(40)
+        # The table is behind; a read catches it up to what this process holds first
+        assert p.head() > (p.states.view.max_tracking_id("ledger") or 0)
+        replayed = replayed_up_to(p.store)
+        for owner in OWNERS:
+            listed = p.ledger.keys_of(owner)
+            assert [s.key_id for s in listed] == [s.key_id for s in replayed.keys_of(owner)]
+            assert listed == replayed.keys_of(owner)
+        assert p.states.view.max_tracking_id("ledger") == p.head()
+        # Oldest first, each with the state its events give
+        for owner in OWNERS:
+            positions = [s.minted_position for s in p.ledger.keys_of(owner)]
+            assert positions == sorted(positions)
+        for key_id in life.keys:
+            assert p.ledger.key(key_id) == replayed.key(key_id)
+        # Another process's mint is found at once, catching up first
+        q = open_process()
+        minted = q.ledger.mint(
+            owner_id="u9", name="new", scopes=["books:read"], expires_in_days=1, actor="x"
+        )
+        assert p.ledger.key(minted.record.key_id).name == "new"
+        assert [s.name for s in p.ledger.keys_of("u9")] == ["new"]
 
     def test_the_view_keeps_the_newest_state_and_moves_only_from_where_it_is(
         self, open_process: Opener, clock: FakeClock
@@ -389,7 +471,7 @@ class KeyStatesContract:
 def test_the_memory_store_has_no_key_states_and_starts_by_replay(clock: FakeClock) -> None:
     backend = backend_for(settings_for("memory:"))
     ledger = KeyLedger(backend.store_env(), clock=clock)
-    ledger.mint(owner_id="u1", name="k", scopes=["books:read"], expires_in_days=None, actor="x")
+    ledger.mint(owner_id="u1", name="k", scopes=["books:read"], expires_in_days=1, actor="x")
     assert backend.key_states_view(ledger) is None
     fresh = KeyLedger(clock=clock, beside=ledger)
     started = warm_start(fresh, None)
@@ -405,7 +487,7 @@ class TestSQLite(KeyStatesContract):
 
     def stored_rows(self) -> str:
         with sqlite3.connect(self.path) as conn:
-            return repr(conn.execute("SELECT * FROM key_states").fetchall())
+            return repr(conn.execute(f"SELECT * FROM {TABLE}").fetchall())
 
 
 @pytest.mark.postgres
@@ -416,6 +498,6 @@ class TestPostgres(KeyStatesContract):
         return postgres_url
 
     def stored_rows(self) -> str:
-        query = SQL("SELECT * FROM {}").format(Identifier(self.schema, "key_states"))
+        query = SQL("SELECT * FROM {}").format(Identifier(self.schema, TABLE))
         with psycopg.connect(POSTGRES_URL) as conn:
             return repr(conn.execute(query).fetchall())

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from domain.errors import InvalidInput, KeyNotActive, KeyNotFound
+from domain.lifetime_policy import Terms
 from infra.backends import backend_for
 from infra.backends.memory import MemoryBackend
 from infra.follower import IndexFollower
@@ -153,6 +154,60 @@ class LedgerContract:
         a.revoke(minted.record.key_id, actor="user:u1")
         b.catch_up()
         assert b.verify(minted.token, ["books:read"]).code == "invalid_token"
+
+    def test_a_rotation_holds_in_every_process_after_its_grace(
+        self, open_ledger: LedgerFactory, clock: FakeClock
+    ) -> None:
+        a, b = open_ledger(), open_ledger()
+        old = a.mint(
+            owner_id="u1", name="ci", scopes=["books:read"], expires_in_days=30, actor="user:u1"
+        )
+        rotated = a.rotate(old.record.key_id, actor="user:u1", grace_seconds=600)
+        b.catch_up()
+        for process in (a, b):
+            assert process.verify(old.token).valid and process.verify(rotated.token).valid
+        clock.advance(600)
+        for process in (a, b):
+            assert process.verify(old.token).code == "invalid_token"
+            assert process.verify(rotated.token, ["books:read"]).valid
+            assert process.status(process.key(old.record.key_id)) == "rotated"
+        assert [type(e).__name__ for e in b.history(old.record.key_id)] == ["Minted", "Rotated"]
+        successor = b.history(rotated.record.key_id)[0]
+        assert successor.predecessor_id == old.record.key_id  # type: ignore[attr-defined]
+        # A restarted process (index rebuilt from the store, or warm from key states) agrees
+        c = open_ledger()
+        c.catch_up()
+        assert c.verify(old.token).code == "invalid_token" and c.verify(rotated.token).valid
+
+    def test_suspension_and_the_policy_hold_in_every_process(
+        self, open_ledger: LedgerFactory
+    ) -> None:
+        a, b = open_ledger(), open_ledger()
+        year = a.mint(
+            owner_id="u1", name="y", scopes=["books:read"], expires_in_days=365, actor="user:u1"
+        )
+        month = a.mint(
+            owner_id="u1", name="m", scopes=["books:read"], expires_in_days=30, actor="user:u1"
+        )
+        a.suspend(month.record.key_id, actor="user:u1", reason="laptop lost")
+        b.catch_up()
+        assert b.verify(month.token).code == "invalid_token"
+        assert b.status(b.key(month.record.key_id)) == "suspended"
+        a.set_lifetime_policy(Terms(max_lifetime_days=90), actor="operator:ops")
+        b.catch_up()
+        assert b.verify(year.token).code == "invalid_token"
+        assert b.status(b.key(year.record.key_id)) == "blocked"
+        with pytest.raises(InvalidInput) as refused:
+            b.mint(owner_id="u1", name="n", scopes=["books:read"], expires_in_days=91, actor="u")
+        assert refused.value.field == "expires_in_days"
+        a.resume(month.record.key_id, actor="user:u1")
+        a.set_lifetime_policy(Terms(), actor="operator:ops")
+        b.catch_up()
+        assert b.verify(year.token).valid and b.verify(month.token).valid
+        c = open_ledger()
+        c.catch_up()
+        assert c.verify(year.token).valid and c.verify(month.token).valid
+        assert [type(e).__name__ for e in c.history(year.record.key_id)] == ["Minted"]
 
 
 class TestMemory(LedgerContract):

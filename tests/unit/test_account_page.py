@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from api.account import EXPIRY_WARNING_DAYS
 from api.app import create_app
-from domain.api_key import MAX_EXPIRY_DAYS, MAX_NAME_LENGTH, MIN_EXPIRY_DAYS
+from domain.api_key import MAX_EXPIRY_DAYS, MAX_GRACE_SECONDS, MAX_NAME_LENGTH, MIN_EXPIRY_DAYS
 from domain.scopes import SCOPES
 from infra.settings import Settings
 from tests.api_support import (
@@ -57,6 +58,11 @@ STATIC_TEST_IDS = [
     "copy-button",
     "token-done",
     "confirm-revoke",
+    "token-note",
+    "expiring-soon",
+    "rotate-dialog",
+    "confirm-rotate",
+    "cancel-rotate",
     "error-name",
     "error-scopes",
     "error-expires_in_days",
@@ -281,7 +287,8 @@ def test_the_page_has_the_hooks_browser_tests_use() -> None:
     for field in ("name", "scopes", "expires_in_days"):
         assert document.by_testid(f"error-{field}").attrs.get("role") == "alert"
     assert "hidden" in document.by_testid("token-panel").attrs
-    assert document.all("dialog"), "the revoke confirmation is an in-page <dialog>"
+    assert "hidden" in document.by_testid("expiring-soon").attrs, "shown only when there are any"
+    assert [d.attrs["id"] for d in document.all("dialog")] == ["confirm-dialog", "rotate-dialog"]
 
 
 def test_no_inline_script_or_style_anywhere() -> None:
@@ -433,6 +440,9 @@ def test_the_page_uses_only_the_public_api() -> None:
         "keyUrl(keyId",
         "keyUrl(keyId",
         "keyUrl(keyId",
+        "keyUrl(keyId",
+        "keyUrl(keyId",
+        "keyUrl(keyId",
     ]
     assert 'const keyUrl = (id, rest = "") => `${API}/keys/' in api
 
@@ -458,7 +468,7 @@ def test_each_script_is_short(name: str) -> None:
 def test_no_script_copies_a_server_rule(name: str) -> None:
     """Limits and scopes come from the config document; actors come taken apart from the API."""
     script = _script(name)
-    for copied in (*SCOPES, str(MAX_EXPIRY_DAYS)):
+    for copied in (*SCOPES, str(MAX_EXPIRY_DAYS), str(MAX_GRACE_SECONDS)):
         assert copied not in script, copied
     assert not re.search(r"[\"'`](user|key|operator):", script), "an actor string taken apart"
     assert not re.search(rf"\b{MAX_NAME_LENGTH}\b", script)
@@ -486,6 +496,40 @@ def test_the_config_document_is_the_domains_own_rules() -> None:
     assert presets == sorted(set(presets))
     assert all(MIN_EXPIRY_DAYS <= days <= MAX_EXPIRY_DAYS for days in presets)
     assert config["expiry_default_days"] in presets
+    # The window of the "Expiring soon" list is the API's own (the account's expiring_soon)
+    assert config["expiry_warning_days"] == EXPIRY_WARNING_DAYS
+    graces = config["grace_preset_seconds"]
+    assert graces == sorted(set(graces)) and graces[0] == 0
+    assert config["grace_max_seconds"] == MAX_GRACE_SECONDS == graces[-1]
+    assert config["grace_default_seconds"] in graces
+
+
+def test_the_rotate_dialog_offers_the_grace_presets() -> None:
+    with page_client() as client:
+        config = client.get(CONFIG).json()
+        document = Document(client.get(PAGE, headers=signed_in_as("alice")).text)
+    radios = [e for e in document.all("input") if e.attrs.get("name") == "grace"]
+    assert [r.attrs["value"] for r in radios] == [str(s) for s in config["grace_preset_seconds"]]
+    assert [r.attrs["value"] for r in radios if "checked" in r.attrs] == [
+        str(config["grace_default_seconds"])
+    ]
+    assert [r.attrs["data-testid"] for r in radios] == [f"grace-{r.attrs['value']}" for r in radios]
+    labels = {e.attrs["for"]: " ".join(e.text.split()) for e in document.all("label")}
+    assert [labels[r.attrs["id"]] for r in radios] == [
+        "Stop the old key now",
+        "Keep it working for 1 hour",
+        "Keep it working for 24 hours",
+    ]
+    assert "The old key" in [e.text.strip() for e in document.all("legend")]
+
+
+def test_a_rotation_sends_one_idempotency_key_per_confirmation() -> None:
+    api = _script("js/api.js")
+    assert '"Idempotency-Key": idempotencyKey' in api
+    rotate = _script("js/rotate-key.js")
+    # made once, before the attempts, and retried only when no answer arrived (status 0)
+    assert rotate.index("newIdempotencyKey();") < rotate.index("for (let attempt")
+    assert "err.status !== 0" in rotate
 
 
 def test_the_form_offers_what_the_config_document_says() -> None:
@@ -536,6 +580,44 @@ def test_the_history_says_who_acted_without_the_actor_to_take_apart() -> None:
         ["books:read"],
         True,
     )
+
+
+def test_a_rotation_and_a_suspension_answer_what_the_page_shows() -> None:
+    with page_client() as client:
+        old = mint(client, name="CI deploy", scopes=["books:read"], expires_in_days=30)
+        session = SAME_ORIGIN | signed_in_as("alice")
+        keys = "/api/v1/keys"
+        rotated = client.post(
+            f"{keys}/{old['id']}/rotate",
+            json={"grace_seconds": 3600},
+            headers=session | {"Idempotency-Key": "3f2b0c1e-page-test"},
+        )
+        assert rotated.status_code == 201, rotated.text
+        new = rotated.json()
+        suspended = client.post(f"{keys}/{new['id']}/suspend", headers=session)
+        resumed = client.post(f"{keys}/{new['id']}/resume", headers=session)
+        old_history = client.get(f"{keys}/{old['id']}/history", headers=session).json()
+        new_history = client.get(f"{keys}/{new['id']}/history", headers=session).json()
+    # The successor: its token once, the old key's name and scopes, and when the old one stops
+    assert set(new) >= {"id", "token", "prefix", "name", "scopes", "created_at", "expires_at"}
+    assert (new["name"], new["scopes"], new["predecessor_id"]) == (
+        "CI deploy",
+        ["books:read"],
+        old["id"],
+    )
+    assert new["predecessor_retires_at"]
+    # Suspend and resume answer the key, which the page puts in its row (the statuses
+    # themselves are the key states' tests)
+    for answer in (suspended, resumed):
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["id"] == new["id"] and "status" in answer.json()
+    # The lineage both ways, by id: the page looks the names up in its list
+    rotated_event = old_history["events"][-1]
+    assert rotated_event["type"] == "Rotated"
+    assert rotated_event["successor_id"] == new["id"]
+    assert rotated_event["retires_at"]
+    assert new_history["events"][0]["predecessor_id"] == old["id"]
+    assert [e["type"] for e in new_history["events"]] == ["Minted", "Suspended", "Resumed"]
 
 
 # ---- content types ---------------------------------------------------------------------------

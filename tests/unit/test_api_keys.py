@@ -44,6 +44,9 @@ def test_a_key_from_mint_to_revocation() -> None:
             "expires_at",
             "revoked_at",
             "last_used_at",
+            "retires_at",
+            "successor_id",
+            "predecessor_id",
         }
         # Narrow its scopes with the session; the token loses account:read at once
         response = client.put(

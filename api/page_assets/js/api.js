@@ -14,6 +14,10 @@ const CONFIG = "/account/api-keys/config.json";
  * @property {number} expiry_max_days
  * @property {number[]} expiry_preset_days
  * @property {number} expiry_default_days
+ * @property {number} expiry_warning_days  live keys expiring this soon are flagged and listed
+ * @property {number[]} grace_preset_seconds  what the rotate dialog offers
+ * @property {number} grace_default_seconds
+ * @property {number} grace_max_seconds
  */
 
 /**
@@ -23,11 +27,20 @@ const CONFIG = "/account/api-keys/config.json";
  * @property {string} prefix  the token's first 12 characters
  * @property {string} name
  * @property {string[]} scopes
- * @property {"active" | "revoked" | "expired"} status
+ * @property {KeyStatus} status
  * @property {string} created_at
  * @property {string | null} expires_at
  * @property {string | null} revoked_at
  * @property {string | null} last_used_at
+ * @property {string | null} [retires_at]  a rotated key: when it stops (maybe not yet)
+ * @property {string | null} [predecessor_id]  a successor: the key it took over from
+ * @property {string | null} [successor_id]  a rotated key: the key that took over
+ */
+
+/**
+ * Live: active, suspended (by its owner, until resumed), blocked (by the operator's lifetime
+ * policy, until it relaxes). Ended for good: rotated (past its grace), revoked, expired.
+ * @typedef {"active" | "suspended" | "blocked" | "rotated" | "revoked" | "expired"} KeyStatus
  */
 
 /**
@@ -36,11 +49,27 @@ const CONFIG = "/account/api-keys/config.json";
  */
 
 /**
+ * A rotated key's successor with its token (in this answer only), and when the old key stops.
+ * @typedef {object} RotatedKey
+ * @property {string} id
+ * @property {string} token
+ * @property {string} prefix
+ * @property {string} name
+ * @property {string[]} scopes
+ * @property {string} created_at
+ * @property {string | null} expires_at
+ * @property {string} predecessor_id
+ * @property {string} predecessor_retires_at
+ */
+
+/**
  * One event of a key's history. ScopesSet events carry `scopes`, `previous_scopes`, `added`,
- * `removed` and `widened`; Minted ones `name`, `prefix`, `scopes` and `expires_at`; Revoked
- * ones `reason`; Expired ones `expires_at`.
+ * `removed` and `widened`; Minted ones `name`, `prefix`, `scopes`, `expires_at` and, for a
+ * successor, `predecessor_id`; Revoked and Suspended ones `reason`; Expired ones `expires_at`;
+ * Rotated ones `successor_id` and `retires_at` (when the old key stops).
  * @typedef {object} HistoryEvent
- * @property {"Minted" | "ScopesSet" | "Revoked" | "Expired"} type
+ * @property {"Minted" | "ScopesSet" | "Revoked" | "Expired" | "Rotated" | "Suspended" |
+ *   "Resumed"} type
  * @property {string} at
  * @property {string} actor  as recorded; show it, never take it apart
  * @property {"user" | "key" | "operator" | "system"} [actor_kind]
@@ -58,12 +87,12 @@ export class ApiError extends Error {
   }
 }
 
-async function request(method, url, body) {
+async function request(method, url, body, headers = {}) {
   const init = {
     method,
     credentials: "same-origin",
     cache: "no-store",
-    headers: { Accept: "application/json" },
+    headers: { Accept: "application/json", ...headers },
   };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
@@ -115,3 +144,19 @@ export function revokeKey(keyId, reason) {
 /** @returns {Promise<HistoryEvent[]>} oldest first */
 export const keyHistory = async (keyId) =>
   (await request("GET", keyUrl(keyId, "/history"))).events;
+
+/**
+ * A successor for the key, its token shown once; the old key stops after `graceSeconds`.
+ * Retrying with the same `idempotencyKey` after a lost answer leaves one live successor.
+ * @returns {Promise<RotatedKey>}
+ */
+export function rotateKey(keyId, graceSeconds, idempotencyKey) {
+  const headers = { "Idempotency-Key": idempotencyKey };
+  return request("POST", keyUrl(keyId, "/rotate"), { grace_seconds: graceSeconds }, headers);
+}
+
+/** Refused everywhere until resumed. @returns {Promise<Key>} */
+export const suspendKey = (keyId) => request("POST", keyUrl(keyId, "/suspend"));
+
+/** @returns {Promise<Key>} */
+export const resumeKey = (keyId) => request("POST", keyUrl(keyId, "/resume"));

@@ -1,13 +1,14 @@
-// The keys table: read the list, render it from the state, keep the keyboard focus across
-// re-renders, and open or close a key's history.
+// The keys table and the "Expiring soon" list above it: read the list, render both from the
+// state, keep the keyboard focus across re-renders, and open or close a key's history.
 
 import * as api from "./api.js";
 import { byId } from "./dom.js";
 import { showAlert } from "./messages.js";
 import { sortKeys, summaryText } from "./render/key-list.js";
+import { expiringHint, expiringItems, expiringKeys } from "./render/expiring-soon.js";
 import { historyContent, historyFailed, historyList } from "./render/history.js";
 import { keyRow } from "./render/key-row.js";
-import { setKeys, state } from "./state.js";
+import { findKey, keyLabel, setKeys, state } from "./state.js";
 
 export async function loadKeys() {
   let keys;
@@ -38,17 +39,28 @@ export function renderKeys() {
   byId("keys-summary").textContent = summaryText(state.keys);
   table.hidden = state.keys.length === 0;
   const now = Date.now();
+  const warnDays = state.config.expiry_warning_days;
+  renderExpiring(now, warnDays);
   for (const key of sortKeys(state.keys)) {
     const view = {
       catalogue: state.config.scopes,
       editing: state.editing === key.id,
       historyOpen: state.openHistory.has(key.id),
       now,
+      warnDays,
     };
     table.append(keyRow(key, view));
   }
   for (const id of state.openHistory) loadHistory(id);
   if (kept) focusKeyControl(kept.keyId, [kept.testid, "show-history"]);
+}
+
+// The live keys that expire within the warning window, at the top; hidden when there are none.
+function renderExpiring(now, warnDays) {
+  const soon = expiringKeys(state.keys, now, warnDays);
+  byId("expiring-hint").textContent = expiringHint(warnDays);
+  byId("expiring-list").replaceChildren(...expiringItems(soon, now));
+  byId("expiring-soon").hidden = soon.length === 0;
 }
 
 // The row of a key, for the controllers that act on it.
@@ -86,6 +98,17 @@ export function toggleHistory(key) {
   focusKeyControl(key.id, ["show-history"]);
 }
 
+// From a rotation in a history: open the other key's history and take the focus there.
+export function showHistoryOf(keyId) {
+  const key = findKey(keyId);
+  if (!key) return;
+  state.openHistory.add(key.id);
+  renderKeys();
+  const row = keyRowOf(key.id);
+  if (row) row.scrollIntoView({ block: "nearest" });
+  focusKeyControl(key.id, ["show-history"]);
+}
+
 function historyContainer(keyId) {
   return [...document.querySelectorAll("[data-history-for]")].find(
     (section) => section.dataset.historyFor === keyId,
@@ -104,5 +127,6 @@ async function loadHistory(keyId) {
   }
   const container = historyContainer(keyId);
   if (!container || !state.openHistory.has(keyId)) return;
-  container.replaceChildren(...historyContent(historyList(events, state.userId)));
+  const context = { userId: state.userId, keyLabel, now: Date.now() };
+  container.replaceChildren(...historyContent(historyList(events, context)));
 }

@@ -1,16 +1,19 @@
 // The API-keys page's controller: wires the page's events to the modules that call the API and
 // re-render. Reading order for a newcomer: state.js (what the page knows), api.js (every
 // request), render/ (data to DOM, nothing else), then the controller of the part to change:
-// create-key.js, new-token.js, keys-table.js, edit-scopes.js, revoke-key.js.
+// create-key.js, new-token.js, keys-table.js (with the "Expiring soon" list), edit-scopes.js,
+// rotate-key.js, suspend-key.js, revoke-key.js.
 
 import * as api from "./api.js";
 import { byId, el } from "./dom.js";
 import { clearEditError, closeEdit, saveScopes, toggleEdit } from "./edit-scopes.js";
 import { wireCreateForm } from "./create-key.js";
-import { loadKeys, toggleHistory } from "./keys-table.js";
+import { loadKeys, showHistoryOf, toggleHistory } from "./keys-table.js";
 import { hideAlert, showAlert } from "./messages.js";
 import { wireTokenPanel } from "./new-token.js";
 import { askRevoke, onDialogClose } from "./revoke-key.js";
+import { askRotate, onRotateDialogClose } from "./rotate-key.js";
+import { resume, suspend } from "./suspend-key.js";
 import { findKey, state } from "./state.js";
 
 async function loadAccount() {
@@ -31,11 +34,17 @@ function keyOf(node) {
   return row ? findKey(row.dataset.keyId) : null;
 }
 
+// Each takes the key of the row and the button pressed.
 const ROW_ACTIONS = {
   edit: toggleEdit,
+  rotate: askRotate,
+  suspend,
+  resume,
   revoke: askRevoke,
   history: toggleHistory,
   "cancel-edit": (key) => closeEdit(key.id),
+  // a rotation in a history names the key on its other side
+  "open-history": (_, button) => showHistoryOf(button.dataset.targetKey),
 };
 
 // One handler per kind of event for every key's row: the rows are rebuilt on each render.
@@ -44,7 +53,7 @@ function wireKeysTable() {
   table.addEventListener("click", (event) => {
     const button = event.target.closest("button[data-action]");
     const key = button && keyOf(button);
-    if (key) ROW_ACTIONS[button.dataset.action](key);
+    if (key) ROW_ACTIONS[button.dataset.action](key, button);
   });
   table.addEventListener("submit", (event) => {
     const form = event.target.closest(".edit-form");
@@ -84,6 +93,8 @@ async function start() {
   byId("page-alert-dismiss").addEventListener("click", hideAlert);
   byId("confirm-dialog").addEventListener("close", onDialogClose);
   byId("cancel-revoke").addEventListener("click", () => byId("confirm-dialog").close("cancel"));
+  byId("rotate-dialog").addEventListener("close", onRotateDialogClose);
+  byId("cancel-rotate").addEventListener("click", () => byId("rotate-dialog").close("cancel"));
 
   loadAccount();
   if (await loadConfig()) await loadKeys();

@@ -1,15 +1,19 @@
-// The token of a key just minted, shown once. It lives only in `token` and the panel's DOM
-// until "Done" or the page is left: never in storage, the URL or history.
+// The token of a key just minted (or of a rotated key's successor), shown once. It lives only in
+// `token` and the panel's DOM until "Done" or the page is left: never in storage, the URL or
+// history.
 
 import { byId } from "./dom.js";
 
 let token = null;
 
-export function showToken(minted) {
+// `note`: nodes said under the token (after a rotation, when the old key stops), or null.
+export function showToken(minted, note = null) {
   token = minted.token;
   byId("token-value").textContent = token;
   byId("token-key-name").textContent = minted.name;
   byId("copy-status").textContent = "";
+  byId("token-note").replaceChildren(...(note || []));
+  byId("token-note").hidden = !note;
   byId("token-panel").hidden = false;
   byId("token-heading").focus();
 }
@@ -19,6 +23,8 @@ export function clearToken() {
   byId("token-value").textContent = "";
   byId("token-key-name").textContent = "";
   byId("copy-status").textContent = "";
+  byId("token-note").replaceChildren();
+  byId("token-note").hidden = true;
   byId("token-panel").hidden = true;
   const selection = window.getSelection();
   if (selection) selection.removeAllRanges();

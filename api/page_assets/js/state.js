@@ -16,11 +16,21 @@ export const state = {
   openHistory: new Set(),
   /** @type {import("./api.js").Key | null} the key the revoke dialog asks about */
   pendingRevoke: null,
+  /** @type {import("./api.js").Key | null} the key the rotate dialog asks about */
+  pendingRotate: null,
+  /** @type {Set<string>} ids of the keys with a rotate, suspend or resume under way */
+  busy: new Set(),
   creating: false,
 };
 
 export function findKey(keyId) {
   return state.keys.find((key) => key.id === keyId) || null;
+}
+
+// A key's name and prefix by its id, for the history's lineage; null for a key not listed.
+export function keyLabel(keyId) {
+  const key = findKey(keyId);
+  return key ? { id: key.id, name: key.name, prefix: key.prefix } : null;
 }
 
 export function replaceKey(updated) {

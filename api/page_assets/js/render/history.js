@@ -1,5 +1,6 @@
 // A key's history, oldest first: what happened, when, and who did it, in the API's own terms
-// (the scopes a change added and removed, and the kind of actor, come with each event).
+// (the scopes a change added and removed, and the kind of actor, come with each event). A
+// rotation names the key on the other side of it, as a button that opens that key's history.
 
 import { el, visuallyHidden } from "../dom.js";
 import { dateTimeFormat, timeEl } from "./time.js";
@@ -9,6 +10,9 @@ const EVENT_LABELS = {
   ScopesSet: "Scopes set",
   Revoked: "Revoked",
   Expired: "Expired",
+  Rotated: "Rotated",
+  Suspended: "Suspended",
+  Resumed: "Resumed",
 };
 
 // What is said after an actor, by its kind; a user is only "you" when it is the reader.
@@ -38,17 +42,18 @@ export function historyFailed() {
   return el("p", { class: "hint" }, "The history could not be loaded.");
 }
 
-// The events as a list; `userId` is who is reading, to say "you".
-export function historyList(events, userId) {
+// The events as a list. `context`: `userId` (who is reading, to say "you"), `keyLabel` (a key's
+// id to its {id, name, prefix}, or null when it is not listed) and `now` (epoch ms).
+export function historyList(events, context) {
   if (!events.length) return el("p", { class: "hint" }, "No events.");
   return el(
     "ol",
     { class: "history-list", "data-testid": "history" },
-    events.map((event) => historyEvent(event, userId)),
+    events.map((event) => historyEvent(event, context)),
   );
 }
 
-function historyEvent(event, userId) {
+function historyEvent(event, { userId, keyLabel, now }) {
   return el(
     "li",
     {
@@ -66,8 +71,37 @@ function historyEvent(event, userId) {
       " by ",
       actorText(event, userId),
     ),
-    el("p", { class: "history-details" }, eventDetails(event)),
+    el("p", { class: "history-details" }, eventDetails(event, keyLabel, now)),
   );
+}
+
+// The other key of a rotation: a button to its history when it is listed, else its id.
+function keyLink(keyId, keyLabel) {
+  const key = keyLabel(keyId);
+  if (!key) return el("code", { "data-testid": "lineage-id" }, keyId);
+  return el(
+    "button",
+    {
+      type: "button",
+      class: "link-button",
+      "data-testid": "lineage-link",
+      "data-action": "open-history",
+      "data-target-key": key.id,
+    },
+    `“${key.name}” (${key.prefix}…)`,
+    visuallyHidden(": show its history"),
+  );
+}
+
+function rotatedDetails(event, keyLabel, now) {
+  const stopped = new Date(event.retires_at).getTime() <= now;
+  return [
+    "Rotated into ",
+    keyLink(event.successor_id, keyLabel),
+    stopped ? "; stopped at " : "; stops at ",
+    timeEl(event.retires_at, dateTimeFormat),
+    ".",
+  ];
 }
 
 function actorText(event, userId) {
@@ -86,10 +120,13 @@ function scopeChanges(event) {
   return changes.length ? ` (${changes.join("; ")})` : "";
 }
 
-function eventDetails(event) {
+function eventDetails(event, keyLabel, now) {
   switch (event.type) {
     case "Minted":
       return [
+        event.predecessor_id
+          ? ["Minted as the successor of ", keyLink(event.predecessor_id, keyLabel), ". "]
+          : null,
         `Named “${event.name}”, key ${event.prefix}…, scopes ${scopeText(event.scopes)}, `,
         event.expires_at ? ["expires ", timeEl(event.expires_at)] : "no expiry",
         ".",
@@ -106,6 +143,12 @@ function eventDetails(event) {
       return [event.reason ? `Reason: ${event.reason}` : "No reason given."];
     case "Expired":
       return event.expires_at ? ["Reached its expiry, ", timeEl(event.expires_at), "."] : [];
+    case "Rotated":
+      return rotatedDetails(event, keyLabel, now);
+    case "Suspended":
+      return [event.reason ? `Reason: ${event.reason}` : "No reason given."];
+    case "Resumed":
+      return ["Accepted again."];
     default:
       return [];
   }

@@ -11,7 +11,8 @@ import { dateTimeFormat, timeEl } from "./time.js";
 
 const COLUMNS = 8;
 
-// `view`: the scope catalogue, whether this key's editor and history are open, and now (ms).
+// `view`: the scope catalogue, whether this key's editor and history are open, now (ms), and
+// how many days before its expiry a key is flagged.
 export function keyRow(key, view) {
   const detailId = `key-${key.id}-detail`;
   return el(
@@ -29,9 +30,13 @@ function mainRow(key, view, detailId) {
     header(key),
     el("td", { "data-label": "Scopes" }, scopeTags(key.scopes, view.catalogue)),
     el("td", { "data-label": "Created" }, timeEl(key.created_at)),
-    el("td", { "data-label": "Expires", class: "key-expiry" }, expiryContent(key, view.now)),
+    el(
+      "td",
+      { "data-label": "Expires", class: "key-expiry" },
+      expiryContent(key, view.now, view.warnDays),
+    ),
     el("td", { "data-label": "Last used", class: "key-last-used" }, lastUsed(key)),
-    el("td", { "data-label": "Status" }, statusBadge(key)),
+    el("td", { "data-label": "Status" }, statusBadge(key, view.now)),
     el(
       "td",
       { class: "key-actions", "data-label": "Actions" },

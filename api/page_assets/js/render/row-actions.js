@@ -1,20 +1,30 @@
-// A key's buttons: edit scopes and revoke (active keys only), and show or hide its history.
-// Each names its action in data-action, for the list's one click handler, and the key for
-// screen readers.
+// A key's buttons: edit scopes (active keys), rotate (active or blocked, not rotated already),
+// suspend or resume, revoke (live keys), and show or hide its history. Each names its action in
+// data-action, for the list's one click handler, and the key for screen readers.
 
 import { el, visuallyHidden } from "../dom.js";
+import { inGrace, isLive } from "./key-status.js";
 
 function actionButton(attrs, label, key) {
   return el("button", { type: "button", ...attrs }, label, visuallyHidden(` for “${key.name}”`));
 }
 
+function simple(key, action, label, style = "") {
+  return actionButton(
+    { class: `button button-small ${style}`.trim(), "data-testid": action, "data-action": action },
+    label,
+    key,
+  );
+}
+
 // `detailId` is the id of the row that the editor and the history open in.
 export function rowActions(key, { editing, historyOpen, detailId }) {
-  const active = key.status === "active";
+  const { status } = key;
+  const rotatable = (status === "active" || status === "blocked") && !inGrace(key);
   return el(
     "div",
     { class: "row-actions" },
-    active
+    status === "active"
       ? actionButton(
           {
             class: "button button-small",
@@ -27,17 +37,10 @@ export function rowActions(key, { editing, historyOpen, detailId }) {
           key,
         )
       : null,
-    active
-      ? actionButton(
-          {
-            class: "button button-small button-danger-outline",
-            "data-testid": "revoke",
-            "data-action": "revoke",
-          },
-          "Revoke",
-          key,
-        )
-      : null,
+    rotatable ? simple(key, "rotate", "Rotate") : null,
+    status === "active" || status === "blocked" ? simple(key, "suspend", "Suspend") : null,
+    status === "suspended" ? simple(key, "resume", "Resume") : null,
+    isLive(key) ? simple(key, "revoke", "Revoke", "button-danger-outline") : null,
     actionButton(
       {
         class: "button button-small button-quiet",
