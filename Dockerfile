@@ -7,6 +7,7 @@ COPY pyproject.toml README.md ./
 COPY domain ./domain
 COPY projections ./projections
 COPY infra ./infra
+COPY ledger ./ledger
 COPY api ./api
 COPY deploy ./deploy
 RUN pip install . && useradd --system --uid 10001 anthra && mkdir -p /app/var && chown anthra /app/var

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -31,6 +33,7 @@ from api.json_body import JSONBodyRequest
 from api.keys import KeysController
 from api.leaks import LeaksController
 from api.local_sign_in import local_sign_in
+from api.metrics import MetricsController
 from api.openapi import openapi_config
 from api.operator import OperatorController
 from api.page import AccountPage
@@ -39,6 +42,7 @@ from api.verify import VerifyController
 from domain.errors import InvalidInput, KeyAlreadyRotated, KeyNotActive, KeyNotFound
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.idempotency import IdempotencyKeyReused
+from infra import metrics
 from infra.access_log import AccessLog, access_log_enabled
 from infra.auth_failure_stores import auth_failure_store_for
 from infra.auth_failure_sync import AuthFailureSync
@@ -47,6 +51,7 @@ from infra.authjs_sessions import DatabaseSessions, SessionTablesMissing
 from infra.backends import backend_for
 from infra.follower import IndexFollower
 from infra.leak_reports import LeakReporters
+from infra.metrics import MetricsFlusher
 from infra.outage import summary
 from infra.policy import Policy
 from infra.settings import Settings, load_settings, require_public_origin
@@ -62,6 +67,10 @@ from projections.verification_index.index import IndexStale
 
 log = logging.getLogger("anthra.api")
 MAX_BODY_BYTES = 64 * 1024
+# Threads for the handlers that block (every command waits on the database): asyncio's default,
+# the CPU count plus four, would let six requests at a time into the ledger on two cores, and
+# the rest queue in front of commands that could have been saved together.
+HANDLER_THREADS = 40
 
 
 def _error(status: int, error: str, description: str, field: str | None = None) -> Response[Any]:
@@ -211,6 +220,22 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         else None
     )
 
+    index = ledger.index
+    metrics_flusher = MetricsFlusher(
+        [
+            (metrics.INDEX_KEYS, index.__len__),
+            (metrics.INDEX_POSITION, lambda: index.position),
+            (metrics.INDEX_LAG, index.lag),
+            (metrics.USAGE_FLUSH_LAG, usage_flusher.lag),
+        ]
+    )
+
+    async def handler_threads() -> None:
+        # Litestar runs sync handlers on the loop's default executor.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="handler")
+        )
+
     def start() -> None:
         if access_log is not None:
             access_log.start()
@@ -218,6 +243,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         follower.start()
         sweeper.start()
         usage_flusher.start()
+        metrics_flusher.start()
         if failure_sync is not None:
             failure_sync.start()
 
@@ -247,6 +273,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             failure_store.close()
         sweeper.stop(timeout=0.5)
         follower.stop(timeout=0.5)
+        metrics_flusher.stop(timeout=0.5)
+        metrics.process_ended()
         ledger.close()
         if database_sessions is not None:
             await database_sessions.close()
@@ -265,6 +293,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             AuditController,
             OperatorController,
             LeaksController,
+            MetricsController,
             EventStreamController,
             protected_resource_metadata,
             ForwardAuth,
@@ -315,7 +344,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "authorization_servers": settings.authorization_servers,
             }
         ),
-        on_startup=[check_session_tables, start],
+        on_startup=[handler_threads, check_session_tables, start],
         on_shutdown=[stop],
         openapi_config=openapi_config(),
         request_class=JSONBodyRequest,

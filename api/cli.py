@@ -57,6 +57,18 @@ def _print_json(value: object) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    # Metrics of every worker add up through files in one folder; prometheus_client reads where
+    # when it is first imported, so this comes before anything that imports it.
+    import tempfile
+
+    shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+        prefix="anthra-metrics-"
+    )
+    os.makedirs(shared, exist_ok=True)
+    for name in os.listdir(shared):  # an earlier run's counts are not this one's
+        if name.endswith(".db"):
+            os.remove(os.path.join(shared, name))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
     from infra.backends import backend_for
     from infra.logging import configure_logging
 
@@ -72,6 +84,15 @@ def serve(args: argparse.Namespace) -> int:
         from infra.leak_reports import LeakReporters
 
         LeakReporters.load(settings.leak_keys_file)  # a wrong document stops the start here
+    from infra import metrics
+
+    metrics.check_multiprocess()
+    if settings.metrics_port:
+        metrics.serve_on_port(settings.metrics_port, settings.metrics_host)
+        print(
+            f"anthra-keys: metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics",
+            flush=True,
+        )
     # The app factory runs in uvicorn's workers and reads its settings from the environment.
     os.environ["ANTHRA_HOST"] = host
     os.environ["ANTHRA_PORT"] = str(port)

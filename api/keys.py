@@ -232,6 +232,7 @@ class KeysController(Controller):
         key_id: KeyId,
         data: JSONBody[SetScopesRequest],
         ledger: NamedDependency[KeyLedger],
+        usage: NamedDependency[UsageReport],
     ) -> Key:
         """Replace the scopes of an active key."""
         principal = principal_of(request)
@@ -243,7 +244,7 @@ class KeysController(Controller):
             context=context_of(request),
             idempotency_key=idempotency_key_of(request),
         )
-        return key_view(record, ledger)
+        return key_view(record, ledger, usage.last_used([record.key_id]))
 
     @delete(
         "/{key_id:str}",
@@ -257,6 +258,7 @@ class KeysController(Controller):
         request: Request[Any, Any, Any],
         key_id: KeyId,
         ledger: NamedDependency[KeyLedger],
+        usage: NamedDependency[UsageReport],
         reason: Annotated[
             str,
             QueryParameter(
@@ -278,7 +280,7 @@ class KeysController(Controller):
             context=context_of(request),
             idempotency_key=idempotency_key_of(request),
         )
-        return key_view(record, ledger)
+        return key_view(record, ledger, usage.last_used([record.key_id]))
 
     @post(
         "/{key_id:str}/rotate",
@@ -339,6 +341,7 @@ class KeysController(Controller):
         request: Request[Any, Any, Any],
         key_id: KeyId,
         ledger: NamedDependency[KeyLedger],
+        usage: NamedDependency[UsageReport],
         data: JSONBody[SuspendRequest | None] = None,
     ) -> Key:
         """Refuse the key everywhere until it is resumed (reversible, unlike a revoke);
@@ -351,7 +354,7 @@ class KeysController(Controller):
             owner_id=principal.user_id,
             context=context_of(request),
         )
-        return key_view(record, ledger)
+        return key_view(record, ledger, usage.last_used([record.key_id]))
 
     @post(
         "/{key_id:str}/resume",
@@ -366,6 +369,7 @@ class KeysController(Controller):
         request: Request[Any, Any, Any],
         key_id: KeyId,
         ledger: NamedDependency[KeyLedger],
+        usage: NamedDependency[UsageReport],
     ) -> Key:
         """Accept a suspended key again; resuming a key not suspended changes nothing."""
         principal = principal_of(request)
@@ -375,7 +379,7 @@ class KeysController(Controller):
             owner_id=principal.user_id,
             context=context_of(request),
         )
-        return key_view(record, ledger)
+        return key_view(record, ledger, usage.last_used([record.key_id]))
 
     @get(
         "/{key_id:str}/history",

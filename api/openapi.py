@@ -219,6 +219,11 @@ def contract(
 
 
 def _complete(path: str, operation: dict[str, Any]) -> None:
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+    if body is not None and _present(body["schema"]) is not body["schema"]:
+        # `data: T | None = None`: the body may be left out, and is never null.
+        body["schema"] = _present(body["schema"])
+        operation["requestBody"]["required"] = False
     if path == AUTHZ_PATH:
         operation["parameters"] = [*operation.get("parameters", []), *_AUTHZ_HEADERS]
     if "422" in operation["responses"]:

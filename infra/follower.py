@@ -162,13 +162,13 @@ class IndexFollower:
         beat = time.monotonic() + self.heartbeat_interval
         while not self._stopping.is_set():
             wait = beat - time.monotonic()
-            if wait > 0 and listener.notified(wait) > index.position:
-                self.ledger.catch_up()
+            if wait > 0 and (reached := listener.notified(wait)) > index.position:
+                self.ledger.catch_up(reached)
             if time.monotonic() < beat:
                 continue
             started = time.monotonic()
-            if listener.round_trip(ROUND_TRIP_WITHIN) > index.position:
-                self.ledger.catch_up()
+            if (reached := listener.round_trip(ROUND_TRIP_WITHIN)) > index.position:
+                self.ledger.catch_up(reached)
             # Every commit made before `started` has been notified, and applied above.
             index.confirm(started)
             beat = started + self.heartbeat_interval

@@ -57,6 +57,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     auth_failures_per_prefix: int = 20
     auth_failure_sync_interval: float = 0.5
     leak_keys_file: str = ""
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
 
     @property
     def dev_mode(self) -> bool:
@@ -269,6 +271,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "ANTHRA_AUTH_FAILURE_SYNC_INTERVAL", 0.5, 0.01, 10.0
         ),
         leak_keys_file=env.get("ANTHRA_LEAK_KEYS_FILE", "").strip(),
+        metrics_port=_int(env, "ANTHRA_METRICS_PORT", 0, 0, 65535),
+        metrics_host=env.get("ANTHRA_METRICS_HOST", "127.0.0.1").strip() or "127.0.0.1",
     )
     require_public_origin(settings)
     return settings

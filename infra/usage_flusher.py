@@ -38,13 +38,19 @@ class UsageFlusher:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._outage = Outage(log, "usage flush")
+        self._flushed_at = time.monotonic()
 
     def flush(self) -> int:
         """Store what the counter holds; returns the requests stored. On failure keeps them."""
         with self.counter.flushing() as batch:
             if batch:
                 self.store.add(batch)
+        self._flushed_at = time.monotonic()
         return batch.requests
+
+    def lag(self) -> float:
+        """Seconds since usage was last stored (or since the flusher was made)."""
+        return time.monotonic() - self._flushed_at
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="usage-flusher", daemon=True)

@@ -8,6 +8,7 @@ Every command's events are in this process's verification index before it answer
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -326,10 +327,15 @@ class KeyLedger(Lifecycle):
 
     # Following the store
 
-    def catch_up(self) -> int:
-        """Apply every stored event the index has not seen; returns how many."""
+    def catch_up(self, notified: float = math.inf) -> int:
+        """Apply every stored event the index has not seen; returns how many. With `notified`,
+        the position a notification announced: nothing is read if the index is there already
+        (the saving thread of this process applies its own events without reading the store,
+        and may do so just after the notification arrives)."""
         applied = 0
         with self._catch_up_lock:
+            if self.index.position >= notified:
+                return 0
             while True:
                 # Each page within its own deadline: a replay of the whole store at start
                 # takes many, and each is quick unless the database is not answering.
@@ -351,10 +357,19 @@ class KeyLedger(Lifecycle):
 
     # Saving
 
-    def recorded(self, events: Sequence[DomainEventProtocol[UUID]]) -> None:
-        # Read-your-writes: apply this command's own events now, from memory, so the answer
-        # holds even if reading the store back fails; catching up then fills in the rest.
+    def recorded(self, events: Events, positions: Sequence[int] | None) -> None:
+        # Read-your-writes: apply the saved events now, from memory. When the index holds
+        # every position before them, they take their positions and the index is current
+        # without reading the store; otherwise (another process wrote in between, or the
+        # positions are not known) the answer still holds, and catching up fills in the rest.
         with self._catch_up_lock:
+            index = self.index
+            if positions and index.position >= positions[-1]:
+                return
+            if positions and index.position == positions[0] - 1:
+                for event, position in zip(events, positions, strict=True):
+                    self.projection.process_event(event, Tracking(self.name, position))
+                return
             for event in events:
                 self.projection.apply(event)
         try:

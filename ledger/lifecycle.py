@@ -21,9 +21,10 @@ from domain.api_key import MAX_EXPIRY_DAYS, MIN_EXPIRY_DAYS, SUSPENDED, TERMINAL
 from domain.errors import InvalidInput, KeyNotActive
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.idempotency import SUPERSEDED, fingerprint, record_id
-from domain.lifetime_policy import NO_POLICY, POLICY_ID, LifetimePolicy, Terms
+from domain.lifetime_policy import POLICY_ID, LifetimePolicy, Terms
 from ledger.deadline import bounded
 from ledger.recording import Events, KeyBusy, Recording
+from projections.verification_index.index import VerificationIndex
 
 DAY = timedelta(days=1)
 
@@ -82,13 +83,13 @@ class Lifecycle(Recording):
     ) -> Any:
         raise NotImplementedError
 
+    index: VerificationIndex
+
     def lifetime_terms(self) -> Terms:
-        """The lifetime policy in force: its latest terms, or none."""
-        try:
-            policy: LifetimePolicy = self.repository.get(POLICY_ID)
-        except AggregateNotFoundError:
-            return NO_POLICY
-        return policy.terms
+        """The lifetime policy in force, as this process's index holds it: no read of the store
+        per mint. A change made by another process a few milliseconds ago may not be here yet;
+        a key minted past it in that moment is blocked at use all the same."""
+        return self.index.terms
 
     @bounded()
     def rotate(

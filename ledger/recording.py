@@ -1,5 +1,6 @@
-"""Saving a command's events: one transaction, conflicts decided again, the outcome of a cut
-COMMIT found out, and the command's own events in the index before it answers."""
+"""Saving a command's events: one transaction (shared with the commands that waited meanwhile,
+ledger.group_commit), conflicts decided again, the outcome of a cut COMMIT found out, and the
+command's own events in the index before it answers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from uuid import UUID
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import EnvType
 
 from ledger.deadline import (
     CONNECTION_ERRORS,
@@ -22,6 +24,7 @@ from ledger.deadline import (
     time_left,
     unavailable,
 )
+from ledger.group_commit import GroupCommit, Waiting
 
 log = logging.getLogger("anthra.ledger")
 
@@ -54,6 +57,10 @@ class Conflict(Exception):
 class Recording(Application[UUID]):
     """The saving half of the key ledger's application."""
 
+    def __init__(self, env: EnvType | None = None) -> None:
+        super().__init__(env)
+        self._group_commit: GroupCommit[Events] = GroupCommit(self._save_together)
+
     def until_saved(
         self, decide: Callable[[], tuple[Events, Callable[[], T]]], busy: Callable[[], Exception]
     ) -> T:
@@ -77,23 +84,54 @@ class Recording(Application[UUID]):
             return answer()
         raise busy()
 
-    def record(self, events: Sequence[DomainEventProtocol[UUID]]) -> None:
+    def record(self, events: Events) -> None:
         """Save the events in one transaction, then apply them to this process's read models."""
         try:
-            self.save(*events)
+            self._group_commit.save(events)
         except IntegrityError:
             # Some stores try a save again on a dead connection: the first try may have
             # committed, and then the second finds its own events in the way.
             if not self._was_recorded(events):
                 raise Conflict from None
+            self.recorded(events, None)
         except OutcomeUnknown:
             # The connection failed while committing: ask the store, briefly, how it ended.
             if not self._recorded_after_all(events):
                 raise
-        self.recorded(events)
+            self.recorded(events, None)
 
-    def recorded(self, events: Sequence[DomainEventProtocol[UUID]]) -> None:
-        """What to do once events are saved: the key ledger applies them to its index."""
+    def recorded(self, events: Events, positions: Sequence[int] | None) -> None:
+        """What to do once events are saved, at `positions` in the store (None: not known); the
+        key ledger applies them to its index. Called by the thread that saved them, in the
+        store's order, before any of their commands answers."""
+
+    def _save_together(self, batch: list[Waiting[Events]]) -> None:
+        """Save every waiting command's events in one transaction; when one of them conflicts
+        (a version or an idempotency record taken), each in a transaction of its own."""
+        if len(batch) > 1:
+            try:
+                recordings = self.save(*(e for waiting in batch for e in waiting.item))
+            except IntegrityError:
+                for waiting in batch:
+                    self._save_together([waiting])
+                return
+            except Exception as e:
+                for waiting in batch:
+                    waiting.error = e
+                return
+        else:
+            try:
+                recordings = self.save(*batch[0].item)
+            except Exception as e:
+                batch[0].error = e
+                return
+        positions = [r.notification.id for r in recordings] if recordings else None
+        start = 0
+        for waiting in batch:
+            end = start + len(waiting.item)
+            waiting.positions = positions[start:end] if positions else None
+            start = end
+        self.recorded([e for waiting in batch for e in waiting.item], positions)
 
     def _recorded_after_all(self, events: Sequence[DomainEventProtocol[UUID]]) -> bool:
         """Whether events whose COMMIT went unanswered show up in the store within a moment.

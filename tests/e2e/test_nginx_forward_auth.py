@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api_support import COOKIE, session_cookie
+from tests.api_support import COOKIE, SECRET, session_cookie
 from tests.conftest import IN_CI
 from tests.e2e.conftest import Secrets, StartServer
 from tests.e2e.server import ServerProcess, free_port, windows
@@ -27,6 +29,8 @@ pytestmark = [pytest.mark.e2e]
 NGINX = "/usr/sbin/nginx"
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 REALM = 'Bearer realm="anthra"'
+DEMO_USER = "demo-user"
+DEMO_PASSWORD = "correct-horse-battery-staple"  # the demo account of the shipped Auth.js app
 
 
 @pytest.fixture(scope="session")
@@ -83,18 +87,76 @@ class Upstream:
         self.server.server_close()
 
 
+class AuthjsApp:
+    """deploy/authjs/server.mjs, the real @auth/core, on this machine's Node.js."""
+
+    def __init__(self, tmp: Path) -> None:
+        folder = DEPLOY / "authjs"
+        node, npm = shutil.which("node"), shutil.which("npm")
+        if node is None or npm is None:
+            message = (
+                "Node.js and npm are not installed: the gateway's Auth.js app needs them "
+                "(Debian's nodejs and npm, or nodejs.org)."
+            )
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+        if not (folder / "node_modules" / "@auth" / "core").is_dir():
+            subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=folder,
+                check=True,
+                timeout=300,
+            )
+        self.port = free_port()
+        self.log_path = tmp / "authjs.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [node, "server.mjs"],
+            cwd=folder,
+            env=os.environ
+            | {
+                "AUTH_SECRET": SECRET,
+                "AUTHJS_DEMO_USER": DEMO_USER,
+                "AUTHJS_DEMO_PASSWORD": DEMO_PASSWORD,
+                "PORT": str(self.port),
+                "HOST": "127.0.0.1",
+            },
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    log = self.log_path.read_text()
+                    raise RuntimeError(f"Auth.js app did not start:\n{log}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self._log.close()
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text(errors="replace").splitlines()
+
+
 class Nginx:
     """nginx in the foreground on deploy/nginx.conf, with this machine's addresses and paths."""
 
     def __init__(
-        self, binary: str, tmp: Path, ledgers: list[int], upstream: int, port: int
+        self, binary: str, tmp: Path, ledgers: list[int], upstream: int, port: int, authjs: int
     ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{self.port}"
         self.access_log = tmp / "access.log"
         self.error_log = tmp / "error.log"
         conf = tmp / "nginx.conf"
-        conf.write_text(self._local_conf(tmp, ledgers, upstream))
+        conf.write_text(self._local_conf(tmp, ledgers, upstream, authjs))
         self.output = tmp / "nginx.out"
         with self.output.open("wb") as output:
             self.process = subprocess.Popen(
@@ -114,7 +176,7 @@ class Nginx:
             )
         self._wait_listening()
 
-    def _local_conf(self, tmp: Path, ledgers: list[int], upstream: int) -> str:
+    def _local_conf(self, tmp: Path, ledgers: list[int], upstream: int, authjs: int) -> str:
         # Only addresses, log destinations and scratch paths change: the rest is what deploys.
         temp_paths = "".join(
             f"\n    {name}_temp_path {tmp}/{name};"
@@ -126,6 +188,7 @@ class Nginx:
             ("server ledger-a:8000 ", f"server 127.0.0.1:{ledgers[0]} "),
             ("server ledger-b:8000 ", f"server 127.0.0.1:{ledgers[1]} "),
             ("server books:8080;", f"server 127.0.0.1:{upstream};"),
+            ("server authjs:3000;", f"server 127.0.0.1:{authjs};"),
             ("listen 80;", f"listen 127.0.0.1:{self.port};"),
             ("http {", "http {" + temp_paths),
         ]
@@ -171,6 +234,13 @@ Gateway = tuple[Nginx, list[ServerProcess], Upstream]
 
 
 @pytest.fixture
+def authjs_app(tmp_path: Path) -> Iterator[AuthjsApp]:
+    app = AuthjsApp(tmp_path)
+    yield app
+    app.stop()
+
+
+@pytest.fixture
 def gateway_env() -> dict[str, str]:
     """More settings for the gateway's ledgers; a test overrides it with parametrize."""
     return {}
@@ -184,6 +254,7 @@ def gateway(
     secrets_seen: Secrets,
     tmp_path: Path,
     gateway_env: dict[str, str],
+    authjs_app: AuthjsApp,
 ) -> Iterator[Gateway]:
     """nginx on deploy/nginx.conf, two ledgers on one store with deploy/policy.toml, an echo.
 
@@ -202,7 +273,9 @@ def gateway(
     nginx_dir = tmp_path / "nginx"
     nginx_dir.mkdir()
     try:
-        nginx = Nginx(nginx_binary, nginx_dir, [s.port for s in ledgers], upstream.port, port)
+        nginx = Nginx(
+            nginx_binary, nginx_dir, [s.port for s in ledgers], upstream.port, port, authjs_app.port
+        )
     except Exception:
         upstream.stop()
         raise
@@ -211,8 +284,8 @@ def gateway(
     upstream.stop()
     # No run of 13 characters of a token in anything nginx wrote (start_server checks the
     # ledgers' logs), nor any part of a session cookie.
-    lines = nginx.log_lines()
-    assert any("/api/v1/books/" in line for line in lines), "nginx logged nothing to check"
+    lines = nginx.log_lines() + authjs_app.log_lines()
+    assert any("/api/v1/" in line for line in lines), "nginx logged nothing to check"
     for line in lines:
         for token in secrets_seen.tokens:
             leaked = [run for run in windows(token, 13) if run in line]
@@ -343,8 +416,8 @@ def test_nginx_passes_on_only_what_the_policy_and_the_ledger_allow(
         )
         assert "retry-after" not in malformed.headers
 
-        # A route the policy does not name: denied
-        for path in ("/api/v1/secrets", "/v1/authz"):
+        # A route the policy does not name: denied (the gateway keeps /v1/authz to itself: 404)
+        for path in ("/api/v1/secrets",):
             denied = client.get(path, headers=bearer)
             assert denied.status_code == 403, path
             assert "www-authenticate" not in denied.headers
@@ -503,3 +576,62 @@ def test_behind_the_gateway_a_client_is_known_by_its_address_and_limited_by_it(
         valid = {"Authorization": f"Bearer {key['token']}"}
         assert attacker.get("/api/v1/books/1", headers=valid).status_code == 200
         assert neighbour.get("/api/v1/books/1", headers=bogus).status_code == 401
+
+
+def test_a_person_signs_in_through_the_gateway_and_mints_a_key_the_api_accepts(
+    gateway: Gateway, secrets_seen: Secrets
+) -> None:
+    nginx, ledgers, upstream = gateway
+    browser = httpx.Client(base_url=nginx.url, timeout=10, follow_redirects=False)
+    # Signed out, the keys page offers the sign-in link, on this origin
+    page = browser.get("/account/api-keys")
+    assert page.status_code == 401
+    link = re.search(r'href="(/api/auth/signin[^"]*)"', page.text)
+    assert link, page.text[:500]
+    # The link reaches the Auth.js app through the gateway: its sign-in form
+    signin = browser.get(link[1].replace("&amp;", "&"))
+    assert signin.status_code == 200 and "csrfToken" in signin.text
+    csrf = browser.get("/api/auth/csrf").json()["csrfToken"]
+    wrong = browser.post(
+        "/api/auth/callback/credentials",
+        data={"csrfToken": csrf, "username": DEMO_USER, "password": "not the password"},
+    )
+    assert "error" in wrong.headers["location"] and "authjs.session-token" not in browser.cookies
+    signed = browser.post(
+        "/api/auth/callback/credentials",
+        data={
+            "csrfToken": csrf,
+            "username": DEMO_USER,
+            "password": DEMO_PASSWORD,
+            "callbackUrl": "/account/api-keys",
+        },
+    )
+    assert signed.status_code == 302 and signed.headers["location"].endswith("/account/api-keys")
+    cookie = browser.cookies["authjs.session-token"]
+    secrets_seen.cookies.append(cookie)
+    # The ledger behind the same gateway accepts the Auth.js session: the page, whoami, a mint
+    assert browser.get("/account/api-keys").status_code == 200
+    me = browser.get("/api/v1/account/whoami").json()
+    assert me == me | {"user_id": DEMO_USER, "via": "session"}
+    minted = browser.post(
+        "/api/v1/keys",
+        json={"name": "from the gateway", "scopes": ["books:read"], "expires_in_days": 7},
+        headers={"Origin": nginx.url},
+    )
+    assert minted.status_code == 201, minted.text
+    token = minted.json()["token"]
+    secrets_seen.tokens.append(token)
+    every_ledger_answers(ledgers, token, "valid", within=5.0)
+    # The API behind forward-auth takes the token; services may ask /v1/verify; operators' and
+    # forward-auth's own routes are not reachable from outside
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert browser.get("/api/v1/books/1", headers=bearer).status_code == 200
+    assert upstream.requests[-1]["anthra"]["X-Anthra-Owner-Id"] == DEMO_USER
+    assert browser.post("/v1/verify", json={"token": token}).json()["valid"] is True
+    assert browser.get("/api/v1/account/whoami", headers=bearer).json()["via"] == "token"
+    assert browser.post("/v1/operator/audit/check").status_code == 404
+    assert browser.get("/v1/authz", headers=bearer).status_code == 404
+    # Signing out ends the session for the ledger too
+    csrf = browser.get("/api/auth/csrf").json()["csrfToken"]
+    browser.post("/api/auth/signout", data={"csrfToken": csrf})
+    assert browser.get("/api/v1/account/whoami").status_code == 401

@@ -338,3 +338,21 @@ def test_a_token_pasted_as_a_name_or_reason_is_refused_and_kept_nowhere() -> Non
         trail = client.get("/api/v1/audit", headers=alice)
         assert [e["type"] for e in trail.json()["events"]] == ["Minted"]
         assert token[12:] not in listed.text + trail.text
+
+
+def test_every_answer_with_a_key_says_when_it_was_last_used() -> None:
+    with api_client() as client:
+        key = mint(client, scopes=["account:read"])
+        alice = SAME_ORIGIN | signed_in_as("alice")
+        assert client.get("/api/v1/account/whoami", headers=bearer(key["token"])).status_code == 200
+        shown = client.get(f"/api/v1/keys/{key['id']}", headers=alice).json()["last_used_at"]
+        assert shown is not None
+        url = f"/api/v1/keys/{key['id']}"
+        for answer in (
+            client.put(f"{url}/scopes", json={"scopes": ["books:read"]}, headers=alice),
+            client.post(f"{url}/suspend", headers=alice),
+            client.post(f"{url}/resume", headers=alice),
+            client.delete(url, headers=alice),
+        ):
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["last_used_at"] == shown

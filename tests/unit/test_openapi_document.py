@@ -10,7 +10,8 @@ from litestar.routes import HTTPRoute
 from api.event_stream import STREAM_PATH
 from tests.api_support import SAME_ORIGIN, api_client, mint, signed_in_as
 
-PUBLIC = {"/healthz", "/readyz", "/.well-known/oauth-protected-resource"}
+# /metrics takes no credentials: it answers loopback clients only.
+PUBLIC = {"/healthz", "/readyz", "/.well-known/oauth-protected-resource", "/metrics"}
 ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
 
 

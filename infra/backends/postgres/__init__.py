@@ -84,7 +84,9 @@ class PostgresBackend(Backend):
         assert isinstance(recorder, LedgerRecorder)
         events = events_pool(recorder.datastore)
         assert isinstance(events.conninfo, str)
-        return ChannelListener(events.conninfo, recorder.channel_name, events.watchdog)
+        return ChannelListener(
+            events.conninfo, recorder.channel_name, events.watchdog, recorder.datastore.schema
+        )
 
     def own_pool(self, name: str, size: int) -> SteadyPool:
         """A small pool of a store's own on the ledger's schema, in autocommit mode; opening it

@@ -29,10 +29,13 @@ APPLICATION_NAME: Final = "anthra-index-listener"
 class ChannelListener:
     """LISTENs on the events' channel on a connection made from the whole connection string."""
 
-    def __init__(self, conninfo: str, channel: str, watchdog: Watchdog) -> None:
+    def __init__(self, conninfo: str, channel: str, watchdog: Watchdog, schema: str = "") -> None:
+        """`schema`: the events' schema, which the ledger's writers name in their notifications
+        (a channel is the database's, shared by every schema in it)."""
         self.conninfo = conninfo
         self.channel = channel
         self.watchdog = watchdog
+        self.schema = schema
         self._conn: Connection[tuple[object, ...]] | None = None
         params = conninfo_to_dict(conninfo)
         self._connect_timeout = float(params.get("connect_timeout") or 2)
@@ -55,9 +58,9 @@ class ChannelListener:
     def notified(self, timeout: float) -> float:
         """Wait up to `timeout` seconds for notifications; the position they announce (below)."""
         conn = self._live()
-        reached = _reached(conn.notifies(timeout=timeout, stop_after=1))
+        reached = _reached(conn.notifies(timeout=timeout, stop_after=1), self.schema)
         if reached:
-            reached = max(reached, _reached(conn.notifies(timeout=0)))
+            reached = max(reached, _reached(conn.notifies(timeout=0), self.schema))
         return reached
 
     def round_trip(self, within: float) -> float:
@@ -66,7 +69,7 @@ class ChannelListener:
         with self.watchdog.watch(conn, time.monotonic() + within):
             conn.execute("SELECT 1")
         # Notifications that arrived with the answer wait in psycopg's backlog.
-        return _reached(conn.notifies(timeout=0))
+        return _reached(conn.notifies(timeout=0), self.schema)
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -79,13 +82,21 @@ class ChannelListener:
         return self._conn
 
 
-def _reached(notifies: Iterable[Notify]) -> float:
+def _reached(notifies: Iterable[Notify], schema: str) -> float:
     """The store position the notifications announce: 0 if none came, infinity if one came
-    without a position (a writer that does not say), so that the caller reads the store."""
+    without a position (a writer that does not say), so that the caller reads the store.
+
+    The ledger's writers say `position@schema`; a notification for another schema of the same
+    database (another deployment on the same channel name) announces nothing here. A bare
+    position, as earlier versions write, is taken as this schema's.
+    """
     reached = 0.0
     for notify in notifies:
+        position, at, named = notify.payload.partition("@")
+        if at and named != schema:
+            continue
         try:
-            reached = max(reached, float(int(notify.payload)))
+            reached = max(reached, float(int(position)))
         except ValueError:
             reached = math.inf
     return reached

@@ -89,64 +89,94 @@ def creating_tables(datastore: PostgresDatastore) -> Iterator[None]:
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
-    """The library's application recorder, bounded by deadlines and lock timeouts."""
+    """The library's application recorder, bounded by deadlines and lock timeouts, appending in
+    one round trip."""
 
-    # The NOTIFY of a write carries the write's last position (delivered, as any NOTIFY, only
-    # if it commits): a listener whose index is there already need not read the table, which
-    # matters when someone else holds a lock on it.
-    _notify_position = sql.SQL("SELECT pg_notify(%s, %s::text)")
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        schema = sql.Identifier(self.datastore.schema)
+        append = sql.Identifier(f"anthra_append_{self.events_table_name}"[:63])
+        # The library's transaction (lock the table, so that positions commit in the order they
+        # are given; insert; notify) as one function: one statement in autocommit, so that the
+        # lock is held for the server's work and COMMIT only, never across a round trip to this
+        # process (whose thread may wait for Python's GIL meanwhile). The NOTIFY carries the
+        # write's last position (delivered, as any NOTIFY, only if it commits): a listener
+        # whose index is there already need not read the table, which matters when someone else
+        # holds a lock on it; it names the schema, because a channel is the whole database's
+        # (infra.backends.postgres.listener). The ids are given in the order of the events: the
+        # sequence numbers the rows in the order unnest gives them, under the lock.
+        self.sql_create_statements.append(
+            sql.SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{append}(events {schema}.{event}[]) "
+                "RETURNS bigint[] LANGUAGE plpgsql AS $$ "
+                "DECLARE ids bigint[]; "
+                "BEGIN "
+                "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+                "WITH inserted AS ("
+                "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+                "SELECT originator_id, originator_version, topic, state FROM unnest(events) "
+                "RETURNING notification_id) "
+                "SELECT array_agg(notification_id ORDER BY notification_id) INTO ids "
+                "FROM inserted; "
+                "PERFORM pg_notify({channel}, ids[array_upper(ids, 1)]::text || {at_schema}); "
+                "RETURN ids; "
+                "END $$"
+            ).format(
+                schema=schema,
+                append=append,
+                event=sql.Identifier(self.stored_event_type_name),
+                table=sql.Identifier(self.events_table_name),
+                channel=sql.Literal(self.channel_name),
+                at_schema=sql.Literal(f"@{self.datastore.schema}"),
+            )
+        )
+        self._append = sql.SQL("SELECT {schema}.{append}(%s) AS ids").format(
+            schema=schema, append=append
+        )
 
     def create_table(self) -> None:
         with creating_tables(self.datastore):
             super().create_table()
 
-    def _notify_channel(self, curs: Any) -> None:
-        """Nothing here: the write notifies once it knows its positions (see _insert_once)."""
-
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
-        """Insert in one transaction; OutcomeUnknown if the connection failed during COMMIT."""
+        """Insert in one transaction; OutcomeUnknown if the connection failed on the way."""
+        if not stored_events:
+            return []
+        events = [
+            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+            for e in stored_events
+        ]
         attempts = 0
         while True:
             try:
-                return self._insert_once(stored_events, **kwargs)
+                row = self._append_once(events)
+                break
             except (InterfaceError, OperationalError) as e:
-                # Failed before COMMIT was sent: nothing was recorded, so trying again is safe.
                 if _locked_out(e):
                     raise StoreUnavailable("the events table is locked; nothing was saved") from e
+                # The server refused the statement (its session was ending): nothing was
+                # recorded, so trying again on another connection is safe.
                 attempts += 1
                 if time_left() < _PAUSE * 2 or attempts >= _ATTEMPTS:
                     raise unavailable(e) from e
                 time.sleep(_PAUSE)
+        assert row is not None
+        ids: list[int] = row["ids"]
+        return ids
 
-    def _insert_once(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
-        # The library's pipelined transaction (lock the table, NOTIFY, INSERT, COMMIT in one
-        # round trip), with a note of whether COMMIT had gone out when something failed.
-        failure: Exception | None = None
-        committing = False
-        ids: Sequence[int] = []
+    def _append_once(self, events: list[Any]) -> Any:
         with self.datastore.get_connection() as conn:
+            if conn.closed:
+                raise psycopg.OperationalError("the connection is closed")
             try:
-                with conn.pipeline() as pipeline, conn.transaction():
-                    with conn.cursor() as curs:
-                        try:
-                            self._insert_stored_events(curs, stored_events, **kwargs)
-                            pipeline.sync()
-                            ids = self._fetch_ids_after_insert_events(curs, stored_events) or []
-                            if ids:
-                                curs.execute(self._notify_position, (self.channel_name, max(ids)))
-                        except Exception as e:
-                            # Raised after the pipeline ends, so that psycopg does not warn.
-                            failure = e
-                    committing = failure is None
+                return conn.execute(self._append, (events,), prepare=True).fetchone()
             except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-                if committing:
+                if e.sqlstate is None:
+                    # Sent, and no answer: the COMMIT that ends the statement may have happened.
                     raise OutcomeUnknown(
                         "the database stopped answering while the change was being committed"
                     ) from e
                 raise
-            if failure is not None:
-                raise failure
-        return ids
 
     def select_events(self, originator_id: Any, **kwargs: Any) -> Sequence[StoredEvent]:
         undecorated = PostgresApplicationRecorder.select_events.__wrapped__
