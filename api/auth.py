@@ -36,6 +36,7 @@ from api.principal import Principal
 from api.session_cookies import find_session_cookie, parse_cookie_header
 from infra.auth_failures import AuthFailures
 from infra.authjs_sessions import SessionClaims
+from infra.metrics import TALLY
 from infra.outage import Outage, summary
 from projections.verification_index.index import IndexStale, Verification
 
@@ -136,7 +137,7 @@ class Authenticator:
                 authorization = value
         if authorization is None:
             raise problems.no_credentials()
-        return self._bearer(authorization, scope)
+        return self._bearer(authorization, scope, "authz")
 
     def attempt_failed(self, scope: Scope, credential: str | None = None) -> None:
         """Count a refused credential against its client and token prefix; raises the 429 if
@@ -148,7 +149,7 @@ class Authenticator:
         if retry_after is not None:
             raise problems.too_many_failures(retry_after)
 
-    def _bearer(self, header: bytes, scope: Scope) -> Principal:
+    def _bearer(self, header: bytes, scope: Scope, route: str = "api") -> Principal:
         try:
             value = header.decode("ascii")
         except UnicodeDecodeError:
@@ -160,11 +161,14 @@ class Authenticator:
         try:
             verification = self.verify(credential, ())
         except IndexStale:
+            TALLY.verified("stale", route)
             raise problems.unavailable() from None
         record = verification.record
         if not verification.valid or record is None:
+            TALLY.verified("invalid_token", route)
             self.attempt_failed(scope, credential)
             raise problems.invalid_token(verification.description)
+        TALLY.verified("valid", route)
         return Principal(
             user_id=record.owner_id,
             scopes=record.scopes,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import re
 import secrets
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC
 from typing import Final, Protocol, cast
@@ -34,6 +35,7 @@ from api.edge import MAX_TARGET_BYTES, TrustedProxies, public_host, refusal, spl
 from api.principal import Principal
 from infra.access_log import AccessLog
 from infra.logging import redact
+from infra.metrics import TALLY
 from infra.settings import Settings
 
 _GOOD_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
@@ -161,6 +163,7 @@ class FrontDoor:
         if scope["type"] != _HTTP:
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         headers = cast("list[tuple[bytes, bytes]]", scope["headers"])
         given_id = host = b""
         refused: Answer | None = None
@@ -239,6 +242,7 @@ class FrontDoor:
             else:
                 await self.app(scope, receive, send_with_defaults)
         finally:
+            TALLY.answered(self._kind(path), time.perf_counter() - started)
             access_log = self.access_log
             if access_log is not None:
                 client = scope.get("client")
@@ -253,6 +257,14 @@ class FrontDoor:
                     status,
                     request_id,
                 )
+
+    def _kind(self, path: str) -> str:
+        """The kind of route, for the latency histogram (a label of four values, never a path)."""
+        if path.startswith(self.protected):
+            return "api"
+        if path == self._authz or path.startswith(self._authz_under):
+            return "authz"
+        return "verify" if path == "/v1/verify" else "other"
 
     def _request_id(self, given: bytes) -> str:
         # A caller's id is kept only if it is plainly an id, and never if it looks like a token.

@@ -24,6 +24,7 @@ from api.schemas import VerifyRequest, VerifyResponse
 from domain.errors import InvalidInput
 from domain.scopes import ALL_SCOPES, in_order
 from domain.timeline import key_as_of, verify_as_of
+from infra.metrics import TALLY
 from ledger.key_ledger import KeyLedger
 from projections.verification_index.index import KeyRecord
 
@@ -79,6 +80,7 @@ class VerifyController(Controller):
                 authenticator.attempt_failed(request.scope, data.token)
             return answer
         verification = ledger.verify(data.token, data.scopes)
+        TALLY.verified(verification.code, "verify")
         record = verification.record
         if record is None:
             authenticator.attempt_failed(request.scope, data.token)

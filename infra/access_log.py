@@ -25,6 +25,7 @@ from typing import IO, Final
 import msgspec
 
 from infra.logging import redact
+from infra.metrics import TALLY
 
 LOGGER: Final = "anthra.access"
 MAX_BUFFERED: Final = 8192  # lines; about 1 MB, several seconds of a full load
@@ -78,6 +79,7 @@ class AccessLog:
         made, the client the server's or a trusted proxy's address."""
         if len(self._lines) >= self.max_buffered:
             self.dropped += 1
+            TALLY.dropped_lines += 1
             return
         now = time.time()
         second = int(now)
