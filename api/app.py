@@ -221,6 +221,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     )
 
     index = ledger.index
+
     def propagated(event: Any) -> None:
         # Once caught up at start: what the index learns after that is propagation, not history.
         if follower.ready.is_set():
