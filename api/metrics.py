@@ -27,7 +27,6 @@ class MetricsController(Controller):
                 str,
                 description="Prometheus text exposition",
                 media_type="text/plain",
-                # A drawn example would make the document differ from one start to the next.
                 generate_examples=False,
             ),
             404: ResponseSpec(None, description="Not to this client, or served on its own port"),

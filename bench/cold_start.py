@@ -218,7 +218,9 @@ def load_with(loader: str, ledger: KeyLedger) -> None:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         with conn.cursor() as curs, curs.copy(statement) as copy:
             copy.set_types(types)
-            load_rows(ledger.index, copy.rows(), lambda raw: int.from_bytes(raw, "big"))
+            rows = copy.rows()
+            pages = iter(lambda: list(itertools.islice(rows, 5_000)), [])
+            load_rows(ledger.index, pages, lambda raw: int.from_bytes(raw, "big"))
 
 
 def start_in_child(mode: str, url: str) -> dict[str, Any]:
@@ -308,13 +310,17 @@ def run(
                 keys += append_tail(ledger, kept, args.tail, rng)
                 tails += args.tail
             results[mode].append(start_in_child(mode, url))
+            if mode == "warm":
+                # What the running processes' followers do meanwhile: the next start finds the
+                # key states current, less the next tail (and the loaders read them whole).
+                states.catch_up()
             r = results[mode][-1]
             print(f"run {run_number + 1} {mode}: ready in {r['ready_s']:.2f} s", flush=True)
             # Each start must hold every key the store has, or its time means nothing.
             assert r["keys"] == keys, f"{mode} built {r['keys']:,} keys, the store has {keys:,}"
             assert r["position"] == ledger.recorder.max_notification_id()
         if not args.no_loaders:
-            # The warm start just caught the key states up: every loader reads the same table.
+            # The key states were just caught up: every loader reads the same table.
             for loader in _LOADERS:
                 loaders[loader].append(start_in_child(loader, url))
                 assert loaders[loader][-1]["keys"] == keys

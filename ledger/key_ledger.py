@@ -126,6 +126,8 @@ class KeyLedger(Lifecycle):
         super().__init__(env)
         self.clock = clock
         self.on_use = on_use
+        # Told of each event this index learns from the store (another process's change).
+        self.on_applied: Callable[[Any], None] | None = None
         self.index = index if index is not None else VerificationIndex()
         self.projection = KeyProjection(view=self.index)
         self._catch_up_lock = threading.Lock()
@@ -354,6 +356,8 @@ class KeyLedger(Lifecycle):
             return
         event = self.mapper.to_domain_event(notification)
         self.projection.process_event(event, Tracking(self.name, notification.id))
+        if self.on_applied is not None:
+            self.on_applied(event)
 
     # Saving
 

@@ -81,7 +81,7 @@ class MemoryKeyStatesView(POPOTrackingRecorder, KeyStatesView):
             position = self.max_tracking_id(self.application_name) or 0
             if self._policy is not None and not len(into):
                 into.set_terms(self._policy.terms, self._policy.version)
-            load_rows(into, [index_row(s) for s in self._states.values()], _id_int)
+            load_rows(into, [[index_row(s) for s in self._states.values()]], _id_int)
         into.position = position
         return position
 

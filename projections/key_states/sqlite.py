@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -63,6 +64,7 @@ _SELECT_MINTED_BEFORE = (
 )
 _SELECT_OWNED = f"{_SELECT_STATES} WHERE owner_id = ? ORDER BY minted_position"
 _LOAD = f"SELECT key_id, {', '.join(LOADED)} FROM {TABLE}"
+_LOAD_PAGE = 5_000
 # Well below SQLite's limit on parameters in one statement, whatever its build.
 _CHUNK = 500
 
@@ -155,6 +157,6 @@ class SQLiteKeyStatesView(SQLiteTrackedView, KeyStatesView):
                 in_force = PolicyState.from_row(policy)
                 into.set_terms(in_force.terms, in_force.version)
             raw.execute(_LOAD)
-            load_rows(into, raw, _id_int)
+            load_rows(into, iter(partial(raw.fetchmany, _LOAD_PAGE), []), _id_int)
         into.position = position
         return position

@@ -187,13 +187,16 @@ class KeyStatesView(TrackingRecorder, ABC):
 
 
 def load_rows(
-    into: VerificationIndex, rows: Iterable[Sequence[Any]], id_int: Callable[[Any], int]
+    into: VerificationIndex,
+    pages: Iterable[Sequence[Sequence[Any]]],
+    id_int: Callable[[Any], int],
 ) -> None:
-    """Add rows of a key id (as `id_int` reads it) and the LOADED columns to an empty index."""
+    """Add pages of rows of a key id (as `id_int` reads it) and the LOADED columns to an empty
+    index."""
     if len(into):
         # Loading over records the index already holds could put an older state back.
         raise ValueError("load key states into an empty index")
-    into.load(rows, id_int)
+    into.load(pages, id_int)
 
 
 def index_row(s: KeyState) -> tuple[Any, ...]:

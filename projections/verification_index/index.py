@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
+from operator import or_
 from time import monotonic
 from typing import Any, ClassVar, Final
 from uuid import UUID
@@ -247,10 +248,6 @@ class VerificationIndex(TrackingRecorder):
             self._scope_sets[shared] = shared
         return shared
 
-    def shared_owner(self, owner_id: str) -> str:
-        """One str object per owner id: an owner's keys share it."""
-        return self._owners.setdefault(owner_id, owner_id)
-
     def shared_lifetime(self, lifetime: float | None) -> float | None:
         """One float object per distinct lifetime (most keys live a whole number of days)."""
         return None if lifetime is None else self._lifetimes.setdefault(lifetime, lifetime)
@@ -310,33 +307,49 @@ class VerificationIndex(TrackingRecorder):
             self._by_digest[digest] = record
             self._by_id[record.id_int] = record
 
-    def load(self, rows: Iterable[Sequence[Any]], id_int: Callable[[Any], int]) -> None:
-        """Add keys in bulk, as `add` does one: rows of (key id, read by `id_int`; owner id;
-        digest; scopes as space-separated text; expiry and lifetime in seconds; flags; when a
-        rotated key stops; version). One loop, nothing made per row but the record."""
+    def load(self, pages: Iterable[Sequence[Sequence[Any]]], id_int: Callable[[Any], int]) -> None:
+        """Add keys in bulk, as `add` does one, a page of rows at a time: rows of (key id, read
+        by `id_int`; owner id; digest; scopes as space-separated text; expiry and lifetime in
+        seconds; flags; when a rotated key stops; version).
+
+        Column by column, with `map` and `zip`: no Python code runs per row (a loop over the
+        rows took twice as long), and nothing is made per row but the record."""
         with self._write_lock:
-            by_digest, by_id, retires = self._by_digest, self._by_id, self._retires
+            by_digest, by_id = self._by_digest, self._by_id
             owner_of, lifetime_of = self._owners.setdefault, self._lifetimes.setdefault
-            judged, blocks = self._judged, self.blocks
             scope_sets: dict[str, frozenset[str]] = {}
-            for kid, owner, digest, text, expires_ts, lifetime, flags, retires_ts, version in rows:
-                scopes = scope_sets.get(text)
-                if scopes is None:
-                    scopes = scope_sets[text] = self.shared_scopes(text.split())
-                if lifetime is not None:
-                    lifetime = lifetime_of(lifetime, lifetime)
-                blocked = judged.get(lifetime)
-                if blocked is None:
-                    blocked = blocks(lifetime)
-                if blocked:
-                    flags |= BLOCKED_FLAG
-                key = id_int(kid)
-                if retires_ts is not None:
-                    retires[key] = retires_ts
-                    flags |= ROTATED_FLAG
-                by_id[key] = by_digest[digest] = KeyRecord(
-                    key, owner_of(owner, owner), scopes, expires_ts, lifetime, flags, version
+            blocked_flag: dict[float | None, int] = {}
+            for page in pages:
+                if not page:
+                    continue
+                kids, owners, digests, texts, expiries, lifetimes, flags, retiring, versions = zip(
+                    *page, strict=True
                 )
+                for text in set(texts).difference(scope_sets):
+                    scope_sets[text] = self.shared_scopes(text.split())
+                shared_lifetimes = list(map(lifetime_of, lifetimes, lifetimes))
+                for lifetime in set(shared_lifetimes).difference(blocked_flag):
+                    blocked_flag[lifetime] = BLOCKED_FLAG if self.blocks(lifetime) else 0
+                ids = list(map(id_int, kids))
+                records = list(
+                    map(
+                        KeyRecord,
+                        ids,
+                        map(owner_of, owners, owners),
+                        map(scope_sets.__getitem__, texts),
+                        expiries,
+                        shared_lifetimes,
+                        map(or_, flags, map(blocked_flag.__getitem__, shared_lifetimes)),
+                        versions,
+                    )
+                )
+                by_digest.update(zip(digests, records, strict=True))
+                by_id.update(zip(ids, records, strict=True))
+                if any(r is not None for r in retiring):
+                    for record, retires_ts in zip(records, retiring, strict=True):
+                        if retires_ts is not None:
+                            self._retires[record.id_int] = retires_ts
+                            record.flags |= ROTATED_FLAG
 
     def rotated(self, record: KeyRecord, retires_ts: float) -> None:
         """The key stops at `retires_ts`."""

@@ -202,9 +202,17 @@ class KeyStatesContract:
         life.run(15)
         behind = p.head() - (p.states.view.max_tracking_id("ledger") or 0)
         assert behind > 0
-        # A new process starts from the key states
+        # A new process starts from the key states, as they are
+        o = open_process()
+        started = warm_start(o.ledger, o.states)
+        # It loaded them and replayed what came after into its index, leaving the table as it was
+        assert (started.projected, started.replayed) == (0, behind)
+        assert started.position == p.head()
+        assert o.states.view.max_tracking_id("ledger") == p.head() - behind
+        assert same_index(o.ledger, replayed_up_to(p.store))
+        # Another starts, allowed to bring the key states up to date first
         q = open_process()
-        started = warm_start(q.ledger, q.states)
+        started = warm_start(q.ledger, q.states, catch_up_limit=behind)
         # It brought the key states up to date first, and loaded it all
         assert started.projected == behind
         assert started.states_position == started.position == p.head()
@@ -362,13 +370,15 @@ class KeyStatesContract:
         class CommitsMidway(VerificationIndex):
             """An index during whose load another process changes the store and the table."""
 
-            def load(self, rows: Iterable[Sequence[Any]], id_int: Callable[[Any], int]) -> None:
-                def commit_first() -> Iterator[Sequence[Any]]:
-                    for i, row in enumerate(rows):
+            def load(
+                self, pages: Iterable[Sequence[Sequence[Any]]], id_int: Callable[[Any], int]
+            ) -> None:
+                def commit_first() -> Iterator[Sequence[Sequence[Any]]]:
+                    for i, page in enumerate(pages):
                         if i == 0:
                             life.run(10)
                             assert other.states.catch_up() > 0
-                        yield row
+                        yield page
 
                 super().load(commit_first(), id_int)
 
@@ -395,7 +405,7 @@ class KeyStatesContract:
         # The connection dies halfway through loading
         def load_half(into: VerificationIndex) -> int:
             half = list(states.values())[: len(states) // 2]
-            load_rows(into, [index_row(state) for state in half], lambda key_id: key_id.int)
+            load_rows(into, [[index_row(state) for state in half]], lambda key_id: key_id.int)
             raise OperationalError("connection lost")
 
         monkeypatch.setattr(q.states.view, "load", load_half)
