@@ -7,7 +7,6 @@ import logging
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC
 from typing import Any
 
 import psycopg
@@ -15,9 +14,7 @@ from litestar import Litestar, MediaType, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.middleware import DefineMiddleware
 from litestar.routes import HTTPRoute
-from litestar.types import Message, Scope
 
 from api import problems
 from api.account import AccountController
@@ -25,14 +22,12 @@ from api.audit import AuditController
 from api.auth import (
     AUTH_EXCEPTION_HANDLERS,
     Authenticator,
-    KeyAuthMiddleware,
-    RefuseTokensInUrl,
     problem_response,
 )
 from api.authjs import SessionCookieCodec
-from api.edge import Edge
 from api.event_stream import EventStreamController, ServiceEventStreamController
-from api.forward_auth import ForwardAuth
+from api.forward_auth import ForwardAuth, Gatekeeper
+from api.front_door import FrontDoor
 from api.health import HealthController
 from api.json_body import JSONBodyRequest
 from api.keys import KeysController
@@ -42,8 +37,6 @@ from api.metrics import MetricsController
 from api.openapi import openapi_config
 from api.operator import OperatorController
 from api.page import AccountPage
-from api.principal import Principal
-from api.request_context import RequestIds
 from api.resource_metadata import protected_resource_metadata
 from api.verify import VerifyController
 from api.webhooks import WebhookPayloads, WebhooksController
@@ -58,6 +51,7 @@ from domain.errors import (
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.idempotency import IdempotencyKeyReused
 from infra import metrics
+from infra.access_log import AccessLog, access_log_enabled
 from infra.auth_failure_stores import auth_failure_store_for
 from infra.auth_failure_sync import AuthFailureSync
 from infra.auth_failures import AuthFailures
@@ -87,7 +81,6 @@ MAX_BODY_BYTES = 64 * 1024
 # the CPU count plus four, would let six requests at a time into the ledger on two cores, and
 # the rest queue in front of commands that could have been saved together.
 HANDLER_THREADS = 40
-TOKEN_EXPIRATION = b"anthra-token-expiration"
 
 
 def _error(status: int, error: str, description: str, field: str | None = None) -> Response[Any]:
@@ -181,33 +174,6 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     return _error(500, "server_error", "an internal error occurred; it has been logged")
 
 
-def _answer_headers(allowed: dict[str, str]) -> Any:
-    """The one place every answer's defaults are set: `Cache-Control: no-store` unless a handler
-    chose otherwise (the public metadata), and an OPTIONS answer's `Allow` listing every method
-    of its path (Litestar 2's own lists only those of the first handler registered there)."""
-
-    async def before_send(message: Message, scope: Scope) -> None:
-        if message["type"] != "http.response.start":
-            return
-        headers = list(message.get("headers", ()))
-        names = {name.lower() for name, _ in headers}
-        if b"cache-control" not in names:
-            headers.append((b"cache-control", b"no-store"))
-        principal = scope.get("user")
-        if isinstance(principal, Principal) and principal.expires_at is not None:
-            # GitHub's convention: a token's holder learns its expiry from every answer.
-            expires = principal.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            headers.append((TOKEN_EXPIRATION, expires.encode()))
-        if b"allow" in names and scope.get("method") == "OPTIONS":
-            methods = allowed.get(scope.get("path_template", ""))
-            if methods:
-                headers = [(n, v) for n, v in headers if n.lower() != b"allow"]
-                headers.append((b"allow", methods.encode()))
-        message["headers"] = headers
-
-    return before_send
-
-
 def create_app(settings: Settings | None = None, *, clock: Clock = time.time) -> Litestar:
     """Wire store, ledger, index follower, sweeper, authentication and controllers."""
     settings = settings or load_settings()
@@ -280,7 +246,22 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         failures=failures if failures.enabled else None,
     )
 
+    policy = Policy.load(settings.policy_file) if settings.policy_file else None
+    gatekeeper = Gatekeeper(policy, authenticator, settings.public_url)
+    access_log = (
+        AccessLog(json=settings.log_json)
+        if access_log_enabled(settings.log_level, settings.access_log)
+        else None
+    )
+
     index = ledger.index
+
+    def propagated(event: Any) -> None:
+        # Once caught up at start: what the index learns after that is propagation, not history.
+        if follower.ready.is_set():
+            metrics.TALLY.propagated(event)
+
+    ledger.on_applied = propagated
     metrics_flusher = MetricsFlusher(
         [
             (metrics.INDEX_KEYS, index.__len__),
@@ -297,6 +278,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         )
 
     def start() -> None:
+        if access_log is not None:
+            access_log.start()
         log.info("event store: %s (%s)", backend.name, backend.describe())
         follower.start()
         sweeper.start()
@@ -339,6 +322,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         ledger.close()
         if database_sessions is not None:
             await database_sessions.close()
+        if access_log is not None:
+            access_log.stop()
 
     allowed: dict[str, str] = {}
     app = Litestar(
@@ -365,11 +350,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             "usage": Provide(lambda: usage, use_cache=True, sync_to_thread=False),
             "webhooks": Provide(lambda: webhooks, use_cache=True, sync_to_thread=False),
         },
-        middleware=[
-            DefineMiddleware(
-                KeyAuthMiddleware, authenticator=authenticator, public_url=settings.public_url
-            )
-        ],
         exception_handlers={
             **AUTH_EXCEPTION_HANDLERS,
             InvalidInput: _invalid_input,
@@ -405,7 +385,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "usage": usage,
                 "webhooks": webhooks,
                 "webhook_deliverer": deliverer,
-                "policy": Policy.load(settings.policy_file) if settings.policy_file else None,
+                "policy": policy,
+                "gatekeeper": gatekeeper,
                 "dev_mode": settings.dev_mode,
                 "dev_sign_in_code": sign_in_code,
                 "dev_user": settings.dev_user,
@@ -418,7 +399,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         on_shutdown=[stop],
         openapi_config=openapi_config(),
         request_class=JSONBodyRequest,
-        before_send=[_answer_headers(allowed)],
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,
         debug=False,
@@ -428,7 +408,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         for route in app.routes
         if isinstance(route, HTTPRoute)
     )
-    # Before routing, so that even an unknown path with a token in its URL is a 400, not a 404;
-    # the edge outside everything, so every layer sees the trusted client, scheme and host.
-    app.asgi_handler = Edge.configured(RequestIds(RefuseTokensInUrl(app.asgi_handler)), settings)
+    # Before routing, so that even an unknown path with a token in its URL is a 400, not a 404,
+    # and `/v1/authz` is answered without it; outside everything, so every layer sees the
+    # trusted client, scheme and host. It authenticates the protected paths (what
+    # `KeyAuthMiddleware` does for another Litestar app), sets every answer's defaults
+    # (no-store, the request id, OPTIONS' Allow) and writes the access log.
+    app.asgi_handler = FrontDoor.configured(
+        app.asgi_handler,
+        settings,
+        access_log=access_log,
+        gatekeeper=gatekeeper,
+        allowed_methods=allowed,
+        authenticator=authenticator,
+    )
     return app

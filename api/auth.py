@@ -36,6 +36,7 @@ from api.principal import Principal
 from api.session_cookies import find_session_cookie, parse_cookie_header
 from infra.auth_failures import AuthFailures
 from infra.authjs_sessions import SessionClaims
+from infra.metrics import TALLY
 from infra.outage import Outage, summary
 from projections.verification_index.index import IndexStale, Verification
 
@@ -45,6 +46,7 @@ Verify = Callable[[str, Sequence[str]], Verification]
 _JWE_DOTS = 4  # compact JWE: header..iv.ciphertext.tag; a database session token has none
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 TOKEN_IN_URL = "tokens are accepted only in the Authorization header, never in the URL"  # noqa: S105
+_ONE_AUTHORIZATION = "send one Authorization header, not several"
 
 
 class SessionLookup(Protocol):
@@ -56,7 +58,8 @@ class SessionLookup(Protocol):
 def token_in_url(raw_path: bytes, query_string: bytes) -> bool:
     """Whether a token or an access_token parameter is in the URL, in any encoding."""
     for part in (raw_path, query_string):
-        if not part:
+        # A token holds "_" and a parameter "=", or their escapes: most URLs have none of them.
+        if not part or (b"_" not in part and b"=" not in part and b"%" not in part):
             continue
         text = part.lower()
         for _ in range(4):  # undo percent-encoding, double encoding included
@@ -101,27 +104,40 @@ class Authenticator:
             scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b"")
         ):
             raise problems.invalid_request(TOKEN_IN_URL)
-        authorization: list[bytes] = []
-        cookie_headers: list[bytes] = []
-        headers: dict[bytes, bytes] = {}
+        authorization: bytes | None = None
+        cookie_headers: list[bytes] | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":
-                authorization.append(value)
+                if authorization is not None:
+                    raise problems.invalid_request(_ONE_AUTHORIZATION)
+                authorization = value
             elif name == b"cookie":
-                cookie_headers.append(value)
-            else:
-                headers[name] = value
-        if len(authorization) > 1:
-            raise problems.invalid_request("send one Authorization header, not several")
-        if authorization:
-            return self._bearer(authorization[0], scope)
+                if cookie_headers is None:
+                    cookie_headers = [value]
+                else:
+                    cookie_headers.append(value)
+        if authorization is not None:
+            return self._bearer(authorization, scope)
         if cookie_headers:
             principal = await self._session(b"; ".join(cookie_headers))
             if principal is not None:
                 if scope.get("method", "GET") not in SAFE_METHODS:
-                    self._require_same_origin(scope, headers)
+                    self._require_same_origin(scope, dict(scope["headers"]))
                 return principal
         raise problems.no_credentials()
+
+    def bearer(self, scope: Scope) -> Principal:
+        """The caller of a request that may only present `Authorization: Bearer` (a session
+        cookie is not looked at); raises AuthProblem."""
+        authorization: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if authorization is not None:
+                    raise problems.invalid_request(_ONE_AUTHORIZATION)
+                authorization = value
+        if authorization is None:
+            raise problems.no_credentials()
+        return self._bearer(authorization, scope, "authz")
 
     def attempt_failed(self, scope: Scope, credential: str | None = None) -> None:
         """Count a refused credential against its client and token prefix; raises the 429 if
@@ -133,7 +149,7 @@ class Authenticator:
         if retry_after is not None:
             raise problems.too_many_failures(retry_after)
 
-    def _bearer(self, header: bytes, scope: Scope) -> Principal:
+    def _bearer(self, header: bytes, scope: Scope, route: str = "api") -> Principal:
         try:
             value = header.decode("ascii")
         except UnicodeDecodeError:
@@ -145,11 +161,14 @@ class Authenticator:
         try:
             verification = self.verify(credential, ())
         except IndexStale:
+            TALLY.verified("stale", route)
             raise problems.unavailable() from None
         record = verification.record
         if not verification.valid or record is None:
+            TALLY.verified("invalid_token", route)
             self.attempt_failed(scope, credential)
             raise problems.invalid_token(verification.description)
+        TALLY.verified("valid", route)
         return Principal(
             user_id=record.owner_id,
             scopes=record.scopes,
@@ -236,21 +255,6 @@ class KeyAuthMiddleware:
         await self.app(scope, receive, send)
 
 
-class RefuseTokensInUrl:
-    """Outermost ASGI layer: a URL holding a token is refused before routing, on every path."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.HTTP and token_in_url(
-            scope.get("raw_path") or b"", scope.get("query_string", b"")
-        ):
-            await _send_problem(send, problems.invalid_request(TOKEN_IN_URL))
-            return
-        await self.app(scope, receive, send)
-
-
 def metadata_url_of(scope: Scope, public_url: str = "") -> str:
     """The protected-resource metadata URL for a request's challenges: under the public URL,
     else the request's own trusted origin (its Host checked by the edge)."""
@@ -274,7 +278,7 @@ def require_secret(
     if not authorization:
         raise problems.no_credentials()
     if len(authorization) > 1:
-        raise problems.invalid_request("send one Authorization header, not several")
+        raise problems.invalid_request(_ONE_AUTHORIZATION)
     scheme, _, credential = authorization[0].strip().partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
         raise problems.invalid_request(f"use Authorization: Bearer <{what}>")

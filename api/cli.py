@@ -23,7 +23,7 @@ from domain.errors import InvalidInput, LedgerError
 from domain.scopes import SCOPES
 from infra.authjs_sessions import SessionTablesMissing
 from infra.policy import PolicyError
-from infra.settings import SettingsError, load_settings
+from infra.settings import SERVERS, SettingsError, load_settings
 from ledger.deadline import CONNECTION_ERRORS, OutcomeUnknown, StoreUnavailable, unavailable
 from ledger.key_ledger import parse_key_id
 from projections.audit_trail.view import MAX_PAGE, MAX_POSITION
@@ -69,15 +69,14 @@ def serve(args: argparse.Namespace) -> int:
         if name.endswith(".db"):
             os.remove(os.path.join(shared, name))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
-    import uvicorn
-
     from infra.backends import backend_for
-    from infra.logging import configure_logging, uvicorn_log_config
+    from infra.logging import configure_logging
 
     settings = load_settings()
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     workers = args.workers or settings.workers
+    server = args.server or settings.server
     configure_logging(settings.log_level, settings.log_json)
     if settings.authjs_database_url:
         _check_session_tables(settings.authjs_database_url)
@@ -97,11 +96,12 @@ def serve(args: argparse.Namespace) -> int:
     # The app factory runs in uvicorn's workers and reads its settings from the environment.
     os.environ["ANTHRA_HOST"] = host
     os.environ["ANTHRA_PORT"] = str(port)
+    os.environ["ANTHRA_SERVER"] = server
     settings = load_settings()
     base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     print(
         f"anthra-keys: listening on {base} ({backend_for(settings).name} event store, "
-        f"{workers} worker{'s' if workers > 1 else ''})",
+        f"{workers} worker{'s' if workers > 1 else ''}, {server})",
         flush=True,
     )
     if settings.dev_mode:
@@ -112,7 +112,18 @@ def serve(args: argparse.Namespace) -> int:
             f"{settings.dev_user!r}:\n  {base}/account/sign-in/local?code={code}",
             flush=True,
         )
+    if server == "granian":
+        _run_granian(host, port, workers, settings.log_level, settings.log_json)
+    else:
+        _run_uvicorn(host, port, workers, settings.log_level, settings.log_json)
+    return 0
+
+
+def _run_uvicorn(host: str, port: int, workers: int, level: str, json: bool) -> None:
+    import uvicorn
+
     from api.server_protocol import head_bound
+    from infra.logging import uvicorn_log_config
 
     uvicorn.run(
         "api.app:create_app",
@@ -127,14 +138,41 @@ def serve(args: argparse.Namespace) -> int:
         host=host,
         port=port,
         workers=workers,
-        log_config=uvicorn_log_config(settings.log_level, settings.log_json),
+        log_config=uvicorn_log_config(level, json),
+        # The app writes its own access log (infra/access_log.py), off the event loop.
+        access_log=False,
         server_header=False,
-        # The app's edge layer reads X-Forwarded-* from ANTHRA_TRUSTED_PROXIES only; uvicorn's
+        # The app's front door reads X-Forwarded-* from ANTHRA_TRUSTED_PROXIES only; uvicorn's
         # own handling would believe any peer on 127.0.0.1.
         proxy_headers=False,
         forwarded_allow_ips="",
     )
-    return 0
+
+
+def _run_granian(host: str, port: int, workers: int, level: str, json: bool) -> None:
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+
+    from api.server_protocol import head_bound
+    from infra.logging import uvicorn_log_config
+
+    Granian(
+        "api.app:create_app",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        factory=True,
+        http=HTTPModes.http1,
+        websockets=False,
+        # Granian's own bound on a request's head while it arrives.
+        http1_settings=HTTP1Settings(max_buffer_size=head_bound()),
+        # Granian's loggers go through the same redacting handlers; the app writes the access
+        # log itself (infra/access_log.py).
+        log_dictconfig=uvicorn_log_config(level, json),
+        log_access=False,
+    ).serve()
 
 
 def _check_session_tables(url: str) -> None:
@@ -397,6 +435,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (ANTHRA_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (ANTHRA_PORT, default 8000)")
     p.add_argument("--workers", type=int, help="worker processes (ANTHRA_WORKERS, default 1)")
+    p.add_argument(
+        "--server",
+        choices=SERVERS,
+        help=f"the HTTP server (ANTHRA_SERVER, default {SERVERS[0]})",
+    )
     p.set_defaults(run=serve)
 
     keys = commands.add_parser("keys", help="operate on keys directly in the event store")

@@ -1,37 +1,30 @@
 """The edge of the service: how much a request may bring, and whom to believe about its origin.
 
-`Edge` is the outermost ASGI layer. It refuses oversized headers (431) and request targets (414),
-takes the client address, scheme and host from `X-Forwarded-For`, `-Proto` and `-Host` only when
-the peer is a configured trusted proxy, and refuses a Host the service was not told to serve
-(421). It rewrites `scope["client"]`, `scope["scheme"]` and the Host header in place, so every
-later layer (the access log, audit context, the failed-authentication limiter, the same-origin
-check, metadata URLs) sees the trusted values and nothing else reads those three headers.
-`Forwarded` (RFC 7239) is not read: a proxy that sets only `X-Forwarded-*` would pass a
-client's own `Forwarded` through.
+`api.front_door.FrontDoor`, the outermost ASGI layer, applies these rules. It refuses oversized
+headers (431) and request targets (414), takes the client address, scheme and host from
+`X-Forwarded-For`, `-Proto` and `-Host` only when the peer is a configured trusted proxy, and
+refuses a Host the service was not told to serve (421). It rewrites `scope["client"]`,
+`scope["scheme"]` and the Host header in place, so every later layer (the access log, audit
+context, the failed-authentication limiter, the same-origin check, metadata URLs) sees the
+trusted values and nothing else reads those three headers. `Forwarded` (RFC 7239) is not read:
+a proxy that sets only `X-Forwarded-*` would pass a client's own `Forwarded` through.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import Final, cast
+from typing import Final
 
-from litestar.enums import ScopeType
-from litestar.types import (
-    ASGIApp,
-    Receive,
-    Scope,
-    Send,
-)
+from litestar.types import Scope
 
 from api import problems
-from infra.settings import Settings, is_host_name
+from infra.settings import is_host_name
 
 # The path and query a request may carry; a token-free URL of the API is far shorter.
 MAX_TARGET_BYTES: Final = 8 * 1024
 _DEFAULT_PORTS: Final = {"http": "80", "https": "443"}
 _SCHEMES: Final = {b"http": "http", b"https": "https"}
-_HTTP: str = ScopeType.HTTP.value  # a plain str: comparing with the enum member costs more
 _CACHE_SIZE: Final = 4096
 
 
@@ -167,88 +160,8 @@ class TrustedProxies:
         return client
 
 
-class Edge:
-    """Outermost ASGI layer: header and target limits, trusted proxies, allowed hosts."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        max_headers: int,
-        max_header_bytes: int,
-        trusted_proxies: Iterable[str] = (),
-        allowed_hosts: Iterable[str] = (),
-    ) -> None:
-        self.app = app
-        self.max_headers = max_headers
-        self.max_header_bytes = max_header_bytes
-        networks = tuple(trusted_proxies)
-        self.proxies = TrustedProxies(networks) if networks else None
-        hosts = frozenset(h.lower().encode("ascii") for h in allowed_hosts)
-        self.allowed_hosts = hosts or None
-        self._too_large = _refusal(
-            431,
-            "request_headers_too_large",
-            f"the request's headers exceed the limit of {max_headers} fields or "
-            f"{max_header_bytes} bytes of names and values",
-        )
-        self._too_long = _refusal(
-            414, "uri_too_long", f"the request's path and query exceed {MAX_TARGET_BYTES} bytes"
-        )
-        self._misdirected = _refusal(
-            421,
-            "misdirected_request",
-            "this service does not serve the host named in the request (ANTHRA_ALLOWED_HOSTS)",
-        )
-
-    @classmethod
-    def configured(cls, app: ASGIApp, settings: Settings) -> Edge:
-        return cls(
-            app,
-            max_headers=settings.max_headers,
-            max_header_bytes=settings.max_header_bytes,
-            trusted_proxies=settings.trusted_proxies,
-            # Hosts are checked only when listed; the public URL's host is then one of them.
-            allowed_hosts=(
-                (*settings.allowed_hosts, *_public_host(settings.public_url))
-                if settings.allowed_hosts
-                else ()
-            ),
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != _HTTP:
-            await self.app(scope, receive, send)
-            return
-        headers = cast("list[tuple[bytes, bytes]]", scope["headers"])
-        if len(headers) > self.max_headers:
-            await problems.send_answer(send, *self._too_large)
-            return
-        size = 0
-        for name, value in headers:  # a plain loop: cheaper here than sum(map(len, chain(…)))
-            size += len(name) + len(value)
-        if size > self.max_header_bytes:
-            await problems.send_answer(send, *self._too_large)
-            return
-        if len(scope.get("raw_path") or b"") + len(scope["query_string"]) > MAX_TARGET_BYTES:
-            await problems.send_answer(send, *self._too_long)
-            return
-        if self.proxies is not None:
-            self.proxies.apply(scope)
-        if self.allowed_hosts is not None and not self._serves(scope):
-            await problems.send_answer(send, *self._misdirected)
-            return
-        await self.app(scope, receive, send)
-
-    def _serves(self, scope: Scope) -> bool:
-        hosts = [value for name, value in scope["headers"] if name == b"host"]
-        if len(hosts) != 1:
-            return False
-        parts = split_authority(hosts[0].decode("latin-1"))
-        return parts is not None and parts[0].encode() in self.allowed_hosts  # type: ignore[operator]
-
-
-def _public_host(public_url: str) -> tuple[str, ...]:
+def public_host(public_url: str) -> tuple[str, ...]:
+    """The host of the public URL, if one is configured."""
     if not public_url:
         return ()
     parts = split_authority(public_url.partition("://")[2].split("/", 1)[0])
@@ -258,7 +171,8 @@ def _public_host(public_url: str) -> tuple[str, ...]:
 Refusal = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
-def _refusal(status: int, error: str, description: str) -> Refusal:
+def refusal(status: int, error: str, description: str) -> Refusal:
+    """A refusal answered before routing, closing the connection."""
     headers = [
         (b"content-type", b"application/json"),
         (b"cache-control", b"no-store"),

@@ -153,10 +153,17 @@ def cross_site() -> AuthProblem:
 
 
 async def send_answer(
-    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    send: Send,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    *,
+    sized: bool = False,
 ) -> None:
-    """Answer from an ASGI layer that runs before Litestar's routing (the edge, the auth
-    middleware): the start, then the whole body."""
+    """Answer from an ASGI layer that runs before Litestar's routing (the front door, the auth
+    middleware): the start, then the whole body; with its Content-Length if `sized`."""
+    if sized:
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
         "status": status,

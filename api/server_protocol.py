@@ -1,14 +1,21 @@
-"""uvicorn's httptools protocol with a bound on a request's head while it arrives.
+"""uvicorn's httptools protocol with a bound on a request's head while it arrives, and one
+write per answer.
 
-The edge layer answers 431 for headers over the limit, but only once the server has read them
+The front door answers 431 for headers over the limit, but only once the server has read them
 all: uvicorn keeps every header byte in memory first, with no bound of its own (200 MB of one
 header cost 400 MB here). This protocol stops reading a head that has grown far past the limit
-and answers the same 431 itself. `anthra-keys serve` runs it; the edge still decides the exact
-limit for anything under the bound.
+and answers the same 431 itself. `anthra-keys serve` runs it; the front door still decides the
+exact limit for anything under the bound.
+
+uvicorn writes an answer's head and its body with one `write` each, and the event loop sends
+each at once: two syscalls per answer, the largest single cost of a small request here. The
+protocol's transport gathers what is written while the loop runs one step and sends it together
+before the loop looks at the sockets again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 from typing import Any
@@ -44,14 +51,50 @@ def _refusal() -> bytes:
     )
 
 
+class GatheringTransport:
+    """A transport whose writes within one step of the loop leave in one `write`."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        pending = self._pending
+        if not pending:
+            self._loop.call_soon(self._flush)
+        pending.append(data)
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (is_closing, pause_reading, get_extra_info, ...) is the transport's.
+        return getattr(self._transport, name)
+
+
 class HeadBoundedHttpTools(HttpToolsProtocol):
-    """Counts the bytes that arrive between one request's end and the next one's headers."""
+    """Counts the bytes that arrive between one request's end and the next one's headers, and
+    sends what one step of the loop writes in one go."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._reading_head = True
         self._head_bytes = 0
         self._bound = head_bound()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(GatheringTransport(transport, self.loop))  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         if self._reading_head:

@@ -25,6 +25,7 @@ from api.schemas import VerifyRequest, VerifyResponse
 from domain.errors import InvalidInput
 from domain.scopes import ALL_SCOPES, in_order
 from domain.timeline import key_as_of, verify_as_of
+from infra.metrics import TALLY
 from ledger.key_ledger import KeyLedger
 from projections.verification_index.index import KeyRecord
 
@@ -82,6 +83,7 @@ class VerifyController(Controller):
         # Read before the answer: the answer reflects at least this position.
         position = ledger.index.position
         verification = ledger.verify(data.token, data.scopes)
+        TALLY.verified(verification.code, "verify")
         record = verification.record
         if record is None:
             authenticator.attempt_failed(request.scope, data.token)

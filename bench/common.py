@@ -190,12 +190,15 @@ def ledger_server(
     return Server(name, argv, server_env, workdir, "/readyz", port)
 
 
-def floor_server(name: str, workdir: Path, workers: int = 1, log_level: str = "info") -> Server:
+def floor_server(
+    name: str, workdir: Path, workers: int = 1, log_level: str = "info", *, access_log: bool = True
+) -> Server:
     """bench/floors.py on uvicorn with the settings `anthra-keys serve` uses."""
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", "bench.floors:app", "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--workers", str(workers), "--no-server-header"]
     argv += ["--log-level", log_level]
+    argv += [] if access_log else ["--no-access-log"]
     return Server(name, argv, {}, workdir, "/", port)
 
 

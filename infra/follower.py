@@ -138,6 +138,10 @@ class IndexFollower:
         while not self._stopping.is_set():
             try:
                 listener.open()
+                if self._channel.ongoing:
+                    from infra import metrics
+
+                    metrics.FOLLOWER_RECONNECTS.inc()
                 # LISTEN first, then read: a commit either is in what this reads or is
                 # notified afterwards.
                 started = time.monotonic()

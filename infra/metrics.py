@@ -108,6 +108,7 @@ class Tally:
     def __init__(self) -> None:
         self.verifications: Tally_[tuple[str, str]] = Tally_()
         self.latencies: list[tuple[str, float]] = []
+        self.propagations: list[float] = []
         self.dropped_samples = 0
         self.dropped_lines = 0
 
@@ -120,11 +121,18 @@ class Tally:
         else:
             self.dropped_samples += 1
 
+    def propagated(self, event: object) -> None:
+        """Another process's change reached this index: how long after it was recorded."""
+        at = getattr(event, "at", None)
+        if at is not None and len(self.propagations) < MAX_PENDING_SAMPLES:
+            self.propagations.append(max(0.0, time.time() - at.timestamp()))
+
     def take(self) -> Tally:
         """This tally's counts, leaving it empty (swapped, so a writer never waits)."""
         taken = Tally()
         taken.verifications, self.verifications = self.verifications, Tally_()
         taken.latencies, self.latencies = self.latencies, []
+        taken.propagations, self.propagations = self.propagations, []
         taken.dropped_samples, self.dropped_samples = self.dropped_samples, 0
         taken.dropped_lines, self.dropped_lines = self.dropped_lines, 0
         return taken
@@ -140,6 +148,8 @@ def flush(tally: Tally = TALLY) -> None:
         VERIFICATIONS.labels(outcome, route).inc(n)
     for route, seconds in taken.latencies:
         REQUEST_SECONDS.labels(route).observe(seconds)
+    for seconds in taken.propagations:
+        PROPAGATION_SECONDS.observe(seconds)
     if taken.dropped_samples:
         SAMPLES_DROPPED.inc(taken.dropped_samples)
     if taken.dropped_lines:

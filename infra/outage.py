@@ -31,6 +31,9 @@ class Outage:
 
     def failed(self, reason: str, consequence: str = "") -> None:
         """A failure: logged (at WARNING, no traceback) only if it is the first of an outage."""
+        from infra import metrics  # here: serve names the metrics folder before it is imported
+
+        metrics.STORE_ERRORS.labels(self.what).inc()
         with self._lock:
             self._failures += 1
             self.reason = reason

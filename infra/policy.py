@@ -20,6 +20,7 @@ normalised unambiguously.
 
 from __future__ import annotations
 
+import re
 import tomllib
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
@@ -35,7 +36,7 @@ ANY_METHOD = "*"
 _ROUTE_KEYS = frozenset({"method", "path", "scope", "public"})
 _DOT_SEGMENTS = frozenset({".", ".."})
 # Printable ASCII without space: anything else in a request target is refused, not guessed at.
-_URI_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+_URI = re.compile("[\x21-\x7e]+")
 
 
 Fail = Callable[[str, str], "PolicyError"]
@@ -88,11 +89,29 @@ class Rule:
 
 
 class Policy:
-    """Rules sorted most specific first; `match` answers the rule for a request, or None."""
+    """Rules sorted most specific first; `match` answers the rule for a request, or None.
+
+    The rules are compiled once into lookups that give the same answer as trying every rule in
+    order: a pattern without wildcards by (method, segments) in one dict look-up (it outranks any
+    pattern with one), then the patterns of the path's segment count, then those ending in `**`.
+    """
 
     def __init__(self, rules: Iterable[Rule], source: str = "<policy>") -> None:
         self.rules = sorted(rules, key=Rule.specificity)
         self.source = source
+        self._exact: dict[tuple[str, tuple[str, ...]], Rule] = {}
+        self._bounded: dict[int, list[Rule]] = {}
+        self._open: list[Rule] = []
+        for rule in self.rules:
+            segments = rule.segments
+            if segments and segments[-1] == "**":
+                self._open.append(rule)
+            elif "*" in segments:
+                self._bounded.setdefault(len(segments), []).append(rule)
+            else:
+                # Sorted order puts an exact method before "*": the first one in keeps the key.
+                for method in rule.methods if rule.methods is not None else (ANY_METHOD,):
+                    self._exact.setdefault((method, segments), rule)
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:
@@ -131,7 +150,14 @@ class Policy:
         """As `match`, for a path `normalise_path` already answered."""
         method = method.upper()
         segments = _segments(path)
-        for rule in self.rules:
+        exact = self._exact
+        rule = exact.get((method, segments)) or exact.get((ANY_METHOD, segments))
+        if rule is not None:
+            return rule
+        for rule in self._bounded.get(len(segments), ()):
+            if rule.matches(method, segments):
+                return rule
+        for rule in self._open:
             if rule.matches(method, segments):
                 return rule
         return None
@@ -158,7 +184,7 @@ def path_of(target: str) -> str:
 
     One trailing slash is allowed and ignored (`/books/` is judged as `/books`).
     """
-    if not target or any(c not in _URI_CHARS for c in target):
+    if not _URI.fullmatch(target):
         raise AmbiguousPath("spaces, control characters and raw non-ASCII are not allowed")
     path = target.split("?", 1)[0].split("#", 1)[0]
     if not path.startswith("/"):
@@ -180,6 +206,11 @@ def path_of(target: str) -> str:
 def _segment(raw: str) -> str:
     if not raw:
         raise AmbiguousPath("empty segments (//) are not allowed")
+    if "%" not in raw:
+        # Nothing to decode: printable ASCII with no slash or backslash, so only dots to check.
+        if "." in raw:
+            _refuse_dots(raw)
+        return raw
     try:
         decoded = unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError:

@@ -9,6 +9,9 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+# The HTTP servers `anthra-keys serve` can run the app on (ANTHRA_SERVER); the first is the default.
+SERVERS = ("uvicorn", "granian")
+
 
 class SettingsError(ValueError):
     """A configuration value is wrong; names the variable."""
@@ -28,6 +31,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     allowed_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_json: bool = False
+    access_log: bool = True
+    server: str = "uvicorn"
     poll_interval: float = 0.1
     heartbeat_interval: float = 0.25
     max_staleness: float = 0.75
@@ -226,6 +231,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     level = env.get("ANTHRA_LOG_LEVEL", "INFO").upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise SettingsError(f"ANTHRA_LOG_LEVEL must be a logging level, got {level!r}")
+    access_log = env.get("ANTHRA_ACCESS_LOG", "on").strip().lower()
+    if access_log not in {"on", "off"}:
+        raise SettingsError(f"ANTHRA_ACCESS_LOG must be on or off, got {access_log!r}")
+    server = env.get("ANTHRA_SERVER", "uvicorn").strip().lower()
+    if server not in SERVERS:
+        raise SettingsError(f"ANTHRA_SERVER must be one of {', '.join(SERVERS)}, got {server!r}")
     settings = Settings(
         database_url=database_url,
         host=env.get("ANTHRA_HOST", "127.0.0.1"),
@@ -238,6 +249,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allowed_origins=_list(env.get("ANTHRA_ALLOWED_ORIGINS")),
         log_level=level,
         log_json=env.get("ANTHRA_LOG_JSON", "") in {"1", "true", "yes"},
+        access_log=access_log == "on",
+        server=server,
         poll_interval=_float(env, "ANTHRA_POLL_INTERVAL", 0.1, 0.005, 5.0),
         heartbeat_interval=_float(env, "ANTHRA_HEARTBEAT_INTERVAL", 0.25, 0.01, 5.0),
         max_staleness=_float(env, "ANTHRA_MAX_STALENESS", 0.75, 0.05, 1.0),

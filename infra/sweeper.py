@@ -70,15 +70,21 @@ class ExpirySweeper:
             self._thread.join(timeout=timeout)
 
     def _run(self) -> None:
+        from infra import metrics
+
         while not self._stopping.wait(self.interval):
             try:
                 appended = self.sweep()
             except (StoreUnavailable, *CONNECTION_ERRORS) as e:
+                metrics.SWEEPER_RUNS.labels("store_unavailable").inc()
                 self._outage.failed(unavailable(e).reason)
                 continue
             except Exception:
+                metrics.SWEEPER_RUNS.labels("failed").inc()
                 log.warning("expiry sweep failed; will retry", exc_info=True)
                 continue
+            metrics.SWEEPER_RUNS.labels("ok").inc()
+            metrics.SWEEPER_EVENTS.inc(appended)
             self._outage.succeeded()
             if appended:
                 log.info("sweep recorded %d Expired or Revoked (unused) events", appended)

@@ -126,6 +126,8 @@ class KeyLedger(Lifecycle):
         super().__init__(env)
         self.clock = clock
         self.on_use = on_use
+        # Told of each event this index learns from the store (another process's change).
+        self.on_applied: Callable[[Any], None] | None = None
         self.index = index if index is not None else VerificationIndex()
         self.projection = KeyProjection(view=self.index)
         self._catch_up_lock = threading.Lock()
@@ -316,14 +318,20 @@ class KeyLedger(Lifecycle):
         return sum(1 for r in index.records() if r.blocked and index.status(r, now) == BLOCKED)
 
     def due_for_expiry(self) -> list[UUID]:
-        """Keys whose expiry has passed but which have no Expired event yet."""
+        """Keys whose expiry has passed but which have no Expired event yet (a key rotated out
+        before its expiry never expires: it had ended already)."""
         now = self.clock()
         ended = REVOKED_FLAG | EXPIRED_FLAG
-        return [
-            r.key_id
-            for r in self.index.records()
-            if r.expires_ts is not None and r.expires_ts <= now and not r.flags & ended
-        ]
+        index = self.index
+        due = []
+        for r in index.records():
+            if r.expires_ts is None or r.expires_ts > now or r.flags & ended:
+                continue
+            retires = index.retires_ts(r)
+            if retires is not None and retires < r.expires_ts:
+                continue
+            due.append(r.key_id)
+        return due
 
     # Following the store
 
@@ -354,6 +362,8 @@ class KeyLedger(Lifecycle):
             return
         event = self.mapper.to_domain_event(notification)
         self.projection.process_event(event, Tracking(self.name, notification.id))
+        if self.on_applied is not None:
+            self.on_applied(event)
 
     # Saving
 

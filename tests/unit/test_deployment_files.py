@@ -33,3 +33,32 @@ def test_the_compose_stack_is_one_origin_with_a_tagged_image_and_no_empty_secret
     assert services["gateway"]["ports"] == ["8080:80"]
     conf = (ROOT / "deploy" / "nginx.conf").read_text()
     assert "server authjs:3000;" in conf and "location /api/auth/" in conf
+
+
+def test_the_dashboard_and_prometheus_read_metrics_the_service_has() -> None:
+    import json
+    import re
+
+    from prometheus_client import REGISTRY
+
+    from infra import metrics
+
+    assert metrics.VERIFICATIONS  # the service's metrics are registered
+    names = {
+        family.name + suffix
+        for family in REGISTRY.collect()
+        for suffix in ("", "_total", "_bucket")
+    }
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "anthra-key-ledger.json").read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"anthra_[a-z_]+", target["expr"])
+    }
+    assert used and used <= names, used - names
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    port = compose["services"]["ledger-a"]["environment"]["ANTHRA_METRICS_PORT"]
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert targets == [f"ledger-a:{port}", f"ledger-b:{port}"]

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from api.edge import Edge, origin, origin_of_url
+from api.edge import origin, origin_of_url
+from api.front_door import FrontDoor
 from infra.settings import Settings
 from tests.api_support import ORIGIN, SAME_ORIGIN, SECRET, api_client, from_peer, mint, signed_in_as
 
@@ -26,7 +27,7 @@ class Inner:
 
 
 def request(
-    edge: Edge,
+    edge: FrontDoor,
     headers: list[tuple[bytes, bytes]],
     client: str = "127.0.0.1",
     path: bytes = b"/",
@@ -58,8 +59,8 @@ def request(
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
 
-def edge_with(inner: Inner, **settings: Any) -> Edge:
-    return Edge.configured(inner, Settings(database_url="memory:", **settings))  # type: ignore[arg-type]
+def edge_with(inner: Inner, **settings: Any) -> FrontDoor:
+    return FrontDoor.configured(inner, Settings(database_url="memory:", **settings))  # type: ignore[arg-type]
 
 
 HOST = [(b"host", b"ledger.example")]
