@@ -137,8 +137,10 @@ class AuditController(Controller):
         start = parse_instant(since, "since")
         end = parse_instant(until, "until") if until is not None else datetime.now(UTC)
         exposed = []
+        policy = ledger.policy_history()
         for record in ledger.keys_of(principal_of(request).user_id):
-            intervals = scope_intervals(ledger.history(record.key_id), scope_name, start, end)
+            history = ledger.history(record.key_id)
+            intervals = scope_intervals(history, scope_name, start, end, policy)
             if intervals:
                 exposed.append(
                     ExposedKey(

@@ -204,7 +204,8 @@ class KeysController(Controller):
             record = ledger.key(key_id, owner_id=owner_id)
             return key_view(record, ledger, usage.last_used([record.key_id]))
         instant = parse_instant(as_of, "as_of")
-        then = key_as_of(ledger.history(key_id, owner_id=owner_id), instant)
+        history = ledger.history(key_id, owner_id=owner_id)
+        then = key_as_of(history, instant, ledger.policy_history())
         if then is None:
             raise KeyNotFound(f"{key_id} (it did not exist at {instant.isoformat()})")
         return KeyAsOfView(

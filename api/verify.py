@@ -133,8 +133,9 @@ def _verify_as_of(
         # Another person's token answers as an unknown one: nothing to learn about it.
         return VerifyResponse(valid=False, code="invalid_token")
     events = ledger.history(record.key_id)
-    code = verify_as_of(events, instant, data.scopes)
-    then = key_as_of(events, instant)
+    policy = ledger.policy_history()
+    code = verify_as_of(events, instant, data.scopes, policy)
+    then = key_as_of(events, instant, policy)
     if then is None or code == "invalid_token":
         # As live: a token that would have been refused learns nothing about its key.
         return VerifyResponse(valid=False, code="invalid_token")

@@ -85,6 +85,12 @@ class Lifecycle(Recording):
 
     index: VerificationIndex
 
+    @bounded()
+    def policy_history(self) -> list[Any]:
+        """Every change of the lifetime policy, oldest first, read from the store (for judging a
+        key's past by the policy in force at the time)."""
+        return list(self.events.get(POLICY_ID))
+
     def lifetime_terms(self) -> Terms:
         """The lifetime policy in force, as this process's index holds it: no read of the store
         per mint. A change made by another process a few milliseconds ago may not be here yet;

@@ -337,3 +337,36 @@ def test_stale_keys_are_listed_then_revoked_as_unused(clock: FakeClock) -> None:
         events = client.get(f"/api/v1/keys/{idle['id']}/history", headers=ALICE).json()["events"]
         assert events[-1]["type"] == "Revoked" and events[-1]["reason"] == "unused"
         assert events[-1]["actor"] == "system"
+
+
+def test_answers_about_the_past_judge_a_key_by_the_policy_then_in_force(clock: FakeClock) -> None:
+    with api_client(clock=clock) as client:
+        year = mint(client, scopes=["books:read", "account:read"], expires_in_days=365)
+        start = datetime.fromtimestamp(clock.now, UTC)
+        clock.advance(DAY)
+        set_policy(client, max_lifetime_days=90)  # blocks it from here
+        clock.advance(DAY)
+        set_policy(client)  # and no more from here
+        clock.advance(DAY)
+        blocked_then = (start + timedelta(days=1, hours=12)).isoformat()
+        shown = client.get(
+            f"/api/v1/keys/{year['id']}", params={"as_of": blocked_then}, headers=ALICE
+        )
+        assert shown.json()["status"] == "blocked"
+        fine_then = (start + timedelta(hours=12)).isoformat()
+        shown = client.get(f"/api/v1/keys/{year['id']}", params={"as_of": fine_then}, headers=ALICE)
+        assert shown.json()["status"] == "active"
+        exposure = client.get(
+            "/api/v1/audit/exposure",
+            params={
+                "scope": "books:read",
+                "since": start.isoformat(),
+                "until": (start + timedelta(days=3)).isoformat(),
+            },
+            headers=ALICE,
+        ).json()
+        (key,) = exposure["keys"]
+        assert len(key["intervals"]) == 2  # usable before the policy, and after it relaxed
+        assert key["intervals"][0]["end"] == (start + timedelta(days=1)).isoformat().replace(
+            "+00:00", "Z"
+        )
