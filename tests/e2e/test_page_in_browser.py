@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 from tests.api_support import OPERATOR_SECRET
 from tests.e2e.conftest import Secrets, StartServer
 from tests.e2e.server import ServerProcess
+from tests.unit.test_leak_reports import Partner, report
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -35,9 +37,19 @@ def sign_in_link(server: ServerProcess) -> str:
 
 
 @pytest.fixture
-def dev_server(sqlite_url: str, start_server: StartServer) -> ServerProcess:
-    """The Quickstart's server: SQLite, loopback, no AUTH_SECRET, so development mode."""
-    return start_server(sqlite_url, AUTH_SECRET="")
+def leak_partner() -> Partner:
+    return Partner()
+
+
+@pytest.fixture
+def dev_server(
+    sqlite_url: str, start_server: StartServer, leak_partner: Partner, tmp_path: Path
+) -> ServerProcess:
+    """The Quickstart's server: SQLite, loopback, no AUTH_SECRET, so development mode (and a
+    secret-scanning partner it takes leak reports from)."""
+    keys = tmp_path / "secret-scanning-keys.json"
+    keys.write_text(json.dumps(leak_partner.document()))
+    return start_server(sqlite_url, AUTH_SECRET="", ANTHRA_LEAK_KEYS_FILE=str(keys))
 
 
 @pytest.fixture
@@ -456,3 +468,23 @@ def test_a_key_the_lifetime_policy_no_longer_allows_is_shown_blocked(
     wait_for_status(row_by_prefix(page, long_lived), "active")
     with api(dev_server, long_lived) as client:
         assert client.get("/api/v1/account").status_code == 200
+
+
+def test_a_key_revoked_by_a_leak_report_says_where_the_token_was_found(
+    page: Any, dev_server: ServerProcess, secrets_seen: Secrets, leak_partner: Partner
+) -> None:
+    token = create_key(page, "Pasted in a gist", ["account:read"])
+    secrets_seen.tokens.append(token)
+    page.get_by_test_id("token-done").click()
+    body = report(token, url="https://gist.github.com/octo/0123abcd")
+    answer = httpx.post(f"{dev_server.url}/v1/leaks", content=body, headers=leak_partner.sign(body))
+    assert answer.json()[0]["label"] == "true_positive"
+    page.reload()
+    row = row_by_prefix(page, token)
+    wait_for_status(row, "revoked")
+    events = open_history(row)
+    events.nth(1).wait_for()
+    place = row.get_by_test_id("leak-place")
+    assert "https://gist.github.com/octo/0123abcd" in place.inner_text()
+    assert "Reason: leaked" in events.nth(1).inner_text()
+    assert place.locator("a").count() == 0  # the reporter's URL is shown, never linked

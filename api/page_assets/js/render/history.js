@@ -120,6 +120,20 @@ function scopeChanges(event) {
   return changes.length ? ` (${changes.join("; ")})` : "";
 }
 
+// A leak report's revocation says where the scanner found the token: shown as text, never as a
+// link (the reporter chose that URL).
+function revokedDetails(event) {
+  const reason = event.reason ? `Reason: ${event.reason}` : "No reason given.";
+  const found = event.context && event.context.leak_url;
+  if (!found) return [reason];
+  const source = event.context.leak_source ? ` (${event.context.leak_source})` : "";
+  return [
+    reason,
+    " ",
+    el("span", { "data-testid": "leak-place" }, `Reported by a secret scanner, found at ${found}${source}.`),
+  ];
+}
+
 function eventDetails(event, keyLabel, now) {
   switch (event.type) {
     case "Minted":
@@ -140,7 +154,7 @@ function eventDetails(event, keyLabel, now) {
         scopeChanges(event),
       ];
     case "Revoked":
-      return [event.reason ? `Reason: ${event.reason}` : "No reason given."];
+      return revokedDetails(event);
     case "Expired":
       return event.expires_at ? ["Reached its expiry, ", timeEl(event.expires_at), "."] : [];
     case "Rotated":
