@@ -128,6 +128,42 @@ _AUTHZ_HEADERS = [
         "schema": {"type": "string", "pattern": "^[A-Za-z]{1,16}$"},
     },
 ]
+_SIGNATURE_HEADERS = [
+    {
+        "name": name,
+        "in": "header",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+    for name, description in (
+        (
+            "webhook-id",
+            "The message's id, the same on every attempt (evt_<position>): dedupe on it",
+        ),
+        ("webhook-timestamp", "Seconds since the epoch when this attempt was signed"),
+        (
+            "webhook-signature",
+            "v1,<base64 HMAC-SHA256 of id.timestamp.body> with the endpoint's whsec_ secret "
+            "(Standard Webhooks)",
+        ),
+    )
+]
+_WEBHOOK_DELIVERY = {
+    "post": {
+        "summary": "A key event or an expiry notice, delivered to a registered endpoint",
+        "description": "Signed per Standard Webhooks; at least once, in store order per "
+        "endpoint; retried with backoff for 24 hours until a 2xx, then the endpoint is disabled.",
+        "parameters": _SIGNATURE_HEADERS,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/WebhookMessage"}}
+            },
+        },
+        "responses": {"2XX": {"description": "Received; any other answer is retried"}},
+    }
+}
 # The leak report is read raw (its signature covers the exact bytes), so Litestar cannot see it.
 LEAKS_PATH = "/v1/leaks"
 _LEAK_REPORT = {
@@ -204,6 +240,8 @@ def contract(
     components = document.setdefault("components", {})
     components["securitySchemes"] = SECURITY_SCHEMES
     components.setdefault("schemas", {}).update(_wire_schemas())
+    # What the ledger POSTs to a registered webhook endpoint (OpenAPI 3.1's `webhooks`).
+    document["webhooks"] = {"keyEvent": _WEBHOOK_DELIVERY}
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             if path == LEAKS_PATH and isinstance(operation, dict):

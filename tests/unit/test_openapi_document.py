@@ -187,3 +187,11 @@ def test_each_bearer_requirement_names_the_scopes_a_token_needs() -> None:
     assert {"bearer": []} in paths["/api/v1/account/whoami"]["get"]["security"]
     report = paths["/v1/leaks"]["post"]
     assert report["requestBody"]["content"]["application/json"]["schema"]["maxItems"] == 1000
+
+
+def test_the_webhook_message_the_ledger_sends_is_documented() -> None:
+    delivery = _document()["webhooks"]["keyEvent"]["post"]
+    schema = delivery["requestBody"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/WebhookMessage"}
+    names = {p["name"] for p in delivery["parameters"]}
+    assert names == {"webhook-id", "webhook-timestamp", "webhook-signature"}
