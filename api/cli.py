@@ -273,8 +273,8 @@ def policy_set(args: argparse.Namespace) -> int:
 
 def stale(args: argparse.Namespace) -> int:
     """A dry run of the stale-key sweep: what it would revoke, and revokes nothing."""
+    from api.operator import stale_view
     from infra.backends import backend_for
-    from ledger.stale_keys import stale_keys
     from ledger.usage_report import UsageReport
     from projections.usage.counter import UsageCounter
 
@@ -287,22 +287,7 @@ def stale(args: argparse.Namespace) -> int:
         )
         return 2
     usage = UsageReport(backend_for(load_settings()).usage_store(), UsageCounter(), ledger.clock)
-    found = stale_keys(ledger, usage, days)
-    _print_json(
-        {
-            "revoke_unused_after_days": days,
-            "keys": [
-                {
-                    "id": str(r.key_id),
-                    "owner_id": r.owner_id,
-                    "prefix": r.prefix,
-                    "name": r.name,
-                    "last_used_or_minted_at": seen,
-                }
-                for r, seen in found
-            ],
-        }
-    )
+    _print_json(stale_view(ledger, usage, days))
     return 0
 
 

@@ -41,6 +41,24 @@ KeyId = Annotated[str, PathParameter(description="A key's id", schema_extra={"fo
 CONFLICT = {409: ResponseSpec(ErrorBody, description="The key is revoked, expired or rotated")}
 
 
+def stale_view(ledger: KeyLedger, usage: UsageReport, days: int | None) -> StaleKeys:
+    """The keys unused for `days` days (none for None), as the API and the CLI show them."""
+    found = [] if days is None else stale_keys(ledger, usage, days)
+    return StaleKeys(
+        revoke_unused_after_days=days,
+        keys=[
+            StaleKey(
+                id=str(r.key_id),
+                owner_id=r.owner_id,
+                prefix=r.prefix,
+                name=r.name,
+                last_used_or_minted_at=seen,
+            )
+            for r, seen in found
+        ],
+    )
+
+
 def policy_view(ledger: KeyLedger) -> LifetimePolicyView:
     terms = ledger.lifetime_terms()
     return LifetimePolicyView(
@@ -143,20 +161,7 @@ class OperatorController(Controller):
         """A dry run: the keys the policy's "revoke keys unused for N days" would revoke now
         (none when it sets no such limit)."""
         days = ledger.lifetime_terms().revoke_unused_after_days
-        found = [] if days is None else stale_keys(ledger, usage, days)
-        return StaleKeys(
-            revoke_unused_after_days=days,
-            keys=[
-                StaleKey(
-                    id=str(r.key_id),
-                    owner_id=r.owner_id,
-                    prefix=r.prefix,
-                    name=r.name,
-                    last_used_or_minted_at=seen,
-                )
-                for r, seen in found
-            ],
-        )
+        return stale_view(ledger, usage, days)
 
     @post("/keys/{key_id:str}/suspend", status_code=200, sync_to_thread=True, responses=CONFLICT)
     def suspend(
