@@ -27,7 +27,7 @@ from datetime import UTC
 from typing import Final, Protocol, cast
 
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
 from api import problems
 from api.auth import TOKEN_IN_URL, Authenticator, metadata_url_of, token_in_url
@@ -51,6 +51,10 @@ _NO_STORE: Final = (b"cache-control", b"no-store")
 # GitHub's convention: a token's holder learns its expiry from every answer.
 TOKEN_EXPIRATION: Final = b"anthra-token-expiration"
 _ALLOW: Final = b"allow"
+_DISCONNECT: Final = "http.disconnect"
+# nginx's status for a request whose client left before it was answered (or was cut off by the
+# server's read deadline): only ever written to the access log, never sent.
+CLIENT_CLOSED_REQUEST: Final = 499
 _HTTP: str = ScopeType.HTTP.value  # a plain str: comparing with the enum member costs more
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
@@ -200,14 +204,24 @@ class FrontDoor:
         else:
             state["request_id"] = request_id
         id_header = (_REQUEST_ID, request_id.encode())
-        status = 500  # if the app fails before it answers, the server answers 500
+        status: int | None = None  # the status the answer went out with, once it has
         method = cast("HTTPScope", scope)["method"]
         path: str = scope["path"]
+        client_gone = False
+
+        async def receive_watching() -> ReceiveMessage:
+            nonlocal client_gone
+            message = await receive()
+            if message["type"] == _DISCONNECT:
+                client_gone = True
+            return message
 
         async def send_with_defaults(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
+                # An answer begun after the client left reaches no one: whatever the app made
+                # of the lost request body, the line says the client closed the request.
+                status = CLIENT_CLOSED_REQUEST if client_gone else message["status"]
                 message["headers"] = self._defaults(message.get("headers", ()), id_header, scope)
             await send(message)
 
@@ -227,7 +241,7 @@ class FrontDoor:
                 else:
                     scope["user"] = principal
                     scope["auth"] = principal.via
-                    await self.app(scope, receive, send_with_defaults)
+                    await self.app(scope, receive_watching, send_with_defaults)
             elif self.gatekeeper is not None and (
                 path == self._authz or path.startswith(self._authz_under)
             ):
@@ -238,11 +252,14 @@ class FrontDoor:
                 else:
                     # Litestar's: a HEAD answer without its body, an OPTIONS one with Allow,
                     # 405 for a method the route does not take.
-                    await self.app(scope, receive, send_with_defaults)
+                    await self.app(scope, receive_watching, send_with_defaults)
             else:
-                await self.app(scope, receive, send_with_defaults)
+                await self.app(scope, receive_watching, send_with_defaults)
         finally:
             TALLY.answered(self._kind(path), time.perf_counter() - started)
+            if status is None:
+                # No answer began: the server answers 500, unless the client had left.
+                status = CLIENT_CLOSED_REQUEST if client_gone else 500
             access_log = self.access_log
             if access_log is not None:
                 client = scope.get("client")

@@ -165,3 +165,67 @@ def test_failed_attempts_counted_by_one_process_limit_the_other_never_a_valid_to
         # Another client is not limited
         other = {"Authorization": bogus["Authorization"], "X-Forwarded-For": other_ip}
         assert http.get(f"{b.url}/api/v1/account/whoami", headers=other).status_code == 401
+
+
+READ_TIMEOUT = 1.0
+_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+_BODY_HEAD = (
+    b"POST /v1/verify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 400\r\n\r\n"
+)
+# What a slow client (slowloris) sends, piece by piece, 50 ms apart: never a whole request.
+SLOW_CLIENTS = {
+    "connects and sends nothing": [],
+    "stops half way through the head": [_HEAD],
+    "sends the head a byte at a time": [bytes([b]) for b in _HEAD + b"X-Slow: " + b"a" * 200],
+    "stops half way through the body": [_BODY_HEAD + b'{"token": "'],
+    "sends the body a byte at a time": [_BODY_HEAD, *([b" "] * 300)],
+    "answered once, then starts another request and stops": [
+        _HEAD + b"\r\n" + b"GET /hea",
+    ],
+}
+
+
+@pytest.mark.parametrize("pieces", SLOW_CLIENTS.values(), ids=SLOW_CLIENTS.keys())
+def test_a_request_that_does_not_arrive_in_time_is_408_and_its_connection_closed(
+    pieces: list[bytes], sqlite_url: str, start_server: StartServer
+) -> None:
+    server = start_server(sqlite_url, ANTHRA_REQUEST_READ_TIMEOUT=str(READ_TIMEOUT))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        started = time.monotonic()
+        with contextlib.suppress(OSError):  # the server closes the connection as it answers
+            for piece in pieces:
+                raw.sendall(piece)
+                time.sleep(0.05)
+        received = b""
+        while chunk := raw.recv(65536):  # until the server closes the connection
+            received += chunk
+        took = time.monotonic() - started
+    assert took < READ_TIMEOUT + 2, f"the connection was held {took:.1f} s"
+    answers = received.split(b"HTTP/1.1 ")[1:]
+    assert answers, "the server closed the connection without an answer"
+    assert answers[-1].startswith(b"408 "), received[-300:]
+    assert b'"error":"request_timeout"' in answers[-1]
+    assert all(a.startswith(b"200 ") for a in answers[:-1])
+    # The server serves on, and the access log never counts a lost client as its own failure
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    server.stop()
+    assert not [line for line in server.log_lines() if '" 500 ' in line]
+
+
+def test_an_answer_being_streamed_is_never_cut_by_the_read_deadline(
+    sqlite_url: str, start_server: StartServer, secrets_seen: Secrets
+) -> None:
+    server = start_server(sqlite_url, ANTHRA_REQUEST_READ_TIMEOUT=str(READ_TIMEOUT))
+    cookie = session_cookie("alice")
+    secrets_seen.cookies.append(cookie)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.sendall(
+            b"GET /api/v1/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"Cookie: {COOKIE}={cookie}\r\n\r\n".encode()
+        )
+        assert raw.recv(65536).startswith(b"HTTP/1.1 200 ")
+        time.sleep(READ_TIMEOUT * 3)
+        raw.settimeout(0.2)
+        with contextlib.suppress(TimeoutError):  # nothing more to read: still open
+            assert raw.recv(65536), "the stream was closed"

@@ -12,7 +12,7 @@ import pytest
 
 from domain import token as token_format
 from infra.access_log import AccessLog, access_log_enabled
-from tests.api_support import api_client, bearer, mint
+from tests.api_support import SAME_ORIGIN, api_client, bearer, mint, signed_in_as
 
 KEEP = 12
 
@@ -132,3 +132,49 @@ def test_every_request_gets_one_line_with_its_request_id(
         for line in lines
     )
     assert key["token"][: KEEP + 1] not in out
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/v1/verify", {}),
+        ("/api/v1/keys", signed_in_as("alice") | SAME_ORIGIN),
+        ("/api/v1/webhooks", signed_in_as("alice") | SAME_ORIGIN),
+        ("/v1/leaks", {}),
+    ],
+)
+def test_a_client_that_leaves_before_its_body_arrives_is_499_never_a_500(
+    path: str, headers: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sent: list[dict[str, object]] = []
+
+    async def body_then_gone() -> dict[str, object]:
+        if not sent:
+            sent.append({})
+            return {"type": "http.request", "body": b'{"na', "more_body": True}
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        pass
+
+    with api_client() as client:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"testserver.local"), (b"content-type", b"application/json")]
+            + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 80),
+        }
+        with client.portal() as portal:
+            portal.call(client.app, scope, body_then_gone, send)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "anthra.access" in line]
+    assert any(f'"POST {path} HTTP/1.1" 499 ' in line for line in lines), lines
+    assert not any('" 500 ' in line for line in lines)
