@@ -33,8 +33,9 @@ from api import problems
 from api.auth import TOKEN_IN_URL, Authenticator, metadata_url_of, token_in_url
 from api.edge import MAX_TARGET_BYTES, TrustedProxies, public_host, refusal, split_authority
 from api.principal import Principal
+from domain.token import DISPLAY_PREFIX_LENGTH
 from infra.access_log import AccessLog
-from infra.logging import redact
+from infra.logging import ELLIPSIS, redact
 from infra.metrics import TALLY
 from infra.settings import Settings
 
@@ -60,6 +61,33 @@ _HTTP: str = ScopeType.HTTP.value  # a plain str: comparing with the enum member
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 # The paths whose every request needs a caller: the API's own routes and the MCP server's.
 PROTECTED: Final = ("/api/", "/mcp")
+
+
+def _up_to_the_first_token(text: str) -> str:
+    """The text, redacted, up to the end of the first token's display prefix."""
+    redacted = redact(text)
+    cut = redacted.find(ELLIPSIS)
+    return redacted if cut < 0 else redacted[: cut + 1]
+
+
+def _refused_target(target: str) -> str:
+    """The target of a request refused for a token in its URL, as its access line keeps it: the
+    first token's display prefix and where it was, and nothing else that may be more of it. A
+    token split across parameters or segments, or broken by a character, no longer looks like
+    one piece by piece: so nothing after the prefix, no other parameter, and no path segment
+    longer than a prefix is written."""
+    path, _, query = target.partition("?")
+    in_path = _up_to_the_first_token(path)
+    if in_path.endswith(ELLIPSIS):
+        return in_path
+    kept = "/".join(s if len(s) <= DISPLAY_PREFIX_LENGTH else ELLIPSIS for s in path.split("/"))
+    for pair in query.split("&"):
+        name, _, value = _up_to_the_first_token(pair).partition("=")
+        if value.endswith(ELLIPSIS):
+            if len(name) <= DISPLAY_PREFIX_LENGTH and len(value) <= DISPLAY_PREFIX_LENGTH + 1:
+                return f"{kept}?{name}={value}"
+            break
+    return f"{kept}?{ELLIPSIS}" if query else kept
 
 
 class Gatekeeper(Protocol):
@@ -266,6 +294,8 @@ class FrontDoor:
                 target = raw_path.decode("latin-1")
                 if query:
                     target = f"{target}?{query.decode('latin-1')}"
+                if refused is self._token_in_url:
+                    target = _refused_target(target)
                 access_log.line(
                     f"{client[0]}:{client[1]}" if client else "-",
                     method,

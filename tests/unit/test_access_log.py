@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import re
+from collections.abc import Callable
 
 import pytest
 
@@ -64,6 +65,35 @@ def test_a_token_in_the_target_never_reaches_the_line_beyond_its_prefix(json_lin
     assert out.count("\n") == 3
     assert token[: KEEP + 1] not in out
     assert token[9 : 9 + KEEP + 1] not in out
+
+
+# A token in a URL that no longer looks like one after its first characters: the request is
+# refused (or served, when nothing of a prefix is left), and its line keeps no more of it.
+BROKEN_UP: dict[str, Callable[[str], str]] = {
+    "split across two parameters": lambda t: f"/healthz?a={t[:30]}&b={t[30:]}",
+    "split across path segments": lambda t: f"/x/{t[:20]}/{t[20:]}",
+    "broken by a dot": lambda t: f"/healthz?t={t[:20]}.{t[20:]}",
+    "broken by an encoded space": lambda t: f"/healthz?t={t[:20]}%20{t[20:]}",
+    "broken by a plus": lambda t: f"/healthz?t={t[:20]}+{t[20:]}",
+    "the tail first": lambda t: f"/healthz?b={t[30:]}&a={t[:30]}",
+    "without its prefix, in the query": lambda t: f"/api/v1/keys?cursor={t[9:]}",
+    "without its prefix, glued to a value": lambda t: f"/healthz?reason=x{t[9:]}",
+    "without its prefix, in the path": lambda t: f"/api/v1/keys/{t[9:]}",
+}
+
+
+@pytest.mark.parametrize("target", BROKEN_UP.values(), ids=BROKEN_UP.keys())
+def test_a_token_broken_up_in_the_url_never_reaches_the_line_beyond_its_prefix(
+    target: Callable[[str], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = token_format.generate()
+    with api_client() as client:
+        answer = client.get(target(token), headers=signed_in_as("alice"))
+    assert answer.status_code < 500
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if "anthra.access" in line]
+    shown = [token[i : i + KEEP + 1] for i in range(len(token) - KEEP)]
+    assert [run for run in shown if run in out] == []
 
 
 def test_when_the_buffer_is_full_lines_are_dropped_counted_and_reported() -> None:
