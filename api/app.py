@@ -29,7 +29,7 @@ from api.event_stream import EventStreamController, ServiceEventStreamController
 from api.forward_auth import ForwardAuth, Gatekeeper
 from api.front_door import FrontDoor
 from api.health import HealthController
-from api.json_body import JSONBodyRequest
+from api.json_body import BODY_PARAMETER, JSON_MEDIA_TYPE, JSONBodyRequest
 from api.keys import KeysController
 from api.leaks import LeaksController
 from api.local_sign_in import local_sign_in
@@ -100,6 +100,9 @@ def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response
     first = extra[0] if extra and isinstance(extra[0], dict) else {}
     field = first.get("key") or None
     message = first.get("message") or exc.detail
+    if field == BODY_PARAMETER and first.get("source") == "body":
+        # Litestar's words for an empty body are its parameter's name, quoted: "'data'".
+        return _error(400, "invalid_request", f"send a JSON body ({JSON_MEDIA_TYPE})")
     return _error(400, "invalid_request", str(message), field)
 
 
