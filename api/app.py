@@ -6,7 +6,6 @@ import asyncio
 import logging
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -67,7 +66,13 @@ from infra.sweeper import ExpirySweeper
 from infra.usage_flusher import UsageFlusher
 from infra.webhook_deliverer import WebhookDeliverer
 from ledger.audit_trail import AuditTrail
-from ledger.deadline import CONNECTION_ERRORS, OutcomeUnknown, StoreUnavailable, unavailable
+from ledger.deadline import (
+    CONNECTION_ERRORS,
+    HandlerThreads,
+    OutcomeUnknown,
+    StoreUnavailable,
+    unavailable,
+)
 from ledger.key_ledger import Clock, KeyLedger
 from ledger.recording import KeyBusy
 from ledger.usage_report import UsageReport
@@ -277,7 +282,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     async def handler_threads() -> None:
         # Litestar runs sync handlers on the loop's default executor.
         asyncio.get_running_loop().set_default_executor(
-            ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="handler")
+            HandlerThreads(HANDLER_THREADS, thread_name_prefix="handler")
         )
 
     def start() -> None:
