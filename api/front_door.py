@@ -198,6 +198,7 @@ class FrontDoor:
         started = time.perf_counter()
         headers = cast("list[tuple[bytes, bytes]]", scope["headers"])
         given_id = host = b""
+        hosts = 0
         refused: Answer | None = None
         if len(headers) > self.max_headers:
             refused = self._too_large
@@ -207,6 +208,7 @@ class FrontDoor:
                 size += len(name) + len(value)
                 if name == _HOST:
                     host = value
+                    hosts += 1
                 elif name == _REQUEST_ID:
                     given_id = value
             if size > self.max_header_bytes:
@@ -223,7 +225,9 @@ class FrontDoor:
                     refused = self._misdirected
                 elif token_in_url(raw_path, query):
                     refused = self._token_in_url
-                elif host and not _GOOD_HOST.fullmatch(host):
+                elif hosts > 1 or (host and not _GOOD_HOST.fullmatch(host)):
+                    # Two Host lines are a 400 (RFC 9112 3.2): layers that read the first and
+                    # ones that read the last would each believe a different host.
                     refused = self._bad_host
         request_id = self._request_id(given_id)
         state = scope.get("state")

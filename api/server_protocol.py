@@ -73,6 +73,14 @@ def _refusal() -> bytes:
     )
 
 
+def _not_http() -> bytes:
+    return _answer(
+        b"HTTP/1.1 400 Bad Request",
+        "invalid_request",
+        "the request is not valid HTTP/1.1 (its request line, a header, its length or its body)",
+    )
+
+
 def _too_slow() -> bytes:
     return _answer(
         b"HTTP/1.1 408 Request Timeout",
@@ -160,6 +168,21 @@ class HeadBoundedHttpTools(HttpToolsProtocol):
             # gone, uvicorn drops whatever the app, still waiting for the body, answers).
             self.transport.write(_too_slow())
         self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's answer to what is not HTTP/1.1 (a malformed request line, two lengths, a
+        # length with a chunked body, a fragment), with the JSON error body of every refusal.
+        if not self.transport.is_closing():
+            self.transport.write(_not_http())
+        self.transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        if b"#" in url:
+            # A request target never has a fragment (RFC 9112 3.2); one may hold a token, and
+            # the parser would drop it silently and serve the rest. Raised here, it is the
+            # parser's error, answered by send_400_response.
+            raise ValueError("a fragment in the request target")
+        super().on_url(url)
 
     def on_message_begin(self) -> None:
         # The first byte of a request: the connection's first is already on the clock.

@@ -229,3 +229,48 @@ def test_an_answer_being_streamed_is_never_cut_by_the_read_deadline(
         raw.settimeout(0.2)
         with contextlib.suppress(TimeoutError):  # nothing more to read: still open
             assert raw.recv(65536), "the stream was closed"
+
+
+# Requests that are not HTTP/1.1 as RFC 9112 has it, each sent on a connection of its own. The
+# revoke would be carried out if any of them were served.
+NOT_HTTP = {
+    "a token in a fragment": "DELETE /api/v1/keys/{key_id}#{token} HTTP/1.1\r\n{head}\r\n",
+    "a fragment": "DELETE /api/v1/keys/{key_id}#now HTTP/1.1\r\n{head}\r\n",
+    "two lengths": (
+        "DELETE /api/v1/keys/{key_id} HTTP/1.1\r\n{head}Content-Length: 0\r\n"
+        "Content-Length: 5\r\n\r\n"
+    ),
+    "a length and a chunked body": (
+        "DELETE /api/v1/keys/{key_id} HTTP/1.1\r\n{head}Content-Length: 5\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "two Host lines": "DELETE /api/v1/keys/{key_id} HTTP/1.1\r\n{head}Host: other.example\r\n\r\n",
+    "a lower-case method": "delete /api/v1/keys/{key_id} HTTP/1.1\r\n{head}\r\n",
+    "a TLS handshake": "\x16\x03\x01\x00\xa5\x01\x00\x00\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("request_text", NOT_HTTP.values(), ids=NOT_HTTP.keys())
+def test_what_is_not_http_is_a_400_with_the_json_error_body_and_never_served(
+    request_text: str, sqlite_url: str, start_server: StartServer, secrets_seen: Secrets
+) -> None:
+    server = start_server(sqlite_url)
+    cookie = session_cookie("alice")
+    secrets_seen.cookies.append(cookie)
+    with signed_in(server.url, secrets_seen) as account:
+        key = mint(account, secrets_seen)
+        head = (
+            f"Host: 127.0.0.1:{server.port}\r\nCookie: {COOKIE}={cookie}\r\n"
+            "Sec-Fetch-Site: same-origin\r\nConnection: close\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            raw.sendall(
+                request_text.format(key_id=key["id"], token=key["token"], head=head).encode()
+            )
+            answer = b""
+            while chunk := raw.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert b"application/json" in answer.split(b"\r\n\r\n")[0]
+        assert b'"error":"invalid_request"' in answer
+        assert account.get(f"/api/v1/keys/{key['id']}").json()["status"] == "active"
