@@ -87,7 +87,7 @@ def _cut_bare(match: re.Match[str]) -> str:
 def redact(text: str) -> str:
     """The text with every token cut to its 12-character display prefix and every session cookie value, webhook secret and Bearer credential removed."""  # noqa: E501
     if _ANY_NEEDLE.search(text) is None:
-        return _BARE_RUN.sub(_cut_bare, text)
+        return _BARE_RUN.sub(_cut_bare, text) if len(text) >= _BARE_WIDTH else text
     # Tokens go first: the other rules only ever remove text, so none of them can break up
     # an encoded token and leave its tail unrecognisable.
     text = _cut_tokens(text)
