@@ -373,6 +373,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "follower": follower,
                 "sweeper": sweeper,
                 "open_streams": 0,
+                # Per owner, so that one account cannot hold every stream the process allows.
+                "streams_by_owner": {},
                 # Read once at start: a missing or wrong keys document stops the start.
                 "leak_reporters": (
                     LeakReporters.load(settings.leak_keys_file) if settings.leak_keys_file else None

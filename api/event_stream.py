@@ -19,6 +19,7 @@ import anyio
 import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter
 from litestar.response import Stream
@@ -48,6 +49,8 @@ HEARTBEAT_INTERVAL = 15.0
 # A client that has not taken a write for this long is gone, or too slow to follow: dropped.
 SEND_TIMEOUT = 10.0
 MAX_STREAMS = 200
+# One account's streams at once (its browser tabs and integrations): the rest stay for others.
+MAX_STREAMS_PER_OWNER = 10
 # The services' feed: every owner's events, and heartbeats often enough that a service can hold
 # a staleness budget of about a second.
 SERVICE_STREAM_PATH = "/v1/events/stream"
@@ -122,6 +125,7 @@ class EventStreamController(Controller):
                 # from one start to the next.
                 generate_examples=False,
             ),
+            429: ResponseSpec(ErrorBody, description="Too many streams open for this account"),
             503: ResponseSpec(ErrorBody, description="Too many streams open on this process"),
         },
     )
@@ -139,11 +143,18 @@ class EventStreamController(Controller):
         state = request.app.state
         if state.open_streams >= MAX_STREAMS:
             raise unavailable("too many event streams are open on this process; retry shortly")
+        principal = principal_of(request)
+        if state.streams_by_owner.get(principal.user_id, 0) >= MAX_STREAMS_PER_OWNER:
+            raise HTTPException(
+                status_code=429,
+                detail=f"this account has {MAX_STREAMS_PER_OWNER} event streams open already; "
+                "close one, or retry later",
+                headers={"Retry-After": "5"},
+            )
         await anyio.to_thread.run_sync(audit.catch_up)
         if start is None:
             head = await anyio.to_thread.run_sync(audit.view.head)
             start = head[0] if head else 0
-        principal = principal_of(request)
         return Stream(
             events(request, audit, ledger, principal, start),
             media_type=EVENT_STREAM,
@@ -212,6 +223,9 @@ async def follow(
     trail has caught up with the store: it says "nothing new as of now"."""
     state = request.app.state
     state.open_streams += 1
+    by_owner: dict[str, int] = state.streams_by_owner
+    if owner_id is not None:
+        by_owner[owner_id] = by_owner.get(owner_id, 0) + 1
     try:
         yield opening
         quiet_since = time.monotonic()
@@ -237,6 +251,12 @@ async def follow(
             await anyio.sleep(poll_interval)
     finally:
         state.open_streams -= 1
+        if owner_id is not None:
+            left = by_owner.get(owner_id, 1) - 1
+            if left > 0:
+                by_owner[owner_id] = left
+            else:
+                by_owner.pop(owner_id, None)
 
 
 class ServiceEventStreamController(Controller):
