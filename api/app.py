@@ -38,7 +38,7 @@ from api.openapi import openapi_config
 from api.operator import OperatorController
 from api.page import AccountPage
 from api.resource_metadata import protected_resource_metadata
-from api.verify import VerifyController
+from api.verify import VerifyAtTheDoor, VerifyController
 from api.webhooks import WebhookPayloads, WebhooksController
 from domain.errors import (
     InvalidInput,
@@ -420,6 +420,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         settings,
         access_log=access_log,
         gatekeeper=gatekeeper,
+        verifier=VerifyAtTheDoor(
+            ledger,
+            authenticator,
+            secret=settings.verify_secret,
+            max_body=MAX_BODY_BYTES,
+            public_url=settings.public_url,
+        ),
         allowed_methods=allowed,
         authenticator=authenticator,
     )
