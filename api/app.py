@@ -19,12 +19,14 @@ from litestar.routes import HTTPRoute
 from api import problems
 from api.account import AccountController
 from api.audit import AuditController
+from api.audit_tail import AuditTail
 from api.auth import (
     AUTH_EXCEPTION_HANDLERS,
     Authenticator,
     problem_response,
 )
 from api.authjs import SessionCookieCodec
+from api.event_stream import POLL_INTERVAL as STREAM_POLL_INTERVAL
 from api.event_stream import EventStreamController, ServiceEventStreamController
 from api.forward_auth import ForwardAuth, Gatekeeper
 from api.front_door import FrontDoor
@@ -373,6 +375,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "follower": follower,
                 "sweeper": sweeper,
                 "open_streams": 0,
+                "audit_tail": AuditTail(audit, STREAM_POLL_INTERVAL),
                 # Per owner, so that one account cannot hold every stream the process allows.
                 "streams_by_owner": {},
                 # Read once at start: a missing or wrong keys document stops the start.
