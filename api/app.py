@@ -18,12 +18,14 @@ from litestar.routes import HTTPRoute
 from api import problems
 from api.account import AccountController
 from api.audit import AuditController
+from api.audit_tail import AuditTail
 from api.auth import (
     AUTH_EXCEPTION_HANDLERS,
     Authenticator,
     problem_response,
 )
 from api.authjs import SessionCookieCodec
+from api.event_stream import POLL_INTERVAL as STREAM_POLL_INTERVAL
 from api.event_stream import EventStreamController, ServiceEventStreamController
 from api.forward_auth import ForwardAuth, Gatekeeper
 from api.front_door import FrontDoor
@@ -37,7 +39,7 @@ from api.openapi import openapi_config
 from api.operator import OperatorController
 from api.page import AccountPage
 from api.resource_metadata import protected_resource_metadata
-from api.verify import VerifyController
+from api.verify import VerifyAtTheDoor, VerifyController
 from api.webhooks import WebhookPayloads, WebhooksController
 from domain.errors import (
     InvalidInput,
@@ -381,6 +383,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
                 "follower": follower,
                 "sweeper": sweeper,
                 "open_streams": 0,
+                "audit_tail": AuditTail(audit, STREAM_POLL_INTERVAL),
+                # Per owner, so that one account cannot hold every stream the process allows.
+                "streams_by_owner": {},
                 # Read once at start: a missing or wrong keys document stops the start.
                 "leak_reporters": (
                     LeakReporters.load(settings.leak_keys_file) if settings.leak_keys_file else None
@@ -426,6 +431,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         settings,
         access_log=access_log,
         gatekeeper=gatekeeper,
+        verifier=VerifyAtTheDoor(
+            ledger,
+            authenticator,
+            secret=settings.verify_secret,
+            max_body=MAX_BODY_BYTES,
+            public_url=settings.public_url,
+        ),
         allowed_methods=allowed,
         authenticator=authenticator,
     )

@@ -10,8 +10,10 @@ import math
 import os
 import re
 import struct
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal, get_args
 
@@ -40,6 +42,8 @@ _GCM_TAG_LENGTH: Final = 16
 _B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 # Only canonical indices count as chunks, so "name.01" cannot shadow "name.1".
 _MISSING: Final = object()
+# Good cookies remembered decrypted (a few MB at most: a cookie is at most 4 KB).
+_OPENED_COOKIES: Final = 1024
 
 _MESSAGES: Final[Mapping[str, str]] = {
     "expired": "the session cookie has expired",
@@ -81,9 +85,34 @@ class SessionCookieCodec:
         self._keyrings: dict[str, _Keyring] = {
             name: _Keyring(self._secrets, name) for name in SESSION_COOKIE_NAMES
         }
+        # Cookies that decrypted and verified lately, to their claims: a browser sends the same
+        # cookie with each request, and decrypting it is most of a session check. Only good
+        # cookies enter (nothing a client sends can fill it with garbage); the times are
+        # checked again on every use.
+        self._opened: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self._opened_lock = threading.Lock()
 
     def decode(self, cookie_name: str, value: str, now: float | None = None) -> SessionClaims:
         """Decrypt and verify a cookie value; raise SessionCookieError when it is not good."""
+        at = math.floor(time.time() if now is None else now)
+        seen = (cookie_name, value)
+        with self._opened_lock:
+            claims = self._opened.get(seen)
+            if claims is not None:
+                self._opened.move_to_end(seen)
+        if claims is None:
+            claims = self._open(cookie_name, value, at)
+            if cookie_name in self._keyrings:
+                with self._opened_lock:
+                    self._opened[seen] = claims
+                    if len(self._opened) > _OPENED_COOKIES:
+                        self._opened.popitem(last=False)
+        else:
+            _check_times(claims, at)
+        return _session_claims(claims)
+
+    def _open(self, cookie_name: str, value: str, at: int) -> dict[str, Any]:
+        """The claims of a cookie that decrypts, verifies and is within its times."""
         parts = value.split(".") if isinstance(value, str) else []
         if len(parts) != 5:
             raise SessionCookieError("invalid")
@@ -149,9 +178,10 @@ class SessionCookieCodec:
         claims = _json_object(plaintext)
         if claims is None:
             raise SessionCookieError("invalid")
-        _check_times(claims, math.floor(time.time() if now is None else now))
+        _check_times(claims, at)
         _check_replicated(header, claims)
-        return _session_claims(claims)
+        _session_claims(claims)
+        return claims
 
     def encode(
         self, claims: Mapping[str, Any], cookie_name: str, max_age: int, now: float | None = None

@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Annotated, Any
 
 import anyio
 import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter
 from litestar.response import Stream
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
+from api.audit_tail import AuditTail
 from api.auth import principal_of, require_secret, requires_scopes
 from api.events import KEY_EVENT_TYPES, audit_event
 from api.openapi import SESSION_OR_TOKEN, VERIFY_SECRET_ONLY
@@ -32,7 +34,6 @@ from api.problems import ErrorBody, unavailable
 from api.query_values import PositionQuery, whole_number
 from api.schemas import ServiceEvent
 from domain.api_key import ACTIVE
-from domain.errors import KeyNotFound
 from domain.lifetime_policy import LifetimePolicy
 from ledger.audit_trail import AuditTrail
 from ledger.key_ledger import KeyLedger
@@ -43,16 +44,18 @@ log = logging.getLogger("anthra.events")
 STREAM_PATH = "/api/v1/events/stream"
 EVENT_STREAM = "text/event-stream"
 BATCH = 100
-POLL_INTERVAL = 0.25
 HEARTBEAT_INTERVAL = 15.0
 # A client that has not taken a write for this long is gone, or too slow to follow: dropped.
 SEND_TIMEOUT = 10.0
 MAX_STREAMS = 200
+# One account's streams at once (its browser tabs and integrations): the rest stay for others.
+MAX_STREAMS_PER_OWNER = 10
 # The services' feed: every owner's events, and heartbeats often enough that a service can hold
 # a staleness budget of about a second.
 SERVICE_STREAM_PATH = "/v1/events/stream"
 SERVICE_HEARTBEAT_INTERVAL = 0.25
-SERVICE_POLL_INTERVAL = 0.1
+# How often the process's one reader of the audit trail (api.audit_tail) reads what is new.
+POLL_INTERVAL = 0.1
 POLICY_EVENT_TYPES = frozenset({LifetimePolicy.Set.__name__, LifetimePolicy.Changed.__name__})
 _encode = msgspec.json.Encoder().encode
 
@@ -122,6 +125,7 @@ class EventStreamController(Controller):
                 # from one start to the next.
                 generate_examples=False,
             ),
+            429: ResponseSpec(ErrorBody, description="Too many streams open for this account"),
             503: ResponseSpec(ErrorBody, description="Too many streams open on this process"),
         },
     )
@@ -139,11 +143,18 @@ class EventStreamController(Controller):
         state = request.app.state
         if state.open_streams >= MAX_STREAMS:
             raise unavailable("too many event streams are open on this process; retry shortly")
+        principal = principal_of(request)
+        if state.streams_by_owner.get(principal.user_id, 0) >= MAX_STREAMS_PER_OWNER:
+            raise HTTPException(
+                status_code=429,
+                detail=f"this account has {MAX_STREAMS_PER_OWNER} event streams open already; "
+                "close one, or retry later",
+                headers={"Retry-After": "5"},
+            )
         await anyio.to_thread.run_sync(audit.catch_up)
         if start is None:
             head = await anyio.to_thread.run_sync(audit.view.head)
             start = head[0] if head else 0
-        principal = principal_of(request)
         return Stream(
             events(request, audit, ledger, principal, start),
             media_type=EVENT_STREAM,
@@ -162,10 +173,8 @@ async def events(
     """Each of the owner's events after `position`, then heartbeats, until the caller's token
     stops being valid or the client goes."""
 
-    async def ended() -> bytes | None:
-        if principal.via == "token" and not await anyio.to_thread.run_sync(
-            _still_valid, ledger, principal.key_id
-        ):
+    def ended() -> bytes | None:
+        if principal.via == "token" and not _still_valid(ledger, principal.key_id):
             return b"event: end\ndata: the token is no longer valid\n\n"
         return None
 
@@ -177,7 +186,6 @@ async def events(
         render=_audit_events,
         opening=b": stream open\nretry: 2000\n\n",
         heartbeat_interval=HEARTBEAT_INTERVAL,
-        poll_interval=POLL_INTERVAL,
         ended=ended,
     ):
         yield chunk
@@ -203,40 +211,65 @@ async def follow(
     render: Callable[[Sequence[AuditRow]], bytes],
     opening: bytes,
     heartbeat_interval: float,
-    poll_interval: float,
-    ended: Callable[[], Awaitable[bytes | None]] | None = None,
+    ended: Callable[[], bytes | None] | None = None,
 ) -> AsyncIterator[bytes]:
     """The audit trail's rows after `position` (one owner's, or everyone's for None), as
     `render` writes them, then heartbeats whenever nothing was sent for `heartbeat_interval`,
-    until `ended` answers a last message or the client goes. A heartbeat is sent only after the
-    trail has caught up with the store: it says "nothing new as of now"."""
+    until `ended` answers a last message or the client goes. The rows come from the process's
+    one reader of the trail (api.audit_tail), a backlog before what it keeps from the trail
+    itself. A heartbeat is sent only once the trail has caught up with the store since the last
+    thing sent: it says "nothing new as of now"."""
     state = request.app.state
+    tail: AuditTail = state.audit_tail
     state.open_streams += 1
+    by_owner: dict[str, int] = state.streams_by_owner
+    if owner_id is not None:
+        by_owner[owner_id] = by_owner.get(owner_id, 0) + 1
+    joined = False
     try:
         yield opening
-        quiet_since = time.monotonic()
+        await tail.join()
+        joined = True
+        sent_at = time.monotonic()
         while True:
-            if ended is not None:
-                last = await ended()
-                if last is not None:
-                    yield last
-                    return
-            await anyio.to_thread.run_sync(audit.catch_up)
-            rows = await anyio.to_thread.run_sync(audit.rows_after, position, BATCH, owner_id)
-            if rows:
-                position = rows[-1].position
-                chunk = render(rows)
-                if chunk:
-                    yield chunk
-                    quiet_since = time.monotonic()
-            if len(rows) == BATCH:
+            if ended is not None and (last := ended()) is not None:
+                yield last
+                return
+            rows = tail.take(position, owner_id)
+            if rows is None:
+                # Before what the tail keeps: the backlog, from the trail, a batch at a time.
+                # Every row the tail has read by now is in the trail, so in what this reads.
+                known = tail.position
+                backlog = await anyio.to_thread.run_sync(
+                    audit.rows_after, position, BATCH, owner_id
+                )
+                if backlog:
+                    position = backlog[-1].position
+                    if chunk := render(backlog):
+                        yield chunk
+                        sent_at = time.monotonic()
+                if len(backlog) < BATCH:
+                    # None of the owner's rows up to `known` is left to send.
+                    position = max(position, known)
                 continue
-            if time.monotonic() - quiet_since >= heartbeat_interval:
+            position = max(position, tail.position)
+            if rows and (chunk := render(rows)):
+                yield chunk
+                sent_at = time.monotonic()
+            elif time.monotonic() - sent_at >= heartbeat_interval and tail.read_at >= sent_at:
                 yield b": heartbeat\n\n"
-                quiet_since = time.monotonic()
-            await anyio.sleep(poll_interval)
+                sent_at = time.monotonic()
+            await tail.next_round(heartbeat_interval)
     finally:
+        if joined:
+            tail.leave()
         state.open_streams -= 1
+        if owner_id is not None:
+            left = by_owner.get(owner_id, 1) - 1
+            if left > 0:
+                by_owner[owner_id] = left
+            else:
+                by_owner.pop(owner_id, None)
 
 
 class ServiceEventStreamController(Controller):
@@ -310,7 +343,6 @@ class ServiceEventStreamController(Controller):
                 render=_service_events,
                 opening=opening,
                 heartbeat_interval=SERVICE_HEARTBEAT_INTERVAL,
-                poll_interval=SERVICE_POLL_INTERVAL,
             ),
             media_type=EVENT_STREAM,
             headers={"X-Accel-Buffering": "no"},
@@ -336,11 +368,9 @@ def _service_events(rows: Sequence[AuditRow]) -> bytes:
 
 def _still_valid(ledger: KeyLedger, key_id: Any) -> bool:
     """Whether the stream's token may still read: its key active, and the index able to vouch
-    for that (never fail open)."""
-    if not ledger.index.is_fresh():
+    for that (never fail open). From the index in memory: no I/O."""
+    index = ledger.index
+    if not index.is_fresh():
         return False
-    try:
-        record = ledger.key(key_id)
-    except KeyNotFound:
-        return False
-    return ledger.status(record) == ACTIVE
+    record = index.key(key_id)
+    return record is not None and index.status(record, ledger.clock()) == ACTIVE

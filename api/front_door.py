@@ -7,8 +7,10 @@ proxy and refuses a Host the service does not serve (421) (see `api.edge`), take
 encoding, on every path (400) before routing. It authenticates requests to the protected paths
 (`/api/`, `/mcp`: Bearer token, else session cookie; the refusal is answered here) and does no
 authentication work for any other path. It answers `/v1/authz` itself (the gateway's question,
-asked once per upstream request) without Litestar's routing, and it writes the access line of
-every request, answered here or by the app, to the buffered access log.
+asked once per upstream request) without Litestar's routing, and the common `POST /v1/verify`
+(a clean question about now, from a service or from anyone: `api.verify.VerifyAtTheDoor`; the
+rest goes on to the route), and it writes the access line of every request, answered here or
+by the app, to the buffered access log.
 
 It also sets every answer's defaults: `Cache-Control: no-store` unless the answer chose its own,
 `Anthra-Token-Expiration` when the caller's token expires, and an OPTIONS answer's `Allow`
@@ -98,6 +100,14 @@ class Gatekeeper(Protocol):
     def decide(self, scope: Scope) -> Answer: ...
 
 
+class Verifier(Protocol):
+    """What answers `POST /v1/verify` when it can from the request alone, else hands it on."""
+
+    path: str
+
+    async def __call__(self, scope: Scope, receive: Receive) -> tuple[Answer | None, Receive]: ...
+
+
 class FrontDoor:
     """Outermost ASGI layer: limits, proxies, hosts, request ids, tokens in URLs, `/v1/authz`,
     answer defaults and the access log."""
@@ -112,6 +122,7 @@ class FrontDoor:
         allowed_hosts: Iterable[str] = (),
         access_log: AccessLog | None = None,
         gatekeeper: Gatekeeper | None = None,
+        verifier: Verifier | None = None,
         allowed_methods: Mapping[str, str] | None = None,
         authenticator: Authenticator | None = None,
         protected: tuple[str, ...] = PROTECTED,
@@ -131,6 +142,7 @@ class FrontDoor:
         self.gatekeeper = gatekeeper
         self._authz = gatekeeper.path if gatekeeper is not None else "\0"
         self._authz_under = self._authz + "/"
+        self.verifier = verifier
         # Read when an OPTIONS answer goes out: filled in once the app's routes are known.
         self.allowed_methods = allowed_methods if allowed_methods is not None else {}
         # Ids this process makes: a random prefix and a counter, as long as a UUID's hex.
@@ -170,6 +182,7 @@ class FrontDoor:
         *,
         access_log: AccessLog | None = None,
         gatekeeper: Gatekeeper | None = None,
+        verifier: Verifier | None = None,
         allowed_methods: Mapping[str, str] | None = None,
         authenticator: Authenticator | None = None,
     ) -> FrontDoor:
@@ -186,6 +199,7 @@ class FrontDoor:
             ),
             access_log=access_log,
             gatekeeper=gatekeeper,
+            verifier=verifier,
             allowed_methods=allowed_methods,
             authenticator=authenticator,
             public_url=settings.public_url,
@@ -285,6 +299,12 @@ class FrontDoor:
                     # Litestar's: a HEAD answer without its body, an OPTIONS one with Allow,
                     # 405 for a method the route does not take.
                     await self.app(scope, receive_watching, send_with_defaults)
+            elif self.verifier is not None and method == "POST" and path == self.verifier.path:
+                answer, receive_rest = await self.verifier(scope, receive_watching)
+                if answer is not None:
+                    await problems.send_answer(send_with_defaults, *answer, sized=True)
+                else:
+                    await self.app(scope, receive_rest, send_with_defaults)
             else:
                 await self.app(scope, receive_watching, send_with_defaults)
         finally:

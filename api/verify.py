@@ -8,17 +8,23 @@ another person's answers for the past as an unknown one.
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import anyio
+import msgspec
 from litestar import Controller, Request, post
+from litestar.exceptions import ValidationException
 from litestar.params import JSONBody
+from litestar.types import Receive, ReceiveMessage, Scope
 from msgspec import UNSET, UnsetType
 
 from api import problems
-from api.auth import Authenticator, require_secret
+from api.auth import Authenticator, metadata_url_of, require_secret
+from api.front_door import Answer
+from api.json_body import decode
 from api.openapi import ANYONE_SERVICE_OR_SESSION
 from api.query_values import parse_instant
 from api.schemas import VerifyRequest, VerifyResponse
@@ -27,7 +33,7 @@ from domain.scopes import ALL_SCOPES, in_order
 from domain.timeline import key_as_of, verify_as_of
 from infra.metrics import TALLY
 from ledger.key_ledger import KeyLedger
-from projections.verification_index.index import KeyRecord
+from projections.verification_index.index import IndexStale, KeyRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,7 @@ class Caller:
 
 
 ANYONE = Caller()
+SERVICE = Caller(service=True)
 
 
 class VerifyController(Controller):
@@ -80,26 +87,37 @@ class VerifyController(Controller):
             if answer.code == "invalid_token":
                 authenticator.attempt_failed(request.scope, data.token)
             return answer
-        # Read before the answer: the answer reflects at least this position.
-        position = ledger.index.position
-        verification = ledger.verify(data.token, data.scopes)
-        TALLY.verified(verification.code, "verify")
-        record = verification.record
-        if record is None:
-            authenticator.attempt_failed(request.scope, data.token)
-        if record is None or not caller.may_see(record):
-            return VerifyResponse(valid=verification.valid, code=verification.code)
-        return VerifyResponse(
-            valid=verification.valid,
-            code=verification.code,
-            key_id=str(record.key_id),
-            owner_id=record.owner_id,
-            scopes=list(in_order(record.scopes)),
-            expires_at=record.expires_at,
-            missing_scopes=list(verification.missing) or None,
-            retires_at=_retires_at(ledger, record),
-            position=position if caller.service else UNSET,
-        )
+        return verify_now(ledger, authenticator, request.scope, data, caller)
+
+
+def verify_now(
+    ledger: KeyLedger,
+    authenticator: Authenticator,
+    scope: Scope,
+    data: VerifyRequest,
+    caller: Caller,
+) -> VerifyResponse:
+    """Whether the token may do this now, told as much as the caller may learn; no I/O."""
+    # Read before the answer: the answer reflects at least this position.
+    position = ledger.index.position
+    verification = ledger.verify(data.token, data.scopes)
+    TALLY.verified(verification.code, "verify")
+    record = verification.record
+    if record is None:
+        authenticator.attempt_failed(scope, data.token)
+    if record is None or not caller.may_see(record):
+        return VerifyResponse(valid=verification.valid, code=verification.code)
+    return VerifyResponse(
+        valid=verification.valid,
+        code=verification.code,
+        key_id=str(record.key_id),
+        owner_id=record.owner_id,
+        scopes=list(in_order(record.scopes)),
+        expires_at=record.expires_at,
+        missing_scopes=list(verification.missing) or None,
+        retires_at=_retires_at(ledger, record),
+        position=position if caller.service else UNSET,
+    )
 
 
 def _retires_at(ledger: KeyLedger, record: KeyRecord) -> datetime | UnsetType:
@@ -149,3 +167,108 @@ def _verify_as_of(
         expires_at=then.expires_at,
         missing_scopes=missing or None,
     )
+
+
+_JSON = b"application/json"
+_ANSWER_HEADERS: Final = [(b"content-type", _JSON)]
+_encode = msgspec.json.Encoder().encode
+
+
+class VerifyAtTheDoor:
+    """`POST /v1/verify` answered by the front door, before Litestar's routing, when the request
+    is the common one: a JSON body that decodes cleanly into a question about now, with known
+    scopes, from a service presenting the verify secret (or, with none configured, from anyone
+    sending no credentials). Its answer is the route's, built from the same parts.
+
+    Everything else — a session cookie, any other Authorization header, `as_of`, a body that is
+    not clean JSON or too large, an unknown scope — goes on to the Litestar route with the body
+    handed over as read, which answers it as before (refusals name the field at fault)."""
+
+    path = "/v1/verify"
+
+    def __init__(
+        self,
+        ledger: KeyLedger,
+        authenticator: Authenticator,
+        *,
+        secret: str,
+        max_body: int,
+        public_url: str = "",
+    ) -> None:
+        self.ledger = ledger
+        self.public_url = public_url
+        self.authenticator = authenticator
+        self.max_body = max_body
+        # The one Authorization header a service sends; none at all when there is no secret.
+        self._service = b"Bearer " + secret.encode() if secret else None
+
+    async def __call__(self, scope: Scope, receive: Receive) -> tuple[Answer | None, Receive]:
+        """The answer, or None and what the route must read the request from."""
+        json = False
+        authorization: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                json = value.split(b";", 1)[0].strip().lower() == _JSON
+            elif name == b"authorization":
+                if authorization is not None:
+                    return None, receive
+                authorization = value
+            elif name == b"cookie":
+                return None, receive
+        service = self._service
+        if not json or (authorization is None) != (service is None):
+            return None, receive
+        if service is not None and not hmac.compare_digest(authorization or b"", service):
+            return None, receive
+        body, received = await _read(receive, self.max_body)
+        if body is None:
+            return None, _replaying(received, receive)
+        try:
+            data: VerifyRequest = decode(body, VerifyRequest)
+        except ValidationException:
+            return None, _replaying(received, receive)
+        if data.as_of is not None or not ALL_SCOPES.issuperset(data.scopes):
+            return None, _replaying(received, receive)
+        try:
+            caller = SERVICE if service is not None else ANYONE
+            answer = verify_now(self.ledger, self.authenticator, scope, data, caller)
+        except IndexStale:
+            return self._problem(problems.unavailable(), scope), receive
+        except problems.AuthProblem as problem:
+            return self._problem(problem, scope), receive
+        return (200, _ANSWER_HEADERS, _encode(answer)), receive
+
+    def _problem(self, problem: problems.AuthProblem, scope: Scope) -> Answer:
+        metadata = metadata_url_of(scope, self.public_url)
+        return problem.status, problem.headers(metadata), problem.body()
+
+
+async def _read(receive: Receive, limit: int) -> tuple[bytes | None, list[ReceiveMessage]]:
+    """The whole body (None if it is over `limit` or the client went) and the messages read."""
+    received: list[ReceiveMessage] = []
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        received.append(message)
+        if message["type"] != "http.request":
+            return None, received
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None, received
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), received
+
+
+def _replaying(received: list[ReceiveMessage], receive: Receive) -> Receive:
+    """A receive that gives the messages already read, then the rest as they come."""
+    pending = list(received)
+
+    async def again() -> ReceiveMessage:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return again

@@ -96,6 +96,17 @@ USAGE_FLUSH_LAG = Gauge(
     "Seconds since a process last wrote its usage counts to the store (the worst of the workers)",
     multiprocess_mode="livemax",
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "anthra_webhook_attempts_total",
+    "Webhook delivery attempts, by outcome: delivered, retrying (to be tried again), failed "
+    "(given up after the retry window; the endpoint is disabled)",
+    ["outcome"],
+)
+WEBHOOK_SECONDS = Histogram(
+    "anthra_webhook_attempt_seconds",
+    "How long one webhook attempt took, from connecting to the whole answer (or the timeout)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 ACCESS_LOG_DROPPED = Counter(
     "anthra_access_log_dropped_total",
     "Access-log lines dropped because the writer fell behind (requests are never held for them)",

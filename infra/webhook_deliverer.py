@@ -206,6 +206,8 @@ class WebhookDeliverer:
 
     def attempt(self, endpoint: Endpoint, delivery: Delivery, secret: str) -> bool:
         """Send one delivery and record what came of it; whether it was delivered."""
+        from infra import metrics  # here: serve names the metrics folder before it is imported
+
         started = self.clock()
         timestamp = int(started)
         headers = {
@@ -223,7 +225,9 @@ class WebhookDeliverer:
             allow_loopback=self.allow_http_loopback,
         )
         now = self.clock()
+        metrics.WEBHOOK_SECONDS.observe(max(0.0, now - started))
         if status is not None and 200 <= status < 300:
+            metrics.WEBHOOK_ATTEMPTS.labels("delivered").inc()
             self.store.record_attempt(
                 endpoint.endpoint_id,
                 delivery.seq,
@@ -247,6 +251,7 @@ class WebhookDeliverer:
         first_try = started if delivery.first_attempt_at is None else delivery.first_attempt_at
         give_up_at = first_try + self.retry_window
         if now >= give_up_at:
+            metrics.WEBHOOK_ATTEMPTS.labels("failed").inc()
             self.store.record_attempt(
                 endpoint.endpoint_id,
                 delivery.seq,
@@ -265,6 +270,7 @@ class WebhookDeliverer:
             )
             return False
         # The last try falls at the window's end, so the endpoint is not disabled early.
+        metrics.WEBHOOK_ATTEMPTS.labels("retrying").inc()
         delay = retry_delay(attempts, self.jitter(), self.first_retry)
         self.store.record_attempt(
             endpoint.endpoint_id,

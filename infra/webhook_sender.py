@@ -1,13 +1,17 @@
 """One POST of a signed webhook message to an endpoint, guarded against server-side request
 forgery: the host is resolved here, every address it resolves to must be public (or loopback,
 when the operator allows it for tests), and the connection goes to the address that was
-checked, so a second lookup cannot swap it. Redirects are answers, never followed."""
+checked, so a second lookup cannot swap it. Redirects are answers, never followed. The timeout
+bounds the whole exchange, not each read: an endpoint that answers a byte at a time is cut at
+the timeout all the same."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import ssl
+import threading
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -89,6 +93,12 @@ def send(
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
+    # Each socket operation has the timeout; at the deadline the socket is shut from here, which
+    # ends whatever read or write is under way.
+    cut = threading.Event()
+    watchdog = threading.Timer(timeout, _cut, (conn, cut))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         conn.request(
             "POST",
@@ -104,6 +114,17 @@ def send(
         answer.read(_MAX_ANSWER)
         return answer.status, ""
     except (OSError, http.client.HTTPException) as e:
+        if cut.is_set():
+            return None, f"timed out: no whole answer within {timeout:g} s"
         return None, f"{type(e).__name__}: {e}"[:200]
     finally:
+        watchdog.cancel()
         conn.close()
+
+
+def _cut(conn: http.client.HTTPConnection, cut: threading.Event) -> None:
+    cut.set()
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)

@@ -43,6 +43,7 @@ from ledger.deadline import (
 from ledger.key_states import KeyStates
 from ledger.lifecycle import Lifecycle
 from ledger.recording import Events, KeyBusy
+from ledger.remembered_keys import replayed
 from projections.key_states.memory import MemoryKeyStatesView
 from projections.key_states.view import KeyState, KeyStatesView, state_of
 from projections.verification_index.index import (
@@ -62,6 +63,9 @@ Context = dict[str, str] | None
 # A use of a key, counted on the verify path: (its record, when).
 OnUse = Callable[[KeyRecord, float], None]
 _PAGE = 500
+# How long a notification waits for this process's save under way to be applied (it is likely
+# that save's own): far longer than applying takes, far shorter than revocation's budget.
+_OWN_SAVE_WAIT = 0.02
 
 
 class MintedKey:
@@ -341,6 +345,8 @@ class KeyLedger(Lifecycle):
         (the saving thread of this process applies its own events without reading the store,
         and may do so just after the notification arrives)."""
         applied = 0
+        if notified != math.inf and self.index.position < notified:
+            self.own_saves_applied(_OWN_SAVE_WAIT)
         with self._catch_up_lock:
             if self.index.position >= notified:
                 return 0
@@ -362,6 +368,7 @@ class KeyLedger(Lifecycle):
             return
         event = self.mapper.to_domain_event(notification)
         self.projection.process_event(event, Tracking(self.name, notification.id))
+        self.remembered.learnt(event)
         if self.on_applied is not None:
             self.on_applied(event)
 
@@ -413,10 +420,11 @@ class KeyLedger(Lifecycle):
         return self.until_saved(decide, lambda: KeyBusy(uuid))
 
     def _load(self, key_id: UUID, owner_id: str | None) -> ApiKey:
-        try:
-            key: Any = self.repository.get(key_id)
-        except AggregateNotFoundError:
-            raise KeyNotFound(str(key_id)) from None
+        key: Any = self.remembered_key(key_id)
+        if key is None:
+            events = list(self.events.get(key_id))
+            key = replayed(events)
+            self.remembered.loaded(events)
         # The store holds other aggregates too (idempotency records): only keys are keys.
         if not isinstance(key, ApiKey) or (owner_id is not None and key.owner_id != owner_id):
             raise KeyNotFound(str(key_id))

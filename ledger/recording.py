@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from ledger.deadline import (
     unavailable,
 )
 from ledger.group_commit import GroupCommit, Waiting
+from ledger.remembered_keys import RememberedKeys
 
 log = logging.getLogger("anthra.ledger")
 
@@ -59,21 +61,39 @@ class Recording(Application[UUID]):
 
     def __init__(self, env: EnvType | None = None) -> None:
         super().__init__(env)
-        self._group_commit: GroupCommit[Events] = GroupCommit(self._save_together)
+        self._group_commit: GroupCommit[Events] = GroupCommit(self._save_batch)
+        # Saves follow one another (one group commit at a time): how many began and ended, so
+        # that a notification of this process's own commit can wait for it to be applied.
+        self._saves_begun = 0
+        self._saves_ended = 0
+        self._save_ended = threading.Condition()
+        self.remembered = RememberedKeys()
+        # Per thread: whether the decision under way may use remembered keys, and whether it did.
+        self._deciding = threading.local()
 
     def until_saved(
         self, decide: Callable[[], tuple[Events, Callable[[], T]]], busy: Callable[[], Exception]
     ) -> T:
         """Decide a command on the latest state and save its events; when another writer got
-        there first, decide again. `decide` answers the events and how to answer once saved."""
+        there first, decide again. `decide` answers the events and how to answer once saved.
+
+        A decision may rest on keys this process remembers (ledger.remembered_keys): saving
+        its events confirms it (a version taken meanwhile conflicts), but one that saves
+        nothing, or refuses, is taken again on the keys as the store has them."""
         pause = _CONFLICT_PAUSE
+        from_memory = True
         for attempt in range(_CONFLICT_ATTEMPTS):
-            events, answer = decide()
+            decided = self._decided(decide, from_memory)
+            if decided is None:
+                from_memory = False
+                continue
+            events, answer = decided
             if not events:
                 return answer()
             try:
                 self.record(events)
             except Conflict:
+                self.remembered.forget({e.originator_id for e in events})
                 log.info("conflicting write, attempt %d; deciding again", attempt + 1)
                 wait = random.uniform(0, pause)
                 if time_left() < wait + 0.1:
@@ -84,6 +104,38 @@ class Recording(Application[UUID]):
             return answer()
         raise busy()
 
+    def remembered_key(self, key_id: UUID) -> Any:
+        """The key as this process remembers it, if the decision under way may use it (and
+        then it is marked as resting on memory); else None: load it from the store."""
+        deciding = self._deciding
+        if not getattr(deciding, "from_memory", False):
+            return None
+        key = self.remembered.key(key_id)
+        if key is not None:
+            deciding.used_memory = True
+        return key
+
+    def _decided(
+        self, decide: Callable[[], tuple[Events, Callable[[], T]]], from_memory: bool
+    ) -> tuple[Events, Callable[[], T]] | None:
+        """`decide`'s outcome, or None when it saves nothing and rested on memory."""
+        deciding = self._deciding
+        deciding.from_memory = from_memory
+        deciding.used_memory = False
+        try:
+            events, answer = decide()
+        except (StoreUnavailable, OutcomeUnknown):
+            raise
+        except Exception:
+            if deciding.used_memory:
+                return None
+            raise
+        finally:
+            deciding.from_memory = False
+        if not events and deciding.used_memory:
+            return None
+        return events, answer
+
     def record(self, events: Events) -> None:
         """Save the events in one transaction, then apply them to this process's read models."""
         try:
@@ -93,17 +145,34 @@ class Recording(Application[UUID]):
             # committed, and then the second finds its own events in the way.
             if not self._was_recorded(events):
                 raise Conflict from None
-            self.recorded(events, None)
+            self._saved(events, None)
         except OutcomeUnknown:
             # The connection failed while committing: ask the store, briefly, how it ended.
             if not self._recorded_after_all(events):
                 raise
-            self.recorded(events, None)
+            self._saved(events, None)
 
     def recorded(self, events: Events, positions: Sequence[int] | None) -> None:
         """What to do once events are saved, at `positions` in the store (None: not known); the
         key ledger applies them to its index. Called by the thread that saved them, in the
         store's order, before any of their commands answers."""
+
+    def own_saves_applied(self, timeout: float) -> None:
+        """Wait (at most `timeout` seconds) for the save under way, if any, to be applied: a
+        notification that arrives meanwhile is most likely of its own commit."""
+        with self._save_ended:
+            begun = self._saves_begun
+            self._save_ended.wait_for(lambda: self._saves_ended >= begun, timeout)
+
+    def _save_batch(self, batch: list[Waiting[Events]]) -> None:
+        with self._save_ended:
+            self._saves_begun += 1
+        try:
+            self._save_together(batch)
+        finally:
+            with self._save_ended:
+                self._saves_ended += 1
+                self._save_ended.notify_all()
 
     def _save_together(self, batch: list[Waiting[Events]]) -> None:
         """Save every waiting command's events in one transaction; when one of them conflicts
@@ -131,7 +200,11 @@ class Recording(Application[UUID]):
             end = start + len(waiting.item)
             waiting.positions = positions[start:end] if positions else None
             start = end
-        self.recorded([e for waiting in batch for e in waiting.item], positions)
+        self._saved([e for waiting in batch for e in waiting.item], positions)
+
+    def _saved(self, events: Events, positions: Sequence[int] | None) -> None:
+        self.remembered.saved(events)
+        self.recorded(events, positions)
 
     def _recorded_after_all(self, events: Sequence[DomainEventProtocol[UUID]]) -> bool:
         """Whether events whose COMMIT went unanswered show up in the store within a moment.

@@ -167,6 +167,52 @@ def test_failed_attempts_counted_by_one_process_limit_the_other_never_a_valid_to
         assert http.get(f"{b.url}/api/v1/account/whoami", headers=other).status_code == 401
 
 
+def test_a_verify_body_in_pieces_gets_the_answer_a_whole_one_does(
+    sqlite_url: str, start_server: StartServer, secrets_seen: Secrets
+) -> None:
+    # The front door reads /v1/verify's body itself; a body split across packets and chunks,
+    # or too large, is read (or refused) as the route would.
+    server = start_server(sqlite_url)
+    with signed_in(server.url, secrets_seen) as account:
+        key = mint(account, secrets_seen)
+    body = b'{"token": "%s", "scopes": ["account:read"]}' % key["token"].encode()
+    whole = httpx.post(f"{server.url}/v1/verify", content=body, headers=JSON).json()
+    assert whole == {"valid": True, "code": "valid"}
+
+    def ask(head: bytes, pieces: list[bytes]) -> bytes:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            raw.sendall(head)
+            for piece in pieces:
+                raw.sendall(piece)
+                time.sleep(0.02)
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                more = raw.recv(65536)
+                if not more:
+                    break
+                answer += more
+        return answer
+
+    start = b"POST /v1/verify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    sized = ask(
+        start + b"Content-Length: %d\r\n\r\n" % len(body), [body[:7], body[7:30], body[30:]]
+    )
+    chunked = ask(
+        start + b"Transfer-Encoding: chunked\r\n\r\n",
+        [b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:10], body[10:])] + [b"0\r\n\r\n"],
+    )
+    for answer in (sized, chunked):
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        assert answer.endswith(b'{"valid":true,"code":"valid"}'), answer[-200:]
+    too_large = httpx.post(
+        f"{server.url}/v1/verify", content=b'{"token": "' + b"a" * 70_000 + b'"}', headers=JSON
+    )
+    assert too_large.status_code == 413
+
+
+JSON = {"Content-Type": "application/json"}
+
+
 READ_TIMEOUT = 1.0
 _HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 _BODY_HEAD = (

@@ -5,6 +5,7 @@ dropped."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Iterator
@@ -223,3 +224,35 @@ def test_services_follow_every_owners_lifecycle_with_the_verify_secret(
     refused = httpx.get(f"{open_ledger.url}/v1/events/stream", headers=service)
     assert refused.status_code == 401
     assert "no verify secret is configured" in refused.json()["error_description"]
+
+
+def test_one_account_cannot_take_every_stream_and_a_closed_one_frees_its_place(
+    postgres_url: str, start_server: StartServer, alice: dict[str, str], secrets_seen: Secrets
+) -> None:
+    from api.event_stream import MAX_STREAMS_PER_OWNER
+
+    a = start_server(postgres_url)
+    url = f"{a.url}/api/v1/events/stream"
+    bob_cookie = session_cookie("bob")
+    secrets_seen.cookies.append(bob_cookie)
+    bob = {"Cookie": f"{COOKIE}={bob_cookie}", "Sec-Fetch-Site": "same-origin"}
+    with contextlib.ExitStack() as held:
+        for _ in range(MAX_STREAMS_PER_OWNER):
+            answer = held.enter_context(httpx.stream("GET", url, headers=alice, timeout=10))
+            assert answer.status_code == 200
+        # A stream counts from its first byte on, just after its headers
+        deadline = time.monotonic() + 5
+        while (status := opened(url, alice, {}))[0] == 200:
+            assert time.monotonic() < deadline, "the account's streams were never capped"
+        refused = httpx.get(url, headers=alice, timeout=10)
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["retry-after"].isdigit()
+        assert "event streams open" in refused.json()["error_description"]
+        # Another account still gets its own
+        with httpx.stream("GET", url, headers=bob, timeout=10) as answer:
+            assert answer.status_code == 200
+    # Closed: the places are free again (the server notices a hang-up within a poll)
+    deadline = time.monotonic() + 5
+    while (status := opened(url, alice, {})[0]) == 429 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status == 200

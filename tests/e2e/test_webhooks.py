@@ -216,6 +216,11 @@ def test_an_endpoint_failing_past_the_window_is_disabled_and_says_why(
         f"{server.url}/api/v1/webhooks/{hook_id}/deliveries", headers=alice
     ).json()["deliveries"]
     assert failed["status"] == "failed" and failed["attempts"] >= 2
+    # The metrics count the attempts by outcome, and time them
+    seen = httpx.get(f"{server.url}/metrics").text
+    assert 'anthra_webhook_attempts_total{outcome="retrying"}' in seen
+    assert 'anthra_webhook_attempts_total{outcome="failed"} 1.0' in seen
+    assert "anthra_webhook_attempt_seconds_count" in seen
 
 
 def test_two_processes_deliver_each_event_once_between_them(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from uuid import UUID
 
 import pytest
 
@@ -208,6 +209,55 @@ class LedgerContract:
         c.catch_up()
         assert c.verify(year.token).valid and c.verify(month.token).valid
         assert [type(e).__name__ for e in c.history(year.record.key_id)] == ["Minted"]
+
+    def test_a_process_decides_on_what_it_remembers_only_as_the_store_confirms(
+        self, open_ledger: LedgerFactory
+    ) -> None:
+        """A process remembers the keys it saved and decides its next command on one without
+        reading the store; another process may have changed the key meanwhile (it has not
+        caught up here), so every decision still ends as the store's latest state dictates."""
+        a, b = open_ledger(), open_ledger()
+
+        def mint(name: str) -> UUID:
+            minted = a.mint(
+                owner_id="u1", name=name, scopes=["books:read"], expires_in_days=30, actor="u"
+            )
+            return minted.record.key_id
+
+        revoked, suspended, resumed, rotated = mint("r"), mint("s"), mint("re"), mint("ro")
+        a.suspend(resumed, actor="u")
+        a.suspend(rotated, actor="u")
+        # Each time, another process changes a key and `a` acts on it before it learns of that
+        # (a save of its own catches `a` up on everything before it)
+        b.revoke(revoked, actor="u", reason="by b")
+        # A change on a key that changed meanwhile is decided again: revoked once, by b
+        assert a.status(a.revoke(revoked, actor="u", reason="by a")) == "revoked"
+        assert [type(e).__name__ for e in a.history(revoked)] == ["Minted", "Revoked"]
+        assert a.history(revoked)[-1].reason == "by b"  # type: ignore[attr-defined]
+        b.suspend(suspended, actor="u")
+        # "Nothing to change" on what `a` remembers is not the answer: the store says resume
+        a.resume(suspended, actor="u")
+        assert [type(e).__name__ for e in a.history(suspended)][-2:] == ["Suspended", "Resumed"]
+        b.resume(rotated, actor="u")
+        # Neither is a refusal: `a` remembers the key suspended, but it may be rotated now
+        successor = a.rotate(rotated, actor="u")
+        assert successor.predecessor_id == rotated
+        b.resume(resumed, actor="u")
+        # The same command again, where the store agrees, changes nothing more
+        a.suspend(resumed, actor="u")
+        a.suspend(resumed, actor="u")
+        assert [type(e).__name__ for e in a.history(resumed)] == [
+            "Minted",
+            "Suspended",
+            "Resumed",
+            "Suspended",
+        ]
+        for process in (a, b):
+            process.catch_up()
+            assert process.status(process.key(revoked)) == "revoked"
+            assert process.status(process.key(suspended)) == "active"
+            assert process.status(process.key(resumed)) == "suspended"
+            assert process.status(process.key(rotated)) == "rotated"
 
 
 class TestMemory(LedgerContract):

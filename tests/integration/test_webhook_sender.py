@@ -87,3 +87,47 @@ def test_a_name_resolving_to_any_private_address_is_refused(
     )
     status, why = send("https://hooks.example.com/in", b"{}", {}, timeout=5)
     assert status is None and "not a public address" in why
+
+
+def dripping_endpoint(answer: bytes, pause: float) -> tuple[str, threading.Event]:
+    """An endpoint that reads the request, then sends `answer` one byte every `pause` s."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            conn.recv(65536)
+            for byte in answer:
+                if stop.wait(pause):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+            stop.wait(30)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/in", stop
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * 200 + b"\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 400\r\n\r\n" + b"a" * 400,
+    ],
+    ids=["headers a byte at a time", "body a byte at a time"],
+)
+def test_an_endpoint_answering_a_byte_at_a_time_is_cut_at_the_timeout(answer: bytes) -> None:
+    # Every byte comes well within the timeout; the whole answer never does.
+    url, stop = dripping_endpoint(answer, pause=0.05)
+    started = time.monotonic()
+    try:
+        status, why = send(url, b"{}", {}, timeout=0.5, allow_loopback=True)
+    finally:
+        stop.set()
+    assert status is None and "timed out" in why
+    assert time.monotonic() - started < 2.0

@@ -675,3 +675,33 @@ def test_a_mutated_good_token_is_rejected_or_still_means_the_same(data: st.DataO
     claims = assert_only_session_cookie_error(mutated)
     # A change confined to a segment's unused trailing bits decodes to the same bytes.
     assert claims is None or claims.user_id == "u1"
+
+
+@pytest.mark.parametrize("vector", vector_params(VECTORS))
+def test_a_cookie_decoded_again_gets_the_same_outcome(vector: dict[str, Any]) -> None:
+    # Good cookies are remembered decrypted: the second decode must judge exactly as the first.
+    codec = codec_for(vector["secret"])
+    found = find_session_cookie(parse_cookie_header(vector["cookie_header"]))
+    assert found is not None
+    outcomes = []
+    for _ in range(2):
+        try:
+            outcomes.append(codec.decode(*found, now=vector["now"]))
+        except SessionCookieError as e:
+            outcomes.append(e.reason)
+    assert outcomes[0] == outcomes[1]
+
+
+def test_a_remembered_cookie_is_still_judged_on_its_times_at_each_use() -> None:
+    codec = SessionCookieCodec([S1])
+    value = codec.encode({"sub": "u1"}, SECURE, DAY, NOW)
+    assert codec.decode(SECURE, value, now=NOW).user_id == "u1"
+    with pytest.raises(SessionCookieError) as caught:
+        codec.decode(SECURE, value, now=NOW + DAY + 16)  # past @auth/core's 15 s tolerance
+    assert caught.value.reason == "expired"
+    # A cookie that is not yet valid stays refused until it is, then passes
+    later = codec.encode({"sub": "u2", "nbf": NOW + 3600}, SECURE, DAY, NOW)
+    for _ in range(2):
+        with pytest.raises(SessionCookieError):
+            codec.decode(SECURE, later, now=NOW)
+    assert codec.decode(SECURE, later, now=NOW + 3600).user_id == "u2"
