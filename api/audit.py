@@ -18,7 +18,7 @@ from litestar.params import QueryParameter
 from litestar.response import Stream
 
 from api.auth import principal_of, requires_scopes
-from api.events import KEY_EVENT_TYPES, audit_event
+from api.events import AUDIT_EVENT_TYPES, AuditEventType, audit_event
 from api.openapi import SESSION_OR_TOKEN
 from api.query_values import (
     InstantQuery,
@@ -35,7 +35,6 @@ from api.schemas import (
     Exposure,
     Interval,
 )
-from domain.api_key import EventType
 from domain.errors import InvalidInput
 from domain.scopes import ALL_SCOPES, SCOPES
 from domain.timeline import scope_intervals
@@ -83,7 +82,8 @@ class AuditController(Controller):
             ),
         ] = None,
         type: Annotated[
-            list[EventType] | None, QueryParameter(description="Event types; repeat for more")
+            list[AuditEventType] | None,
+            QueryParameter(description="Event types; repeat for more"),
         ] = None,
         since: OptionalInstantQuery = None,
         until: OptionalInstantQuery = None,
@@ -114,7 +114,7 @@ class AuditController(Controller):
         rows = audit.query(query)
         following = str(rows[-1].position) if len(rows) == page_size else None
         return AuditPage(
-            events=[audit_event(r) for r in rows if r.type in KEY_EVENT_TYPES], next=following
+            events=[audit_event(r) for r in rows if r.type in AUDIT_EVENT_TYPES], next=following
         )
 
     @get("/exposure", sync_to_thread=True, security=SESSION_OR_TOKEN)

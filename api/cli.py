@@ -21,6 +21,7 @@ from domain.actors import operator
 from domain.api_key import EVENT_TYPES
 from domain.errors import InvalidInput, LedgerError
 from domain.scopes import SCOPES
+from domain.webhook_endpoint import EVENT_TYPES as WEBHOOK_EVENT_TYPES
 from infra.authjs_sessions import SessionTablesMissing
 from infra.policy import PolicyError
 from infra.settings import SERVERS, SettingsError, load_settings
@@ -340,7 +341,7 @@ def _audit() -> AuditTrail:
 
 
 def audit_list(args: argparse.Namespace) -> int:
-    from api.events import KEY_EVENT_TYPES, audit_event
+    from api.events import AUDIT_EVENT_TYPES, audit_event
     from api.query_values import parse_instant
     from projections.audit_trail.view import AuditQuery
 
@@ -357,7 +358,7 @@ def audit_list(args: argparse.Namespace) -> int:
     rows = _audit().query(query)
     _print_json(
         {
-            "events": [audit_event(r) for r in rows if r.type in KEY_EVENT_TYPES],
+            "events": [audit_event(r) for r in rows if r.type in AUDIT_EVENT_TYPES],
             "next": str(rows[-1].position) if len(rows) == args.limit else None,
         }
     )
@@ -512,7 +513,7 @@ def parser() -> argparse.ArgumentParser:
     p = audit_commands.add_parser("list", help="events, newest first, a page at a time")
     p.add_argument("--owner", help="one owner's keys (default: every owner)")
     p.add_argument("--key", help="one key's events")
-    p.add_argument("--type", action="append", choices=list(EVENT_TYPES))
+    p.add_argument("--type", action="append", choices=[*EVENT_TYPES, *WEBHOOK_EVENT_TYPES])
     p.add_argument("--since", help="RFC 3339 instant, inclusive")
     p.add_argument("--until", help="RFC 3339 instant, exclusive")
     p.add_argument("--oldest", action="store_true", help="oldest first")

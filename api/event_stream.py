@@ -28,7 +28,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from api import problems
 from api.audit_tail import AuditTail
 from api.auth import principal_of, require_secret, requires_scopes
-from api.events import KEY_EVENT_TYPES, audit_event
+from api.events import KEY_EVENT_TYPES, key_audit_event
 from api.openapi import SESSION_OR_TOKEN, VERIFY_SECRET_ONLY
 from api.problems import ErrorBody, unavailable
 from api.query_values import PositionQuery, whole_number
@@ -196,7 +196,7 @@ def _audit_events(rows: Sequence[AuditRow]) -> bytes:
     owner's other records (webhook endpoints) are not key events."""
     return b"".join(
         b"id: %d\nevent: %s\ndata: %s\n\n"
-        % (row.position, row.type.encode(), _encode(audit_event(row)))
+        % (row.position, row.type.encode(), _encode(key_audit_event(row)))
         for row in rows
         if row.type in KEY_EVENT_TYPES
     )

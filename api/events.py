@@ -4,19 +4,34 @@ answer the same tagged union from the same fields the audit trail keeps of each 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
-from api.schemas import HistoryEvent
+from api.schemas import AuditEvent, HistoryEvent, WebhookEvent
 from domain.actors import kind_and_id
 from domain.api_key import EVENT_TYPES
 from domain.timeline import scope_change
+from domain.webhook_endpoint import EVENT_TYPES as WEBHOOK_EVENT_TYPES
 from projections.audit_trail.projection import event_fields
 from projections.audit_trail.view import AuditRow
 
 # The event types a key's history holds; other aggregates share the store (idempotency records).
 KEY_EVENT_TYPES = frozenset(EVENT_TYPES)
+# What the audit trail shows: the keys' events, and the webhook endpoints' that receive them.
+AuditEventType = Literal[
+    "Minted",
+    "ScopesSet",
+    "Revoked",
+    "Expired",
+    "Rotated",
+    "Suspended",
+    "Resumed",
+    "WebhookRegistered",
+    "WebhookDisabled",
+    "WebhookDeleted",
+]
+AUDIT_EVENT_TYPES = KEY_EVENT_TYPES | frozenset(WEBHOOK_EVENT_TYPES)
 
 
 def wire_event(
@@ -52,8 +67,24 @@ def history_event(event: Any) -> HistoryEvent:
     )
 
 
-def audit_event(row: AuditRow) -> HistoryEvent:
-    """An audit row as the trail shows it."""
+def audit_event(row: AuditRow) -> AuditEvent:
+    """An audit row as the trail shows it: a key's event, or a webhook endpoint's."""
+    if row.type not in WEBHOOK_EVENT_TYPES:
+        return key_audit_event(row)
+    kind, actor_id = kind_and_id(row.actor)
+    shown = dict(row.event) | {"type": row.type, "at": row.at, "actor": row.actor}
+    shown |= {"actor_kind": kind, "actor_id": actor_id, "position": row.position}
+    shown |= {"webhook_id": str(row.key_id), "chain": row.chain}
+    event: WebhookEvent = msgspec.convert(
+        {name: value for name, value in shown.items() if value is not None},
+        WebhookEvent,
+        strict=False,
+    )
+    return event
+
+
+def key_audit_event(row: AuditRow) -> HistoryEvent:
+    """A key's audit row as the trail shows it."""
     fields = dict(row.event)
     return wire_event(
         row.type,

@@ -365,7 +365,45 @@ class Readiness(msgspec.Struct, frozen=True):
     lag_seconds: float
 
 
-AuditEvent = HistoryEvent
+class _WebhookEventCommon(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What every webhook endpoint's event shows in the audit trail: as a key's event does, with
+    the endpoint's id in place of a key's."""
+
+    at: datetime
+    actor: str
+    version: int
+    context: dict[str, str] | None = None
+    position: int | None = None
+    webhook_id: str | None = None
+    chain: str | None = None
+    actor_kind: ActorKind | None = None
+    actor_id: str | None = None
+
+
+class WebhookRegisteredEvent(
+    _WebhookEventCommon, frozen=True, tag="WebhookRegistered", tag_field="type"
+):
+    """An endpoint was registered to receive these event types (never its signing secret)."""
+
+    url: str
+    event_types: list[str]
+
+
+class WebhookDisabledEvent(
+    _WebhookEventCommon, frozen=True, tag="WebhookDisabled", tag_field="type"
+):
+    """Deliveries stopped: the endpoint failed past the retry window."""
+
+    reason: str
+
+
+class WebhookDeletedEvent(_WebhookEventCommon, frozen=True, tag="WebhookDeleted", tag_field="type"):
+    pass
+
+
+WebhookEvent = WebhookRegisteredEvent | WebhookDisabledEvent | WebhookDeletedEvent
+# The audit trail: every key's events, and the webhook endpoints that receive them.
+AuditEvent = HistoryEvent | WebhookEvent
 
 
 class AuditPage(msgspec.Struct, frozen=True):

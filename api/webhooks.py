@@ -14,7 +14,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 
 from api.auth import principal_of, requires_session
-from api.events import audit_event
+from api.events import key_audit_event
 from api.keys import key_view
 from api.openapi import SESSION_ONLY
 from api.problems import ErrorBody
@@ -84,7 +84,7 @@ class WebhookPayloads:
 
     def event(self, row: AuditRow) -> bytes:
         return _encoder.encode(
-            WebhookMessage(type=row.type, timestamp=row.at, data=audit_event(row))
+            WebhookMessage(type=row.type, timestamp=row.at, data=key_audit_event(row))
         )
 
     def expiring_soon(self, state: KeyState, days: int) -> bytes:

@@ -187,3 +187,11 @@ def test_operator_routes_are_off_without_an_operator_secret() -> None:
         refused = client.post("/v1/operator/audit/check", headers=OPERATOR)
         assert refused.status_code == 403
         assert "ANTHRA_OPERATOR_SECRET" in refused.json()["error_description"]
+
+
+def test_the_type_filter_takes_every_type_the_trail_shows() -> None:
+    from typing import get_args
+
+    from api.events import AUDIT_EVENT_TYPES, AuditEventType
+
+    assert set(get_args(AuditEventType)) == AUDIT_EVENT_TYPES

@@ -113,6 +113,30 @@ def test_an_owner_registers_an_endpoint_and_sees_its_secret_once(
     assert export[0].event["url"] == URL and secret not in msgspec.json.encode(export).decode()
 
 
+def test_the_audit_trail_shows_who_registered_and_deleted_an_endpoint(
+    client: TestClient[Any], receiver: Receiver
+) -> None:
+    registered = register(client, ["Revoked"])
+    secret, hook_id = registered["secret"], registered["webhook"]["id"]
+    key = mint(client, scopes=["account:read"])
+    assert client.delete(f"/api/v1/webhooks/{hook_id}", headers=ALICE).status_code == 204
+    trail = client.get("/api/v1/audit?order=oldest", headers=ALICE)
+    assert trail.status_code == 200 and secret not in trail.text
+    events = trail.json()["events"]
+    assert [e["type"] for e in events] == ["WebhookRegistered", "Minted", "WebhookDeleted"]
+    registered_event, _, deleted = events
+    assert registered_event["webhook_id"] == hook_id and "key_id" not in registered_event
+    assert registered_event["url"] == URL and registered_event["event_types"] == ["Revoked"]
+    assert registered_event["actor"] == "user:alice" and registered_event["actor_kind"] == "user"
+    assert deleted["webhook_id"] == hook_id and deleted["position"] > events[1]["position"]
+    # Filtered by type, alone; a token with account:read reads the same trail
+    only = client.get("/api/v1/audit?type=WebhookRegistered", headers=bearer(key["token"]))
+    assert [e["type"] for e in only.json()["events"]] == ["WebhookRegistered"]
+    # Another owner sees none of it
+    bob = signed_in_as("bob") | SAME_ORIGIN
+    assert client.get("/api/v1/audit", headers=bob).json()["events"] == []
+
+
 def test_registering_is_for_signed_in_sessions_only(client: TestClient[Any]) -> None:
     token = mint(client, scopes=["account:read"])["token"]
     body = {"url": URL, "event_types": ["Minted"]}
