@@ -6,7 +6,6 @@ import asyncio
 import logging
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -31,7 +30,7 @@ from api.event_stream import EventStreamController, ServiceEventStreamController
 from api.forward_auth import ForwardAuth, Gatekeeper
 from api.front_door import FrontDoor
 from api.health import HealthController
-from api.json_body import JSONBodyRequest
+from api.json_body import BODY_PARAMETER, JSON_MEDIA_TYPE, JSONBodyRequest
 from api.keys import KeysController
 from api.leaks import LeaksController
 from api.local_sign_in import local_sign_in
@@ -69,7 +68,13 @@ from infra.sweeper import ExpirySweeper
 from infra.usage_flusher import UsageFlusher
 from infra.webhook_deliverer import WebhookDeliverer
 from ledger.audit_trail import AuditTrail
-from ledger.deadline import CONNECTION_ERRORS, OutcomeUnknown, StoreUnavailable, unavailable
+from ledger.deadline import (
+    CONNECTION_ERRORS,
+    HandlerThreads,
+    OutcomeUnknown,
+    StoreUnavailable,
+    unavailable,
+)
 from ledger.key_ledger import Clock, KeyLedger
 from ledger.recording import KeyBusy
 from ledger.usage_report import UsageReport
@@ -102,6 +107,9 @@ def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response
     first = extra[0] if extra and isinstance(extra[0], dict) else {}
     field = first.get("key") or None
     message = first.get("message") or exc.detail
+    if field == BODY_PARAMETER and first.get("source") == "body":
+        # Litestar's words for an empty body are its parameter's name, quoted: "'data'".
+        return _error(400, "invalid_request", f"send a JSON body ({JSON_MEDIA_TYPE})")
     return _error(400, "invalid_request", str(message), field)
 
 
@@ -276,7 +284,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
     async def handler_threads() -> None:
         # Litestar runs sync handlers on the loop's default executor.
         asyncio.get_running_loop().set_default_executor(
-            ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="handler")
+            HandlerThreads(HANDLER_THREADS, thread_name_prefix="handler")
         )
 
     def start() -> None:

@@ -29,14 +29,15 @@ from datetime import UTC
 from typing import Final, Protocol, cast
 
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
 from api import problems
 from api.auth import TOKEN_IN_URL, Authenticator, metadata_url_of, token_in_url
 from api.edge import MAX_TARGET_BYTES, TrustedProxies, public_host, refusal, split_authority
 from api.principal import Principal
+from domain.token import DISPLAY_PREFIX_LENGTH
 from infra.access_log import AccessLog
-from infra.logging import redact
+from infra.logging import ELLIPSIS, redact
 from infra.metrics import TALLY
 from infra.settings import Settings
 
@@ -53,11 +54,42 @@ _NO_STORE: Final = (b"cache-control", b"no-store")
 # GitHub's convention: a token's holder learns its expiry from every answer.
 TOKEN_EXPIRATION: Final = b"anthra-token-expiration"
 _ALLOW: Final = b"allow"
+_DISCONNECT: Final = "http.disconnect"
+# nginx's status for a request whose client left before it was answered (or was cut off by the
+# server's read deadline): only ever written to the access log, never sent.
+CLIENT_CLOSED_REQUEST: Final = 499
 _HTTP: str = ScopeType.HTTP.value  # a plain str: comparing with the enum member costs more
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 # The paths whose every request needs a caller: the API's own routes and the MCP server's.
 PROTECTED: Final = ("/api/", "/mcp")
+
+
+def _up_to_the_first_token(text: str) -> str:
+    """The text, redacted, up to the end of the first token's display prefix."""
+    redacted = redact(text)
+    cut = redacted.find(ELLIPSIS)
+    return redacted if cut < 0 else redacted[: cut + 1]
+
+
+def _refused_target(target: str) -> str:
+    """The target of a request refused for a token in its URL, as its access line keeps it: the
+    first token's display prefix and where it was, and nothing else that may be more of it. A
+    token split across parameters or segments, or broken by a character, no longer looks like
+    one piece by piece: so nothing after the prefix, no other parameter, and no path segment
+    longer than a prefix is written."""
+    path, _, query = target.partition("?")
+    in_path = _up_to_the_first_token(path)
+    if in_path.endswith(ELLIPSIS):
+        return in_path
+    kept = "/".join(s if len(s) <= DISPLAY_PREFIX_LENGTH else ELLIPSIS for s in path.split("/"))
+    for pair in query.split("&"):
+        name, _, value = _up_to_the_first_token(pair).partition("=")
+        if value.endswith(ELLIPSIS):
+            if len(name) <= DISPLAY_PREFIX_LENGTH and len(value) <= DISPLAY_PREFIX_LENGTH + 1:
+                return f"{kept}?{name}={value}"
+            break
+    return f"{kept}?{ELLIPSIS}" if query else kept
 
 
 class Gatekeeper(Protocol):
@@ -180,6 +212,7 @@ class FrontDoor:
         started = time.perf_counter()
         headers = cast("list[tuple[bytes, bytes]]", scope["headers"])
         given_id = host = b""
+        hosts = 0
         refused: Answer | None = None
         if len(headers) > self.max_headers:
             refused = self._too_large
@@ -189,6 +222,7 @@ class FrontDoor:
                 size += len(name) + len(value)
                 if name == _HOST:
                     host = value
+                    hosts += 1
                 elif name == _REQUEST_ID:
                     given_id = value
             if size > self.max_header_bytes:
@@ -205,7 +239,9 @@ class FrontDoor:
                     refused = self._misdirected
                 elif token_in_url(raw_path, query):
                     refused = self._token_in_url
-                elif host and not _GOOD_HOST.fullmatch(host):
+                elif hosts > 1 or (host and not _GOOD_HOST.fullmatch(host)):
+                    # Two Host lines are a 400 (RFC 9112 3.2): layers that read the first and
+                    # ones that read the last would each believe a different host.
                     refused = self._bad_host
         request_id = self._request_id(given_id)
         state = scope.get("state")
@@ -214,14 +250,24 @@ class FrontDoor:
         else:
             state["request_id"] = request_id
         id_header = (_REQUEST_ID, request_id.encode())
-        status = 500  # if the app fails before it answers, the server answers 500
+        status: int | None = None  # the status the answer went out with, once it has
         method = cast("HTTPScope", scope)["method"]
         path: str = scope["path"]
+        client_gone = False
+
+        async def receive_watching() -> ReceiveMessage:
+            nonlocal client_gone
+            message = await receive()
+            if message["type"] == _DISCONNECT:
+                client_gone = True
+            return message
 
         async def send_with_defaults(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
+                # An answer begun after the client left reaches no one: whatever the app made
+                # of the lost request body, the line says the client closed the request.
+                status = CLIENT_CLOSED_REQUEST if client_gone else message["status"]
                 message["headers"] = self._defaults(message.get("headers", ()), id_header, scope)
             await send(message)
 
@@ -241,7 +287,7 @@ class FrontDoor:
                 else:
                     scope["user"] = principal
                     scope["auth"] = principal.via
-                    await self.app(scope, receive, send_with_defaults)
+                    await self.app(scope, receive_watching, send_with_defaults)
             elif self.gatekeeper is not None and (
                 path == self._authz or path.startswith(self._authz_under)
             ):
@@ -252,23 +298,28 @@ class FrontDoor:
                 else:
                     # Litestar's: a HEAD answer without its body, an OPTIONS one with Allow,
                     # 405 for a method the route does not take.
-                    await self.app(scope, receive, send_with_defaults)
+                    await self.app(scope, receive_watching, send_with_defaults)
             elif self.verifier is not None and method == "POST" and path == self.verifier.path:
-                answer, receive = await self.verifier(scope, receive)
+                answer, receive_rest = await self.verifier(scope, receive_watching)
                 if answer is not None:
                     await problems.send_answer(send_with_defaults, *answer, sized=True)
                 else:
-                    await self.app(scope, receive, send_with_defaults)
+                    await self.app(scope, receive_rest, send_with_defaults)
             else:
-                await self.app(scope, receive, send_with_defaults)
+                await self.app(scope, receive_watching, send_with_defaults)
         finally:
             TALLY.answered(self._kind(path), time.perf_counter() - started)
+            if status is None:
+                # No answer began: the server answers 500, unless the client had left.
+                status = CLIENT_CLOSED_REQUEST if client_gone else 500
             access_log = self.access_log
             if access_log is not None:
                 client = scope.get("client")
                 target = raw_path.decode("latin-1")
                 if query:
                     target = f"{target}?{query.decode('latin-1')}"
+                if refused is self._token_in_url:
+                    target = _refused_target(target)
                 access_log.line(
                     f"{client[0]}:{client[1]}" if client else "-",
                     method,

@@ -25,6 +25,10 @@ _TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\]:]')
 # A string followed by a colon is a key: in a single flat object, those are all its keys.
 _STRINGS = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")(\s*:)?')
 _PATH = re.compile(r" - at `\$\.?([A-Za-z0-9_]*)")
+# At the top level msgspec names the field in its words: "Object missing required field `name`".
+_NAMED = re.compile(r"field `([^`]*)`")
+# The name Litestar gives a handler's body parameter; every handler here calls it that.
+BODY_PARAMETER = "data"
 
 
 class JSONBodyRequest(Request[Any, Any, Any]):
@@ -104,4 +108,6 @@ def _invalid(message: str) -> ValidationException:
     found = _PATH.search(message)
     field = found[1] if found and found[1] else None
     text = message[: found.start()] if found else message
+    if field is None and (named := _NAMED.search(text)) is not None:
+        field = named[1]
     return ValidationException(detail=text, extra=[{"key": field, "message": text}])

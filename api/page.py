@@ -21,7 +21,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import msgspec
-from litestar import Controller, MediaType, Request, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
@@ -315,5 +315,10 @@ class AccountPage(Controller):
         name = name.removeprefix("/")
         media_type = asset_types().get(name)
         if media_type is None:
-            return _respond(b"not found\n", status=404, media_type=MediaType.TEXT)
+            # The JSON error body every other refusal has (its security headers too).
+            return _respond(
+                problems.error_body("not_found", "no such asset of the keys page"),
+                status=404,
+                media_type=JSON,
+            )
         return _respond(_asset(name), media_type=media_type)

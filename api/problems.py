@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import msgspec
 from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Send
+
+from infra.logging import redact
 
 REALM = 'Bearer realm="anthra"'
 
@@ -16,6 +19,18 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     error: str
     error_description: str
     field: str | None = None
+
+    def __post_init__(self) -> None:
+        # A description may quote what the caller sent (an unknown field's name, a scope, an
+        # enum value, a path): a token in it keeps its display prefix only, as in every log.
+        self.error_description = _without_tokens(self.error_description)
+        if self.field is not None:
+            self.field = _without_tokens(self.field)
+
+
+# Most descriptions are the same few sentences (every refused token gets one): redacting each
+# once keeps a flood of 401s as cheap as it was.
+_without_tokens = functools.lru_cache(maxsize=1024)(redact)
 
 
 encode = msgspec.json.Encoder().encode

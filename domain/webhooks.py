@@ -10,6 +10,7 @@ import ipaddress
 from typing import Final
 from urllib.parse import urlsplit
 
+from domain.api_key import check_text
 from domain.errors import InvalidInput
 
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 (a prefix, not a secret)
@@ -27,7 +28,8 @@ def check_url(url: object, *, allow_http_loopback: bool = False) -> str:
     """The URL, if an endpoint may receive at it; else InvalidInput naming `url`.
 
     https only (http only to a loopback address, when the operator allows it); no credentials,
-    fragment or odd authority; a literal address must be public unless it is that loopback.
+    fragment or odd authority; a literal address must be public unless it is that loopback; and,
+    as every text the ledger keeps, no token.
     Names are resolved, and their addresses checked, at each delivery (domain has no I/O).
     """
     if not isinstance(url, str) or not url:
@@ -61,6 +63,8 @@ def check_url(url: object, *, allow_http_loopback: bool = False) -> str:
         raise InvalidInput("url", "a public address, not this machine")
     if address is not None and not loopback and not is_public(address):
         raise InvalidInput("url", "a public address, not a private, link-local or reserved one")
+    # Kept in the endpoint's events for good and shown on every read, like a key's name.
+    check_text("url", url)
     return url
 
 

@@ -9,11 +9,17 @@ import sys
 import threading
 import types
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import uvicorn.logging
 
-from domain.token import DISPLAY_PREFIX_LENGTH, PREFIX
+from domain.token import (
+    CHECKSUM_CHARS,
+    DISPLAY_PREFIX_LENGTH,
+    ENTROPY_CHARS,
+    PREFIX,
+    is_well_formed,
+)
 
 ELLIPSIS = "…"
 REDACTED = "[redacted]"
@@ -58,10 +64,30 @@ _PARAM = re.compile(
 )
 
 
+# A token pasted without its prefix (the domain refuses such text as a token too): its 50
+# characters, checksum and all, alone or glued to a few characters of its alphabet. A longer run
+# is checked at its two ends only: a hostile line costs a few checks per run, not one per place.
+_BARE_WIDTH: Final = ENTROPY_CHARS + CHECKSUM_CHARS
+_BARE_RUN = re.compile(f"[A-Za-z0-9_-]{{{_BARE_WIDTH},}}")
+_BARE_SLACK: Final = 4
+# The checksum is 32 bits in six base64 characters: the last one's low four bits are zero.
+_CHECKSUM_ENDS: Final = frozenset("AQgw")
+
+
+def _cut_bare(match: re.Match[str]) -> str:
+    run = match[0]
+    extra = len(run) - _BARE_WIDTH
+    for start in range(extra + 1) if extra <= _BARE_SLACK else (0, extra):
+        end = start + _BARE_WIDTH
+        if run[end - 1] in _CHECKSUM_ENDS and is_well_formed(PREFIX + run[start:end]):
+            return run[: start + DISPLAY_PREFIX_LENGTH - len(PREFIX)] + ELLIPSIS
+    return run
+
+
 def redact(text: str) -> str:
     """The text with every token cut to its 12-character display prefix and every session cookie value, webhook secret and Bearer credential removed."""  # noqa: E501
     if _ANY_NEEDLE.search(text) is None:
-        return text
+        return _BARE_RUN.sub(_cut_bare, text) if len(text) >= _BARE_WIDTH else text
     # Tokens go first: the other rules only ever remove text, so none of them can break up
     # an encoded token and leave its tail unrecognisable.
     text = _cut_tokens(text)
@@ -69,7 +95,7 @@ def redact(text: str) -> str:
     text = _JWT.sub(REDACTED, text)
     text = _WEBHOOK_SECRET.sub("whsec_" + REDACTED, text)
     text = _BEARER.sub(_keep_prefix, text)
-    return _PARAM.sub(_keep_prefix, text)
+    return _BARE_RUN.sub(_cut_bare, _PARAM.sub(_keep_prefix, text))
 
 
 def _keep_prefix(match: re.Match[str]) -> str:

@@ -51,6 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     allowed_hosts: tuple[str, ...] = ()
     max_header_bytes: int = 16 * 1024
     max_headers: int = 100
+    request_read_timeout: float = 10.0
     redis_url: str = ""
     auth_failure_window: float = 60.0
     auth_failures_per_ip: int = 100
@@ -269,6 +270,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allowed_hosts=_hosts(env.get("ANTHRA_ALLOWED_HOSTS")),
         max_header_bytes=_int(env, "ANTHRA_MAX_HEADER_BYTES", 16 * 1024, 1024, 1024 * 1024),
         max_headers=_int(env, "ANTHRA_MAX_HEADERS", 100, 10, 1000),
+        request_read_timeout=_float(env, "ANTHRA_REQUEST_READ_TIMEOUT", 10.0, 0.1, 300.0),
         redis_url=redis_url,
         auth_failure_window=_float(env, "ANTHRA_AUTH_FAILURE_WINDOW", 60.0, 1.0, 86400.0),
         auth_failures_per_ip=_int(env, "ANTHRA_AUTH_FAILURES_PER_IP", 100, 0, 1_000_000),

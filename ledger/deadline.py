@@ -10,12 +10,14 @@ the earlier one holds. Background work sets its own, shorter or longer, or none.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import wraps
 from time import monotonic
-from typing import Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 import psycopg
 from eventsourcing import persistence
@@ -31,6 +33,9 @@ CONNECTION_ERRORS: Final = (
 )
 
 _deadline: ContextVar[float] = ContextVar("anthra_store_deadline", default=math.inf)
+# When the job a handler thread is running was queued: a caller's budget runs from then, not
+# from when a thread was free (a thread-local, as the job runs in a context copied before).
+_job = threading.local()
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -93,7 +98,8 @@ def bounded(seconds: float = REQUEST_BUDGET) -> Callable[[Callable[P, R]], Calla
     def decorate(method: Callable[P, R]) -> Callable[P, R]:
         @wraps(method)
         def call(*args: P.args, **kwargs: P.kwargs) -> R:
-            with within(seconds):
+            queued_at: float | None = getattr(_job, "queued_at", None)
+            with within(seconds if queued_at is None else queued_at + seconds - monotonic()):
                 try:
                     return method(*args, **kwargs)
                 except CONNECTION_ERRORS as e:
@@ -102,3 +108,20 @@ def bounded(seconds: float = REQUEST_BUDGET) -> Callable[[Callable[P, R]], Calla
         return call
 
     return decorate
+
+
+class HandlerThreads(ThreadPoolExecutor):
+    """The threads that run callers' operations. An operation's budget starts when its job is
+    queued, so when a burst of requests outnumbers the threads (writes during a lock, say),
+    the ones that waited their budget out answer 503 at once instead of in turn, seconds late."""
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        return super().submit(_run_queued, monotonic(), fn, *args, **kwargs)
+
+
+def _run_queued(queued_at: float, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    _job.queued_at = queued_at
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _job.queued_at = None

@@ -211,3 +211,112 @@ def test_a_verify_body_in_pieces_gets_the_answer_a_whole_one_does(
 
 
 JSON = {"Content-Type": "application/json"}
+
+
+READ_TIMEOUT = 1.0
+_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+_BODY_HEAD = (
+    b"POST /v1/verify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 400\r\n\r\n"
+)
+# What a slow client (slowloris) sends, piece by piece, 50 ms apart: never a whole request.
+SLOW_CLIENTS = {
+    "connects and sends nothing": [],
+    "stops half way through the head": [_HEAD],
+    "sends the head a byte at a time": [bytes([b]) for b in _HEAD + b"X-Slow: " + b"a" * 200],
+    "stops half way through the body": [_BODY_HEAD + b'{"token": "'],
+    "sends the body a byte at a time": [_BODY_HEAD, *([b" "] * 300)],
+    "answered once, then starts another request and stops": [
+        _HEAD + b"\r\n" + b"GET /hea",
+    ],
+}
+
+
+@pytest.mark.parametrize("pieces", SLOW_CLIENTS.values(), ids=SLOW_CLIENTS.keys())
+def test_a_request_that_does_not_arrive_in_time_is_408_and_its_connection_closed(
+    pieces: list[bytes], sqlite_url: str, start_server: StartServer
+) -> None:
+    server = start_server(sqlite_url, ANTHRA_REQUEST_READ_TIMEOUT=str(READ_TIMEOUT))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        started = time.monotonic()
+        with contextlib.suppress(OSError):  # the server closes the connection as it answers
+            for piece in pieces:
+                raw.sendall(piece)
+                time.sleep(0.05)
+        received = b""
+        while chunk := raw.recv(65536):  # until the server closes the connection
+            received += chunk
+        took = time.monotonic() - started
+    assert took < READ_TIMEOUT + 2, f"the connection was held {took:.1f} s"
+    answers = received.split(b"HTTP/1.1 ")[1:]
+    assert answers, "the server closed the connection without an answer"
+    assert answers[-1].startswith(b"408 "), received[-300:]
+    assert b'"error":"request_timeout"' in answers[-1]
+    assert all(a.startswith(b"200 ") for a in answers[:-1])
+    # The server serves on, and the access log never counts a lost client as its own failure
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    server.stop()
+    assert not [line for line in server.log_lines() if '" 500 ' in line]
+
+
+def test_an_answer_being_streamed_is_never_cut_by_the_read_deadline(
+    sqlite_url: str, start_server: StartServer, secrets_seen: Secrets
+) -> None:
+    server = start_server(sqlite_url, ANTHRA_REQUEST_READ_TIMEOUT=str(READ_TIMEOUT))
+    cookie = session_cookie("alice")
+    secrets_seen.cookies.append(cookie)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.sendall(
+            b"GET /api/v1/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"Cookie: {COOKIE}={cookie}\r\n\r\n".encode()
+        )
+        assert raw.recv(65536).startswith(b"HTTP/1.1 200 ")
+        time.sleep(READ_TIMEOUT * 3)
+        raw.settimeout(0.2)
+        with contextlib.suppress(TimeoutError):  # nothing more to read: still open
+            assert raw.recv(65536), "the stream was closed"
+
+
+# Requests that are not HTTP/1.1 as RFC 9112 has it, each sent on a connection of its own. The
+# revoke would be carried out if any of them were served.
+NOT_HTTP = {
+    "a token in a fragment": "DELETE /api/v1/keys/{key_id}#{token} HTTP/1.1\r\n{head}\r\n",
+    "a fragment": "DELETE /api/v1/keys/{key_id}#now HTTP/1.1\r\n{head}\r\n",
+    "two lengths": (
+        "DELETE /api/v1/keys/{key_id} HTTP/1.1\r\n{head}Content-Length: 0\r\n"
+        "Content-Length: 5\r\n\r\n"
+    ),
+    "a length and a chunked body": (
+        "DELETE /api/v1/keys/{key_id} HTTP/1.1\r\n{head}Content-Length: 5\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "two Host lines": "DELETE /api/v1/keys/{key_id} HTTP/1.1\r\n{head}Host: other.example\r\n\r\n",
+    "a lower-case method": "delete /api/v1/keys/{key_id} HTTP/1.1\r\n{head}\r\n",
+    "a TLS handshake": "\x16\x03\x01\x00\xa5\x01\x00\x00\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("request_text", NOT_HTTP.values(), ids=NOT_HTTP.keys())
+def test_what_is_not_http_is_a_400_with_the_json_error_body_and_never_served(
+    request_text: str, sqlite_url: str, start_server: StartServer, secrets_seen: Secrets
+) -> None:
+    server = start_server(sqlite_url)
+    cookie = session_cookie("alice")
+    secrets_seen.cookies.append(cookie)
+    with signed_in(server.url, secrets_seen) as account:
+        key = mint(account, secrets_seen)
+        head = (
+            f"Host: 127.0.0.1:{server.port}\r\nCookie: {COOKIE}={cookie}\r\n"
+            "Sec-Fetch-Site: same-origin\r\nConnection: close\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            raw.sendall(
+                request_text.format(key_id=key["id"], token=key["token"], head=head).encode()
+            )
+            answer = b""
+            while chunk := raw.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert b"application/json" in answer.split(b"\r\n\r\n")[0]
+        assert b'"error":"invalid_request"' in answer
+        assert account.get(f"/api/v1/keys/{key['id']}").json()["status"] == "active"

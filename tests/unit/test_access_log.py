@@ -7,12 +7,13 @@ import io
 import json
 import logging
 import re
+from collections.abc import Callable
 
 import pytest
 
 from domain import token as token_format
 from infra.access_log import AccessLog, access_log_enabled
-from tests.api_support import api_client, bearer, mint
+from tests.api_support import SAME_ORIGIN, api_client, bearer, mint, signed_in_as
 
 KEEP = 12
 
@@ -64,6 +65,35 @@ def test_a_token_in_the_target_never_reaches_the_line_beyond_its_prefix(json_lin
     assert out.count("\n") == 3
     assert token[: KEEP + 1] not in out
     assert token[9 : 9 + KEEP + 1] not in out
+
+
+# A token in a URL that no longer looks like one after its first characters: the request is
+# refused (or served, when nothing of a prefix is left), and its line keeps no more of it.
+BROKEN_UP: dict[str, Callable[[str], str]] = {
+    "split across two parameters": lambda t: f"/healthz?a={t[:30]}&b={t[30:]}",
+    "split across path segments": lambda t: f"/x/{t[:20]}/{t[20:]}",
+    "broken by a dot": lambda t: f"/healthz?t={t[:20]}.{t[20:]}",
+    "broken by an encoded space": lambda t: f"/healthz?t={t[:20]}%20{t[20:]}",
+    "broken by a plus": lambda t: f"/healthz?t={t[:20]}+{t[20:]}",
+    "the tail first": lambda t: f"/healthz?b={t[30:]}&a={t[:30]}",
+    "without its prefix, in the query": lambda t: f"/api/v1/keys?cursor={t[9:]}",
+    "without its prefix, glued to a value": lambda t: f"/healthz?reason=x{t[9:]}",
+    "without its prefix, in the path": lambda t: f"/api/v1/keys/{t[9:]}",
+}
+
+
+@pytest.mark.parametrize("target", BROKEN_UP.values(), ids=BROKEN_UP.keys())
+def test_a_token_broken_up_in_the_url_never_reaches_the_line_beyond_its_prefix(
+    target: Callable[[str], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = token_format.generate()
+    with api_client() as client:
+        answer = client.get(target(token), headers=signed_in_as("alice"))
+    assert answer.status_code < 500
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if "anthra.access" in line]
+    shown = [token[i : i + KEEP + 1] for i in range(len(token) - KEEP)]
+    assert [run for run in shown if run in out] == []
 
 
 def test_when_the_buffer_is_full_lines_are_dropped_counted_and_reported() -> None:
@@ -132,3 +162,49 @@ def test_every_request_gets_one_line_with_its_request_id(
         for line in lines
     )
     assert key["token"][: KEEP + 1] not in out
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/v1/verify", {}),
+        ("/api/v1/keys", signed_in_as("alice") | SAME_ORIGIN),
+        ("/api/v1/webhooks", signed_in_as("alice") | SAME_ORIGIN),
+        ("/v1/leaks", {}),
+    ],
+)
+def test_a_client_that_leaves_before_its_body_arrives_is_499_never_a_500(
+    path: str, headers: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sent: list[dict[str, object]] = []
+
+    async def body_then_gone() -> dict[str, object]:
+        if not sent:
+            sent.append({})
+            return {"type": "http.request", "body": b'{"na', "more_body": True}
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        pass
+
+    with api_client() as client:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"testserver.local"), (b"content-type", b"application/json")]
+            + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 80),
+        }
+        with client.portal() as portal:
+            portal.call(client.app, scope, body_then_gone, send)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "anthra.access" in line]
+    assert any(f'"POST {path} HTTP/1.1" 499 ' in line for line in lines), lines
+    assert not any('" 500 ' in line for line in lines)

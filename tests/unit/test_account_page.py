@@ -358,6 +358,7 @@ def test_any_other_asset_is_not_found(name: str) -> None:
         response = client.get(f"/account/assets/{name}")
     assert response.status_code == 404
     assert b"create-form" not in response.content and b"SCOPES" not in response.content
+    assert response.json()["error"] == "not_found"
 
 
 def test_an_unknown_asset_carries_the_security_headers() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -164,3 +165,106 @@ def test_a_key_id_that_is_not_one_is_a_404_and_a_filter_that_is_not_one_a_400() 
         for value in ["Deleted", "", "Minted,Revoked"]:
             response = client.get("/api/v1/audit", params={"type": value}, headers=alice)
             assert response.status_code == 400 and response.json()["field"] == "type"
+
+
+# Where an error body quotes what the caller sent: a token there keeps its display prefix only,
+# as in every log line (the caller may be replaying a token it found, and bodies get logged).
+QUOTED: dict[str, tuple[str, str, str, Callable[[str], object]]] = {
+    "an unknown field of a mint": ("POST", "/api/v1/keys", "session", lambda t: {t: 1}),
+    "an unknown scope of a mint": (
+        "POST",
+        "/api/v1/keys",
+        "session",
+        lambda t: {"name": "x", "scopes": [t]},
+    ),
+    "an unknown scope of a scope change": (
+        "PUT",
+        "/api/v1/keys/{key_id}/scopes",
+        "session",
+        lambda t: {"scopes": [t]},
+    ),
+    "an unknown field of a verify": ("POST", "/v1/verify", "none", lambda t: {t: 1}),
+    "an unknown scope of a verify": (
+        "POST",
+        "/v1/verify",
+        "none",
+        lambda t: {"token": "x", "scopes": [t]},
+    ),
+    "an unknown event type of a webhook": (
+        "POST",
+        "/api/v1/webhooks",
+        "session",
+        lambda t: {"url": "https://hooks.example.com/", "event_types": [t]},
+    ),
+    "an unknown field of a suspension": (
+        "POST",
+        "/api/v1/keys/{key_id}/suspend",
+        "session",
+        lambda t: {"reason": "x", t: 1},
+    ),
+}
+
+
+@pytest.mark.parametrize(("method", "path", "caller", "body"), QUOTED.values(), ids=QUOTED.keys())
+@pytest.mark.parametrize("shape", ["whole", "without its prefix"])
+def test_an_error_body_never_quotes_more_of_a_token_than_its_display_prefix(
+    method: str, path: str, caller: str, body: Callable[[str], object], shape: str
+) -> None:
+    with api_client() as client:
+        key = mint(client, "alice")
+        token = key["token"]
+        quoted = token if shape == "whole" else token[len("ant_live_") :]
+        headers = SAME_ORIGIN | signed_in_as("alice") if caller == "session" else {}
+        response = client.request(
+            method, path.format(key_id=key["id"]), json=body(quoted), headers=headers
+        )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
+    runs = [token[i : i + 13] for i in range(len(token) - 12)]
+    assert [run for run in runs if run in response.text] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"scopes": ["books:read"]}', "name"),
+        ('{"name": "x"}', "scopes"),
+        ('{"name": "x", "scopes": ["books:read"], "owner": "bob"}', "owner"),
+        ('{"name": "x", "scopes": ["books:read"], "expires_in_days": "30"}', "expires_in_days"),
+    ],
+)
+def test_a_body_field_missing_unknown_or_wrong_is_named(body: str, field: str) -> None:
+    with api_client() as client:
+        response = client.post(
+            "/api/v1/keys",
+            content=body,
+            headers=SAME_ORIGIN | signed_in_as("alice") | {"Content-Type": "application/json"},
+        )
+    assert (response.status_code, response.json().get("field")) == (400, field), response.text
+
+
+@pytest.mark.parametrize(
+    ("path", "caller"),
+    [
+        ("/api/v1/keys", "session"),
+        ("/api/v1/keys/{key_id}/scopes", "session"),
+        ("/api/v1/webhooks", "session"),
+        ("/v1/verify", "none"),
+    ],
+)
+def test_an_empty_body_where_one_is_needed_is_a_400_that_says_so(path: str, caller: str) -> None:
+    with api_client() as client:
+        key = mint(client, "alice")
+        headers = SAME_ORIGIN | signed_in_as("alice") if caller == "session" else {}
+        method = "PUT" if path.endswith("scopes") else "POST"
+        response = client.request(
+            method,
+            path.format(key_id=key["id"]),
+            content=b"",
+            headers=headers | {"Content-Type": "application/json"},
+        )
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_request",
+        "error_description": "send a JSON body (application/json)",
+    }

@@ -38,6 +38,7 @@ def test_the_defaults() -> None:
     assert settings.trusted_proxies == ()
     assert settings.max_header_bytes == 16384
     assert settings.max_headers == 100
+    assert settings.request_read_timeout == 10.0
     assert settings.auth_failures_per_ip == 100
     assert settings.auth_failures_per_prefix == 20
     assert settings.auth_failure_window == 60.0
@@ -53,6 +54,7 @@ def test_values_are_read_and_normalised() -> None:
             "ANTHRA_ALLOWED_HOSTS": "API.anthra.example,[::1]",
             "ANTHRA_MAX_HEADER_BYTES": "32768",
             "ANTHRA_MAX_HEADERS": "50",
+            "ANTHRA_REQUEST_READ_TIMEOUT": "2.5",
             "ANTHRA_AUTH_FAILURES_PER_IP": "0",
             "ANTHRA_AUTH_FAILURE_WINDOW": "300",
             "ANTHRA_REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -62,6 +64,7 @@ def test_values_are_read_and_normalised() -> None:
     assert settings.trusted_proxies == ("10.0.0.1/32", "172.28.0.0/24", "::1/128")
     assert settings.allowed_hosts == ("api.anthra.example", "[::1]")
     assert (settings.max_header_bytes, settings.max_headers) == (32768, 50)
+    assert settings.request_read_timeout == 2.5
     assert (settings.auth_failures_per_ip, settings.auth_failure_window) == (0, 300.0)
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
 
@@ -80,6 +83,8 @@ def test_values_are_read_and_normalised() -> None:
         ("ANTHRA_PUBLIC_URL", "https://user@api.anthra.example"),
         ("ANTHRA_MAX_HEADER_BYTES", "100"),
         ("ANTHRA_MAX_HEADERS", "many"),
+        ("ANTHRA_REQUEST_READ_TIMEOUT", "0"),
+        ("ANTHRA_REQUEST_READ_TIMEOUT", "forever"),
         ("ANTHRA_AUTH_FAILURES_PER_PREFIX", "-1"),
         ("ANTHRA_AUTH_FAILURE_WINDOW", "0"),
         ("ANTHRA_REDIS_URL", "127.0.0.1:6379"),

@@ -131,6 +131,43 @@ def test_percent_encoding_of_every_kind_is_seen_through() -> None:
     assert leaks(redact("%2" + token), token) == []  # "%2a" would swallow the "a" of "ant_"
 
 
+# A token pasted without its prefix is still a token (the domain refuses it in a name or a
+# reason): its 50 characters, checksum and all, are cut to the three a display prefix shows.
+BARE_PLACES = {
+    "alone": "{bare}",
+    "a query value": "/api/v1/keys/k?reason={bare}&x=1",
+    "a path segment": "/x/{bare}/y",
+    "glued to a few characters": "reason=xy{bare}z",
+    "at the end of a long run": "q=" + "a" * 300 + "{bare}",
+    "at the start of a long run": "q={bare}" + "a" * 300,
+    "quoted in JSON": '{{"reason": "{bare}"}}',
+    "two of them": "{bare} and {bare}",
+}
+
+
+@pytest.mark.parametrize("place", BARE_PLACES.values(), ids=BARE_PLACES.keys())
+def test_a_token_without_its_prefix_keeps_no_more_than_a_display_prefix_shows(place: str) -> None:
+    token = token_format.generate()
+    bare = token[len(PREFIX) :]
+    out = redact(place.format(bare=bare))
+    assert leaks(out, token) == []
+    assert bare[: KEEP - len(PREFIX)] + "…" in out
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "sha256 " + "ab12" * 16,
+        "/api/v1/keys/3fc2c97d-1234-4a5b-9c8d-0123456789ab/history",
+        "test_a_token_without_its_prefix_keeps_no_more_than_a_display_prefix_shows",
+        "x" * 49 + "A",
+        "q=" + "a" * 300,
+    ],
+)
+def test_long_runs_of_the_token_alphabet_without_a_checksum_are_unchanged(line: str) -> None:
+    assert redact(line) == line
+
+
 def test_the_display_prefix_alone_is_left_as_it_is() -> None:
     assert redact("key ant_live_aB3 revoked") == "key ant_live_aB3 revoked"
     assert redact("key ant_live_aB3… revoked") == "key ant_live_aB3… revoked"

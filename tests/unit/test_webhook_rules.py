@@ -10,6 +10,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from domain.errors import InvalidInput
+from domain.token import generate
 from domain.webhooks import (
     FIRST_DELAY,
     JITTER,
@@ -106,6 +107,30 @@ def test_other_urls_are_refused_naming_the_url(url: str, why: str) -> None:
         check_url(url)
     assert refused.value.field == "url"
     assert why in refused.value.message
+
+
+# An endpoint's URL is kept in its events for good and shown on every read, like a key's name.
+TOKEN_IN_URL = {
+    "in the path": "https://hooks.example.com/{token}",
+    "in the query": "https://hooks.example.com/in?key={token}",
+    "percent-encoded": "https://hooks.example.com/in?key={encoded}",
+    "without its prefix": "https://hooks.example.com/in?key={bare}",
+    "as a host label": "https://{bare}.example.com/",
+}
+
+
+@pytest.mark.parametrize("shape", TOKEN_IN_URL.values(), ids=TOKEN_IN_URL.keys())
+def test_a_url_holding_a_token_is_refused_naming_the_url(shape: str) -> None:
+    token = generate()
+    url = shape.format(
+        token=token,
+        encoded=token.replace("_", "%5F"),
+        bare=token[len("ant_live_") :],
+    )
+    with pytest.raises(InvalidInput) as refused:
+        check_url(url)
+    assert refused.value.field == "url"
+    assert "token" in refused.value.message
 
 
 def test_http_to_loopback_only_when_the_operator_allows_it() -> None:
