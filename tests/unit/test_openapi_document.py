@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import yaml
 from litestar.routes import HTTPRoute
 
@@ -41,6 +42,26 @@ def test_the_schema_is_json_and_yaml_with_no_documentation_site_and_no_third_par
         for site in ("/schema/swagger", "/schema/redoc", "/schema/elements", "/schema/rapidoc"):
             page = client.get(site)
             assert page.status_code == 404 and "<script" not in page.text
+
+
+def test_the_document_is_written_once_not_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Anyone may ask for it, without a credential: a request must cost no rendering.
+    import litestar.openapi.plugins
+
+    dumps: list[object] = []
+    dump = litestar.openapi.plugins.yaml.dump
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        dumps.append(args)
+        return dump(*args, **kwargs)
+
+    monkeypatch.setattr(litestar.openapi.plugins.yaml, "dump", counted)
+    with api_client() as client:
+        answers = [client.get(path) for path in ("/schema/openapi.yaml", "/schema/openapi.yml") * 3]
+        jsons = [client.get("/schema/openapi.json") for _ in range(3)]
+    assert len(dumps) == 1
+    assert len({a.content for a in answers}) == 1 and len({j.content for j in jsons}) == 1
+    assert all(a.status_code == 200 for a in answers + jsons)
 
 
 def test_callers_authenticate_as_the_document_says() -> None:
