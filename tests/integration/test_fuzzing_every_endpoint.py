@@ -58,8 +58,8 @@ def _routes() -> tuple[list[tuple[str, str, bool]], dict[str, Any]]:
         if isinstance(route, HTTPRoute)
         for method in sorted(route.methods)
     ]
-    # And one path that is no route at all.
-    return [*routes, ("/no/such/{thing}", "GET", True)], document
+    # And one path that is no route at all. Sorted: every process collects them alike (xdist).
+    return sorted([*routes, ("/no/such/{thing}", "GET", True)]), document
 
 
 ROUTES, DOCUMENT = _routes()
@@ -349,13 +349,13 @@ def test_no_input_answers_5xx_and_every_error_is_an_error_body(
 
 # Every declared input of every documented operation, given every value of its kind in turn, the
 # rest of the request valid: the classes above, each value at least once.
-OPERATIONS = [
+OPERATIONS = sorted(
     (path, method.upper())
     for path, operations in DOCUMENT["paths"].items()
     for method in operations
     if method in ("get", "head", "post", "put", "patch", "delete", "options")
     and (path, method) not in {(STREAM_PATH, "get"), (SERVICE_STREAM_PATH, "get")}
-]
+)
 EDGE_INSTANTS = [
     _instant(moment, minutes, zulu=False)
     for moment in (
