@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.application import AggregateNotFoundError, project_aggregate
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.utils import EnvType
@@ -43,7 +43,6 @@ from ledger.deadline import (
 from ledger.key_states import KeyStates
 from ledger.lifecycle import Lifecycle
 from ledger.recording import Events, KeyBusy
-from ledger.remembered_keys import replayed
 from projections.key_states.memory import MemoryKeyStatesView
 from projections.key_states.view import KeyState, KeyStatesView, state_of
 from projections.verification_index.index import (
@@ -423,7 +422,7 @@ class KeyLedger(Lifecycle):
         key: Any = self.remembered_key(key_id)
         if key is None:
             events = list(self.events.get(key_id))
-            key = replayed(events)
+            key = project_aggregate(None, events)
             self.remembered.loaded(events)
         # The store holds other aggregates too (idempotency records): only keys are keys.
         if not isinstance(key, ApiKey) or (owner_id is not None and key.owner_id != owner_id):

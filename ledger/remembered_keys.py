@@ -17,9 +17,9 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any
 from uuid import UUID
 
+from eventsourcing.application import project_aggregate
 from eventsourcing.domain import DomainEventProtocol
 
 from domain.api_key import ApiKey
@@ -27,14 +27,6 @@ from domain.api_key import ApiKey
 Event = DomainEventProtocol[UUID]
 # About a few megabytes: a key is a handful of events, each a few hundred bytes.
 DEFAULT_SIZE = 4096
-
-
-def replayed(events: Iterable[Event]) -> Any:
-    """The aggregate these events (all of one aggregate, oldest first) make."""
-    aggregate: Any = None
-    for event in events:
-        aggregate = event.mutate(aggregate)  # type: ignore[attr-defined]
-    return aggregate
 
 
 class RememberedKeys:
@@ -55,7 +47,7 @@ class RememberedKeys:
             if events is None:
                 return None
             self._events.move_to_end(key_id)
-        key = replayed(events)
+        key = project_aggregate(None, events)
         return key if isinstance(key, ApiKey) else None
 
     def loaded(self, events: Sequence[Event]) -> None:
