@@ -10,7 +10,7 @@ import msgspec
 
 from api.schemas import AuditEvent, HistoryEvent, WebhookEvent
 from domain.actors import kind_and_id
-from domain.api_key import EVENT_TYPES
+from domain.api_key import EVENT_TYPES, EventType
 from domain.timeline import scope_change
 from domain.webhook_endpoint import EVENT_TYPES as WEBHOOK_EVENT_TYPES
 from projections.audit_trail.projection import event_fields
@@ -19,18 +19,8 @@ from projections.audit_trail.view import AuditRow
 # The event types a key's history holds; other aggregates share the store (idempotency records).
 KEY_EVENT_TYPES = frozenset(EVENT_TYPES)
 # What the audit trail shows: the keys' events, and the webhook endpoints' that receive them.
-AuditEventType = Literal[
-    "Minted",
-    "ScopesSet",
-    "Revoked",
-    "Expired",
-    "Rotated",
-    "Suspended",
-    "Resumed",
-    "WebhookRegistered",
-    "WebhookDisabled",
-    "WebhookDeleted",
-]
+WebhookEventType = Literal["WebhookRegistered", "WebhookDisabled", "WebhookDeleted"]
+AuditEventType = Literal[EventType, WebhookEventType]
 AUDIT_EVENT_TYPES = KEY_EVENT_TYPES | frozenset(WEBHOOK_EVENT_TYPES)
 
 
@@ -44,6 +34,16 @@ def wire_event(
 ) -> HistoryEvent:
     """An event's own fields with what every event shows: when, who, its version and context
     (and, from the audit trail, its position, key and chain value)."""
+    event: HistoryEvent = msgspec.convert(
+        _shown(type_, fields, at, actor, common), HistoryEvent, strict=False
+    )
+    return event
+
+
+def _shown(
+    type_: str, fields: dict[str, Any], at: datetime, actor: str, common: dict[str, Any]
+) -> dict[str, Any]:
+    """An event's fields, and what every event shows (the common ones that are set)."""
     kind, actor_id = kind_and_id(actor)
     shown = dict(fields)
     if type_ == "ScopesSet":
@@ -51,8 +51,7 @@ def wire_event(
         shown |= {"added": list(added), "removed": list(removed), "widened": bool(added)}
     shown |= {"type": type_, "at": at, "actor": actor, "actor_kind": kind, "actor_id": actor_id}
     shown |= {name: value for name, value in common.items() if value is not None}
-    event: HistoryEvent = msgspec.convert(shown, HistoryEvent, strict=False)
-    return event
+    return shown
 
 
 def history_event(event: Any) -> HistoryEvent:
@@ -71,15 +70,9 @@ def audit_event(row: AuditRow) -> AuditEvent:
     """An audit row as the trail shows it: a key's event, or a webhook endpoint's."""
     if row.type not in WEBHOOK_EVENT_TYPES:
         return key_audit_event(row)
-    kind, actor_id = kind_and_id(row.actor)
-    shown = dict(row.event) | {"type": row.type, "at": row.at, "actor": row.actor}
-    shown |= {"actor_kind": kind, "actor_id": actor_id, "position": row.position}
-    shown |= {"webhook_id": str(row.key_id), "chain": row.chain}
-    event: WebhookEvent = msgspec.convert(
-        {name: value for name, value in shown.items() if value is not None},
-        WebhookEvent,
-        strict=False,
-    )
+    common = {"position": row.position, "webhook_id": str(row.key_id), "chain": row.chain}
+    shown = _shown(row.type, dict(row.event), row.at, row.actor, common)
+    event: WebhookEvent = msgspec.convert(shown, WebhookEvent, strict=False)
     return event
 
 
