@@ -26,7 +26,7 @@ from litestar.response import Stream
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
-from api.audit_tail import AuditTail
+from api.audit_tail import BATCH, AuditTail
 from api.auth import principal_of, require_secret, requires_scopes
 from api.events import KEY_EVENT_TYPES, key_audit_event
 from api.openapi import SESSION_OR_TOKEN, VERIFY_SECRET_ONLY
@@ -43,7 +43,6 @@ log = logging.getLogger("anthra.events")
 
 STREAM_PATH = "/api/v1/events/stream"
 EVENT_STREAM = "text/event-stream"
-BATCH = 100
 HEARTBEAT_INTERVAL = 15.0
 # A client that has not taken a write for this long is gone, or too slow to follow: dropped.
 SEND_TIMEOUT = 10.0

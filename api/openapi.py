@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Litestar, Request
@@ -27,6 +27,7 @@ from api.problems import ErrorBody
 from domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from domain.idempotency import MAX_LENGTH as IDEMPOTENCY_KEY_LENGTH
 
+T = TypeVar("T")
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 # An operation's security, as handlers declare it (Litestar appends a handler's list to its
 # controller's, so each handler names its own): a session, or a token with the guard's scope.
@@ -217,10 +218,11 @@ class ContractYaml(YamlRenderPlugin):
         )
 
 
-def rendered_once(app: Litestar, name: str, render: Callable[[], bytes]) -> bytes:
-    """The document as `render` writes it, written once per app: the YAML took a quarter of a
-    second of CPU per request, which anyone could ask for without a credential."""
-    made: bytes | None = app.state.get(name)
+def rendered_once(app: Litestar, name: str, render: Callable[[], T]) -> T:
+    """What `render` makes, made once per app and kept in its state: the contract, and the
+    document as each plugin writes it (the YAML took a quarter of a second of CPU per request,
+    which anyone could ask for without a credential)."""
+    made: T | None = app.state.get(name)
     if made is None:
         made = app.state[name] = render()
     return made
@@ -228,10 +230,7 @@ def rendered_once(app: Litestar, name: str, render: Callable[[], bytes]) -> byte
 
 def contract_of(app: Litestar, generated: dict[str, Any]) -> dict[str, Any]:
     """The app's contract, made once from Litestar's document."""
-    made: dict[str, Any] | None = app.state.get("openapi_contract")
-    if made is None:
-        made = app.state["openapi_contract"] = contract(generated, scopes_needed(app))
-    return made
+    return rendered_once(app, "openapi_contract", lambda: contract(generated, scopes_needed(app)))
 
 
 def scopes_needed(app: Litestar) -> dict[tuple[str, str], tuple[str, ...]]:

@@ -24,7 +24,7 @@ from msgspec import UNSET, UnsetType
 from api import problems
 from api.auth import Authenticator, metadata_url_of, require_secret
 from api.front_door import Answer
-from api.json_body import decode
+from api.json_body import JSON_MEDIA_TYPE, decode
 from api.openapi import ANYONE_SERVICE_OR_SESSION
 from api.query_values import parse_instant
 from api.schemas import VerifyRequest, VerifyResponse
@@ -169,7 +169,7 @@ def _verify_as_of(
     )
 
 
-_JSON = b"application/json"
+_JSON = JSON_MEDIA_TYPE.encode()
 _ANSWER_HEADERS: Final = [(b"content-type", _JSON)]
 _encode = msgspec.json.Encoder().encode
 
